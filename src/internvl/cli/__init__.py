@@ -1,0 +1,1 @@
+"""The `internvl` command line: thin verbs over the library."""

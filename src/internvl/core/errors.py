@@ -1,0 +1,26 @@
+"""The exception hierarchy: every user-triggerable failure raises a subclass of `InternVLError`.
+
+Messages say what was received, what was expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class InternVLError(Exception):
+    """Base class of all errors raised by this package on bad input."""
+
+
+class ConfigError(InternVLError, ValueError):
+    """A configuration value is missing, inconsistent or of the wrong type."""
+
+
+class CheckpointError(InternVLError):
+    """A checkpoint directory cannot be read or does not match the model."""
+
+
+class DataFormatError(InternVLError, ValueError):
+    """A data or annotation file does not have the expected format (names file, line and field)."""
+
+
+class UnknownModelError(InternVLError, KeyError):
+    """A registry lookup for a name that is not registered."""

@@ -1,0 +1,1 @@
+"""Records, image transforms and tokenisation. Imports core only (never models)."""

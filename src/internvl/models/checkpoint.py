@@ -1,0 +1,212 @@
+"""Reading and writing checkpoint directories in the layouts the official releases use.
+
+A checkpoint directory holds ``config.json`` and weights in one of four layouts:
+``model.safetensors``, sharded ``model-0000k-of-0000n.safetensors`` + ``model.safetensors.index.json``,
+``pytorch_model.bin``, or sharded ``pytorch_model-*.bin`` + ``pytorch_model.bin.index.json``.
+Key checks happen here, before any tensor is copied, so a wrong checkpoint fails with the lists of
+missing and unexpected keys rather than a shape error deep inside a module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from internvl.core.errors import CheckpointError
+
+SAFE_SINGLE = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_SINGLE = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+CONFIG_NAME = "config.json"
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """Accept ``"bf16"``/``"bfloat16"``/``torch.bfloat16``/None (keep the stored dtype)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return None
+    try:
+        return DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise CheckpointError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}") from None
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """Read ``config.json`` from a checkpoint directory (or the file itself)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CONFIG_NAME
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no config.json found; a checkpoint directory needs one")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p}: invalid JSON at line {e.lineno}: {e.msg}") from None
+
+
+def weight_files(path: str | os.PathLike) -> list[Path]:
+    """List the weight files of a checkpoint directory, preferring safetensors over .bin."""
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a directory (expected a checkpoint directory)")
+    for index_name in (SAFE_INDEX, BIN_INDEX):
+        index = root / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise CheckpointError(f"{index}: not a valid shard index ({e})") from None
+            files = [root / name for name in dict.fromkeys(weight_map.values())]
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise CheckpointError(f"{index} names shards that do not exist: {missing}")
+            return files
+    for single in (SAFE_SINGLE, BIN_SINGLE):
+        if (root / single).is_file():
+            return [root / single]
+    raise CheckpointError(
+        f"{root}: no weights found; expected one of {SAFE_SINGLE}, {SAFE_INDEX}, {BIN_SINGLE}, {BIN_INDEX}"
+    )
+
+
+def read_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read every tensor of a checkpoint directory into one flat dict (keys as stored)."""
+    state: dict[str, torch.Tensor] = {}
+    for f in weight_files(path):
+        if f.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state.update(load_file(str(f), device=str(device)))
+        else:
+            state.update(torch.load(f, map_location=device, weights_only=True))
+    return state
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    *,
+    safe_serialization: bool = True,
+    max_shard_size: int | None = None,
+) -> list[Path]:
+    """Write tensors in the official layout; shard when ``max_shard_size`` (bytes) is exceeded.
+
+    Returns the written weight files. Tensors are made contiguous and de-aliased (safetensors refuses
+    shared storage) without changing their values.
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    storage_uses = Counter(v.untyped_storage().data_ptr() for v in state_dict.values())
+    tensors = {
+        k: v.detach().contiguous().clone() if storage_uses[v.untyped_storage().data_ptr()] > 1 else v.detach().contiguous()
+        for k, v in state_dict.items()
+    }
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if max_shard_size is not None and shards[-1] and size + nbytes > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    ext = ".safetensors" if safe_serialization else ".bin"
+    stem = "model" if safe_serialization else "pytorch_model"
+    n = len(shards)
+    names = [f"{stem}{ext}"] if n == 1 else [f"{stem}-{i + 1:05d}-of-{n:05d}{ext}" for i in range(n)]
+    written = []
+    for name, shard in zip(names, shards):
+        target = root / name
+        if safe_serialization:
+            from safetensors.torch import save_file
+
+            save_file(shard, str(target), metadata={"format": "pt"})
+        else:
+            torch.save(shard, target)
+        written.append(target)
+    if n > 1:
+        weight_map = {k: name for name, shard in zip(names, shards) for k in shard}
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (root / (SAFE_INDEX if safe_serialization else BIN_INDEX)).write_text(json.dumps(index, indent=2))
+    return written
+
+
+def check_keys(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "checkpoint",
+    ignore_unexpected: Iterable[str] = (),
+) -> None:
+    """Raise `CheckpointError` listing missing / unexpected keys and shape mismatches, if any.
+
+    ``ignore_unexpected`` holds regexes for stored keys that are legitimately unused (e.g. RoPE
+    ``inv_freq`` buffers that older checkpoints saved).
+    """
+    expected = model.state_dict()
+    patterns = [re.compile(p) for p in ignore_unexpected]
+    missing = sorted(k for k in expected if k not in state_dict)
+    unexpected = sorted(k for k in state_dict if k not in expected and not any(p.search(k) for p in patterns))
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = [f"{source} does not match {type(model).__name__}:"]
+        if missing:
+            parts.append(f"  missing keys ({len(missing)}): {_preview(missing)}")
+        if unexpected:
+            parts.append(f"  unexpected keys ({len(unexpected)}): {_preview(unexpected)}")
+        if mismatched:
+            parts.append(f"  shape mismatches ({len(mismatched)}): {_preview(mismatched)}")
+        raise CheckpointError("\n".join(parts))
+
+
+def _preview(items: list[str], limit: int = 20) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def load_into(
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    dtype: torch.dtype | None = None,
+    source: str = "checkpoint",
+    ignore_unexpected: Iterable[str] = (),
+) -> nn.Module:
+    """Check keys, then copy ``state_dict`` into ``model`` (which may live on the meta device).
+
+    Floating tensors are cast to ``dtype`` when given; parameters are assigned, so a model built on
+    the meta device never allocates its random initialisation.
+    """
+    check_keys(model, state_dict, source=source, ignore_unexpected=ignore_unexpected)
+    expected = model.state_dict()
+    cleaned = {}
+    for k in expected:
+        t = state_dict[k]
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        cleaned[k] = t
+    model.load_state_dict(cleaned, strict=True, assign=True)
+    return model

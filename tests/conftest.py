@@ -1,0 +1,45 @@
+"""Shared fixtures: the parity fixture root, seeded generators, tiny images."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parity_root() -> Path:
+    """Golden fixtures of the reference implementation; overridable for other fixture sets of the same layout."""
+    return Path(os.environ.get("INTERNVL_PARITY_FIXTURES", REPO.parent / "shared" / "fixtures" / "upstream"))
+
+
+def load_fixture(name: str) -> dict:
+    """Read one fixture folder: config, model weights, inputs, outputs and meta (when present)."""
+    from safetensors.torch import load_file
+
+    root = parity_root() / name
+    if not root.is_dir():
+        pytest.fail(f"parity fixtures not found at {root} (set INTERNVL_PARITY_FIXTURES)")
+    out = {"root": root, "config": json.loads((root / "config.json").read_text())}
+    for stem in ("inputs", "outputs", "train_inputs", "train_outputs"):
+        f = root / f"{stem}.safetensors"
+        if f.is_file():
+            out[stem] = load_file(str(f))
+    meta = root / "meta.json"
+    out["meta"] = json.loads(meta.read_text()) if meta.is_file() else {}
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _fp32_default():
+    torch.set_default_dtype(torch.float32)
+    yield
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
