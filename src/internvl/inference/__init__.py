@@ -1,0 +1,1 @@
+"""Pipelines that combine models and data: inspection, embedding, captioning, chat."""
