@@ -1,0 +1,49 @@
+"""A map-style torch dataset over caption records that opens each image only when it is requested."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from internvl.core.errors import DataFormatError
+from internvl.data.datasets.records import ImageCaptions
+
+
+class CaptionImageDataset(torch.utils.data.Dataset):
+    """``dataset[i] -> (transform(image_i), i)``; the captions stay in ``records`` (strings need no collation).
+
+    Images are decoded lazily in ``__getitem__`` (so DataLoader workers do the decoding) and converted to
+    RGB before the transform, as every reference pipeline does.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageCaptions],
+        transform: Callable[[Image.Image], torch.Tensor],
+        name: str = "",
+    ):
+        self.records = list(records)
+        self.transform = transform
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        rec = self.records[index]
+        try:
+            with Image.open(rec.image_path) as img:
+                rgb = img.convert("RGB")
+        except FileNotFoundError:
+            raise DataFormatError(
+                f"{self._prefix()}image file not found: {rec.image_path} (image id {rec.image_id!r}, listed at "
+                f"{rec.source}); expected it under the dataset's image root {rec.image_path.parent}"
+            ) from None
+        except OSError as e:
+            raise DataFormatError(f"{self._prefix()}cannot read image {rec.image_path} (image id {rec.image_id!r}): {e}") from None
+        return self.transform(rgb), index
+
+    def _prefix(self) -> str:
+        return f"dataset '{self.name}': " if self.name else ""

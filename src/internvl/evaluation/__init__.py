@@ -1,0 +1,1 @@
+"""Benchmarks: zero-shot retrieval (clip_benchmark protocol) and captioning (pycocoevalcap)."""

@@ -1,0 +1,1 @@
+"""Metric computations. Pure: nothing here imports the rest of the package."""
