@@ -1,0 +1,138 @@
+"""Batched image/text embeddings and zero-shot classification with InternVL-C/G.
+
+These follow clip_benchmark's use of the reference model: embeddings are L2-normalised
+(``F.normalize``, eps 1e-12) before any similarity; a zero-shot classifier is, per class, the mean
+of the normalised embeddings of its prompt templates, normalised again; classification logits are
+``100 * image @ classifier.T``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from internvl.data.tokenization import InternVLTextTokenizer
+from internvl.data.transforms import load_image
+from internvl.models.internvl_cg import InternVLModel
+
+logger = logging.getLogger(__name__)
+
+ImageLike = Image.Image | str | os.PathLike
+# One neutral template; evaluation passes the ImageNet template set.
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
+
+def _batches(items: Sequence, batch_size: int) -> Iterable[Sequence]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}; expected >= 1")
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]
+
+
+def _pixels(images: Sequence[ImageLike], transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+    tensors = [transform(img if isinstance(img, Image.Image) else load_image(img)) for img in images]
+    return torch.stack(tensors)  # (B, 3, S, S)
+
+
+@torch.no_grad()
+def embed_images(
+    model: InternVLModel,
+    images: Sequence[ImageLike],
+    transform: Callable[[Image.Image], torch.Tensor],
+    batch_size: int = 32,
+    mode: str = "InternVL-C",
+    *,
+    normalize: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Embed images (PIL images or paths) in batches.
+
+    Args:
+        transform: PIL image -> float[3, S, S] (e.g. ``build_transform("retrieval", model.image_size)``).
+        mode: ``"InternVL-C"`` (attention-pooled ViT) or ``"InternVL-G"`` (plus the QLLaMA queries).
+        normalize: L2-normalise each row (what retrieval and classification compare).
+        progress: called with the number of items finished after each batch.
+
+    Returns:
+        float32[N, clip_embed_dim] on the CPU.
+    """
+    out = []
+    for chunk in _batches(list(images), batch_size):
+        pixel_values = _pixels(chunk, transform).to(model.device, model.dtype)
+        emb = model.encode_image(pixel_values, mode=mode).float()
+        out.append((F.normalize(emb, dim=-1) if normalize else emb).cpu())
+        if progress is not None:
+            progress(len(chunk))
+    if not out:
+        return torch.empty(0, model.config.clip_embed_dim)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def embed_texts(
+    model: InternVLModel,
+    tokenizer: InternVLTextTokenizer,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    *,
+    normalize: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Embed texts in batches (tokenised with the ``summarize:`` prefix, 80 ids). Returns float32[N, D] on the CPU."""
+    out = []
+    for chunk in _batches(list(texts), batch_size):
+        emb = model.encode_text(tokenizer(chunk).to(model.device)).float()
+        out.append((F.normalize(emb, dim=-1) if normalize else emb).cpu())
+        if progress is not None:
+            progress(len(chunk))
+    if not out:
+        return torch.empty(0, model.config.clip_embed_dim)
+    return torch.cat(out)
+
+
+def zero_shot_classifier(
+    model: InternVLModel,
+    tokenizer: InternVLTextTokenizer,
+    classnames: Sequence[str],
+    templates: Sequence[str] | Sequence[Callable[[str], str]] = DEFAULT_TEMPLATES,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """Class embeddings float32[C, D]: mean of the normalised template embeddings, renormalised.
+
+    Templates are format strings with one ``{}`` (or callables) applied to each class name.
+    """
+    if not classnames:
+        raise ValueError("zero_shot_classifier needs at least one class name")
+    if not templates:
+        raise ValueError("zero_shot_classifier needs at least one template")
+    texts = [t(c) if callable(t) else t.format(c) for c in classnames for t in templates]
+    emb = embed_texts(model, tokenizer, texts, batch_size, normalize=True)  # (C*T, D)
+    emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)  # (C, D)
+    return emb / emb.norm(dim=-1, keepdim=True)
+
+
+@dataclass
+class Classification:
+    """Top-k per image: ``probs`` float[N, k] (softmax over all classes) and ``indices`` long[N, k]."""
+
+    probs: torch.Tensor
+    indices: torch.Tensor
+
+
+def classify(image_embeddings: torch.Tensor, classifier: torch.Tensor, top_k: int = 5) -> Classification:
+    """Zero-shot predictions from normalised image embeddings float[N, D] and a classifier float[C, D]."""
+    if image_embeddings.shape[-1] != classifier.shape[-1]:
+        raise ValueError(
+            f"image embeddings have width {image_embeddings.shape[-1]} but the classifier {classifier.shape[-1]}"
+        )
+    logits = 100.0 * image_embeddings.float() @ classifier.float().t()  # (N, C)
+    probs = logits.softmax(dim=-1)
+    k = min(top_k, classifier.shape[0])
+    top = probs.topk(k, dim=-1)
+    return Classification(probs=top.values, indices=top.indices)
