@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ["info", "demo"]
+COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption"]
 
 
 def build_app() -> typer.Typer:

@@ -1,0 +1,79 @@
+"""`internvl classify`: zero-shot classification of images against class names with InternVL-C/G."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def read_classes(classes: str | None, classes_file: Path | None) -> list[str]:
+    """Class names from ``a,b,c`` or a file with one name per line (blank lines skipped)."""
+    from internvl.core.errors import ConfigError, DataFormatError
+
+    if (classes is None) == (classes_file is None):
+        raise ConfigError("pass exactly one of --classes a,b,c and --classes-file FILE")
+    if classes is not None:
+        names = [c.strip() for c in classes.split(",")]
+    else:
+        if not classes_file.is_file():
+            raise DataFormatError(f"{classes_file}: classes file not found")
+        names = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise ConfigError("no class names given")
+    return names
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("classify")
+    def classify_cmd(
+        model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."),
+        images: list[Path] = typer.Argument(..., help="Image files to classify."),
+        classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names."),
+        classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="File with one class name per line."),
+        templates: Optional[list[str]] = typer.Option(
+            None, "--templates", help='Prompt template with {} for the class name (repeatable; default "a photo of a {}.").'),
+        top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to report per image."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the predictions as JSON here."),
+        mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
+        batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
+        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+    ) -> None:
+        """Rank class names for each image (classification transform; classifier = mean of template embeddings)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from internvl.core.errors import ConfigError
+        from internvl.data.transforms import build_transform
+        from internvl.evaluation.runtime import load_model_and_tokenizer, pick_device, pick_dtype
+        from internvl.inference.embedding import DEFAULT_TEMPLATES, classify, embed_images, zero_shot_classifier
+
+        names = read_classes(classes, classes_file)
+        temps = list(templates or DEFAULT_TEMPLATES)
+        bad = [t for t in temps if "{}" not in t]
+        if bad:
+            raise ConfigError(f"--templates must contain '{{}}' for the class name; got {bad}")
+        dev = pick_device(device)
+        model, tokenizer = load_model_and_tokenizer(model_dir, dtype=pick_dtype(dtype, dev), device=dev)
+        classifier = zero_shot_classifier(model, tokenizer, names, temps, batch_size)
+        emb = embed_images(model, images, build_transform("classification", model.image_size), batch_size, mode)
+        result = classify(emb, classifier, top_k)
+        records = [
+            {"image": str(path),
+             "predictions": [{"label": names[int(i)], "score": round(float(p), 6)} for p, i in zip(probs, idx)]}
+            for path, probs, idx in zip(images, result.probs, result.indices)
+        ]
+        table = Table(title=f"zero-shot {mode}, {len(names)} classes")
+        table.add_column("image")
+        table.add_column(f"top-{result.indices.shape[1]}")
+        for rec in records:
+            table.add_row(rec["image"], ", ".join(f"{p['label']} ({p['score']:.3f})" for p in rec["predictions"]))
+        Console().print(table)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(records, indent=2, ensure_ascii=False))
+            typer.echo(f"wrote {output}")

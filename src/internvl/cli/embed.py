@@ -1,0 +1,80 @@
+"""`internvl embed`: image and/or text embeddings of an InternVL-C/G checkpoint, written to .npy or .safetensors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def list_images(images_dir: Path) -> list[Path]:
+    """Image files directly inside ``images_dir``, sorted by name."""
+    from internvl.core.errors import DataFormatError
+
+    if not images_dir.is_dir():
+        raise DataFormatError(f"{images_dir}: not a directory")
+    files = sorted(p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataFormatError(f"{images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    def embed(
+        model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."),
+        image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="Image file to embed (repeatable)."),
+        images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="Embed every image file in this folder (sorted)."),
+        text: Optional[list[str]] = typer.Option(None, "--text", "-t", help="Text to embed (repeatable)."),
+        output: Path = typer.Option(..., "--output", "-o",
+                                    help="out.npy (images OR texts) or out.safetensors (image_embeds and/or text_embeds)."),
+        mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
+        batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
+        normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise the embeddings."),
+        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+    ) -> None:
+        """Embed images (retrieval transform) and texts ("summarize:" prefix) into the shared space.
+
+        Rows follow the order given (images from --image first, then --images-dir). A .safetensors output
+        also records the image paths and texts in its metadata.
+        """
+        from internvl.core.errors import ConfigError
+        from internvl.data.transforms import build_transform
+        from internvl.evaluation.runtime import load_model_and_tokenizer, pick_device, pick_dtype
+        from internvl.inference.embedding import embed_images, embed_texts
+
+        images = [*(image or []), *(list_images(images_dir) if images_dir else [])]
+        texts = list(text or [])
+        if not images and not texts:
+            raise ConfigError("nothing to embed: pass --image, --images-dir and/or --text")
+        suffix = output.suffix.lower()
+        if suffix not in (".npy", ".safetensors"):
+            raise ConfigError(f"--output {output}: use a .npy or .safetensors file name")
+        if suffix == ".npy" and images and texts:
+            raise ConfigError("a .npy file holds one array; embed images and texts separately or use .safetensors")
+        dev = pick_device(device)
+        model, tokenizer = load_model_and_tokenizer(model_dir, dtype=pick_dtype(dtype, dev), device=dev)
+        result = {}
+        if images:
+            transform = build_transform("retrieval", model.image_size)
+            result["image_embeds"] = embed_images(model, images, transform, batch_size, mode, normalize=normalize)
+        if texts:
+            result["text_embeds"] = embed_texts(model, tokenizer, texts, batch_size, normalize=normalize)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npy":
+            import numpy as np
+
+            np.save(output, next(iter(result.values())).numpy())
+        else:
+            from safetensors.torch import save_file
+
+            meta = {"mode": mode, "normalized": str(normalize), "images": json.dumps([str(p) for p in images]),
+                    "texts": json.dumps(texts, ensure_ascii=False)}
+            save_file({k: v.contiguous() for k, v in result.items()}, str(output), metadata=meta)
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in result.items())
+        typer.echo(f"wrote {output}: {shapes}")
