@@ -1,0 +1,107 @@
+"""`internvl eval retrieval|caption`: the reference benchmarks on the standard datasets.
+
+Thin: argument parsing and the results table; the work is in `internvl.evaluation`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+_DATA_ROOT_HELP = "Folder that replaces ./data in the built-in dataset paths (and in relative registry paths)."
+_REGISTRY_HELP = "YAML/JSON file with extra or overriding dataset entries (repeatable); see docs/readme/evaluation.md."
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(help="Benchmarks: image-text retrieval recall@k and zero-shot captioning scores.",
+                      no_args_is_help=True)
+    app.add_typer(sub, name="eval")
+
+    @sub.command("retrieval")
+    def retrieval(
+        model: Path = typer.Option(..., "--model", "-m", help="InternVL-C/G checkpoint directory (with tokenizer files)."),
+        dataset: str = typer.Option("flickr30k", "--dataset", "-d",
+                                    help="flickr30k, coco, mscoco_captions, or any registry entry name."),
+        output: Path = typer.Option(..., "--output", "-o", help="Result JSON file (clip_benchmark's schema)."),
+        language: Optional[str] = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),
+        mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
+        data_root: Optional[Path] = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
+        registry: Optional[list[Path]] = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+        batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per step (their captions go together)."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
+        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        amp: bool = typer.Option(True, "--amp/--no-amp", help="fp16 autocast on CUDA, as clip_benchmark."),
+        num_workers: int = typer.Option(4, "--num-workers", min=0, help="Image decoding processes."),
+        append: bool = typer.Option(False, "--append", help="Append one JSON line instead of overwriting (clip_benchmark)."),
+    ) -> None:
+        """Image->text and text->image recall@1/5/10 with clip_benchmark's protocol."""
+        from internvl.evaluation.retrieval import run_retrieval
+
+        result = run_retrieval(
+            model, dataset, language=language, mode=mode, data_root=data_root, registry_files=registry or (),
+            batch_size=batch_size, limit=limit, device=device, dtype=dtype, amp=amp, num_workers=num_workers,
+            output=output, append=append,
+        )
+        _print_retrieval(result, output)
+
+    @sub.command("caption")
+    def caption(
+        model: Path = typer.Option(..., "--model", "-m", help="InternVL checkpoint directory (with tokenizer files)."),
+        dataset: str = typer.Option(..., "--dataset", "-d", help="coco, flickr30k, nocaps, or any registry entry name."),
+        output: Path = typer.Option(..., "--output", "-o", help="Directory for <dataset>_captions.json and _metrics.json."),
+        data_root: Optional[Path] = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
+        registry: Optional[list[Path]] = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+        batch_size: int = typer.Option(1, "--batch-size", min=1,
+                                       help="Images per generate call (reference: 1; larger is faster, equal up to fp16 rounding)."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
+        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        num_workers: int = typer.Option(2, "--num-workers", min=0, help="Image decoding processes."),
+        num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
+        min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
+        max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),
+    ) -> None:
+        """Zero-shot captions ("English caption:", beam 5, 8-30 tokens) scored with pycocoevalcap."""
+        from internvl.evaluation.captioning import run_caption_eval
+
+        summary = run_caption_eval(
+            model, dataset, output, data_root=data_root, registry_files=registry or (), batch_size=batch_size,
+            limit=limit, device=device, dtype=dtype, num_workers=num_workers, num_beams=num_beams,
+            min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
+        )
+        _print_caption(summary, output)
+
+
+def _print_retrieval(result: dict, output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = result["metrics"]
+    ks = sorted({int(k.rsplit("@", 1)[1]) for k in m if "@" in k})
+    table = Table(title=f"{result['dataset']} ({result['language']}), {result['mode']}: "
+                        f"{result['num_images']} images, {result['num_texts']} texts")
+    table.add_column("direction")
+    for k in ks:
+        table.add_column(f"R@{k}", justify="right")
+    table.add_row("image->text (text_retrieval)", *[f"{100 * m[f'text_retrieval_recall@{k}']:.2f}" for k in ks])
+    table.add_row("text->image (image_retrieval)", *[f"{100 * m[f'image_retrieval_recall@{k}']:.2f}" for k in ks])
+    console = Console()
+    console.print(table)
+    console.print(f"mean recall {100 * m['mean_recall']:.2f}; written to {output}")
+
+
+def _print_caption(summary: dict, output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['dataset']}: {summary['num_images']} images, "
+                        f"average length {summary['average_length']:.4f}")
+    for name in summary["metrics"]:
+        table.add_column(name, justify="right")
+    table.add_row(*[f"{v:.5f}" for v in summary["metrics"].values()])
+    console = Console()
+    console.print(table)
+    console.print(f"captions: {summary['captions_file']}; metrics: {Path(output) / (summary['dataset'] + '_metrics.json')}")
