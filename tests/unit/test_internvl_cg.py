@@ -159,3 +159,16 @@ def test_config_errors(config, model):
         InternVLConfig.from_dict({"model_type": "internvl_chat"})
     with pytest.raises(ConfigError, match="mode"):
         model.encode_image(torch.zeros(1, 3, 56, 56), mode="InternVL-X")
+
+
+def test_captioning_mask_layout(model):
+    """use_zero_attention_mask: queries see each other both ways but not the text; text is causal and sees queries."""
+    nq, p = model.config.num_query_token, 3
+    mask = model.qllama.model.build_mask(None, 1, nq + p, 0, torch.float32, torch.device("cpu"), True)
+    allowed = mask[0, 0] == 0
+    assert allowed[:nq, :nq].all()
+    assert not allowed[:nq, nq:].any()
+    assert allowed[nq:, :nq].all()
+    assert torch.equal(allowed[nq:, nq:], torch.ones(p, p, dtype=torch.bool).tril())
+    blocked = mask[0, 0][~allowed]
+    assert (blocked == torch.finfo(torch.float32).min).all()  # saturated, never -inf
