@@ -67,4 +67,38 @@ def _vision_step(output: Path, seed: int, console) -> dict:
             "last_hidden_state": list(out.last_hidden_state.shape)}
 
 
-STEPS = [("InternViT (vision encoder)", _vision_step)]
+def _cg_step(output: Path, seed: int, console) -> dict:
+    import torch
+
+    from internvl.data.synthetic import build_tokenizer, synthetic_image
+    from internvl.data.tokenization import InternVLTextTokenizer
+    from internvl.data.transforms import build_transform
+    from internvl.inference.captioning import generate_captions
+    from internvl.inference.embedding import classify, embed_images, embed_texts, zero_shot_classifier
+    from internvl.models.internvl_cg import InternVLModel, build_internvl, internvl_cg_tiny
+
+    model_dir = output / "internvl_cg_tiny"
+    build_tokenizer(model_dir)
+    vocab = len(InternVLTextTokenizer.from_pretrained(model_dir).tokenizer)
+    build_internvl(internvl_cg_tiny(vocab_size=vocab), seed=seed).save_pretrained(model_dir)
+    model = InternVLModel.from_pretrained(model_dir)
+    tok = InternVLTextTokenizer.from_pretrained(model_dir)
+    images = [synthetic_image(seed + i) for i in range(3)]
+    texts = ["a red square", "two cats sit on a red sofa", "一只狗在草地上奔跑"]
+    img = embed_images(model, images, build_transform("retrieval", model.image_size), mode="InternVL-G")
+    txt = embed_texts(model, tok, texts)
+    sims = (img @ txt.T).tolist()
+    console.print(f"InternVL-G image embeddings {tuple(img.shape)}, text embeddings {tuple(txt.shape)}")
+    console.print("cosine similarity (images x texts): " + "; ".join(", ".join(f"{v:+.2f}" for v in row) for row in sims))
+    classes = ["dog", "cat", "square"]
+    clf = zero_shot_classifier(model, tok, classes, ["a photo of a {}."])
+    top = classify(embed_images(model, images, build_transform("classification", model.image_size)), clf, top_k=1)
+    predictions = [classes[i] for i in top.indices[:, 0].tolist()]
+    console.print(f"zero-shot classification over {classes}: {predictions}")
+    pixels = torch.stack([build_transform("caption", model.image_size)(im) for im in images])
+    captions = generate_captions(model, tok, pixels, num_beams=2, min_new_tokens=4, max_new_tokens=6)
+    console.print(f"captions (beam search, untrained so gibberish): {captions}")
+    return {"checkpoint": str(model_dir), "similarity": sims, "classification": predictions, "captions": captions}
+
+
+STEPS = [("InternViT (vision encoder)", _vision_step), ("InternVL-C / InternVL-G (QLLaMA)", _cg_step)]
