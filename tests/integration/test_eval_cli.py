@@ -146,6 +146,14 @@ def test_eval_errors_name_the_missing_file(world, tmp_path, capsys):
     assert "annotation file not found" in capsys.readouterr().err
     assert main(base + ["--dataset", "flikr30k"]) == 2
     assert "unknown dataset 'flikr30k'" in capsys.readouterr().err
+    # A COCO caption dict with an image that has no caption cannot be scored image->text.
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "1000.jpg"}, {"id": 2, "file_name": "1001.jpg"}],
+                               "annotations": [{"image_id": 1, "caption": "a dog", "id": 0}]}))
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(f"datasets:\n  - name: odd_coco\n    root: {data / 'flickr30k' / 'Images'}\n    annotation: {ann}\n")
+    assert main(base + ["--dataset", "odd_coco", "--registry", str(reg)]) == 2
+    assert "1 image(s) have no caption, e.g. image id 2" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from internvl.core.errors import ConfigError, DataFormatError, InternVLError
 from internvl.data.datasets import CaptionImageDataset, ImageCaptions, pre_caption
 from internvl.data.transforms import build_transform
 from internvl.evaluation.metrics.retrieval import DEFAULT_KS, retrieval_metrics
@@ -108,10 +109,20 @@ def evaluate_retrieval(
     progress: bool = True,
 ) -> dict[str, float]:
     """recall@k metrics (clip_benchmark keys plus ``mean_recall``) of ``model`` on ``records``."""
+    uncaptioned = [r for r in records if not r.captions]
+    if uncaptioned:
+        r = uncaptioned[0]
+        raise DataFormatError(
+            f"{len(uncaptioned)} image(s) have no caption, e.g. image id {r.image_id!r} ({r.source}); "
+            "every image needs at least one caption for image->text retrieval"
+        )
     emb = encode_dataset(
         model, tokenizer, records, mode=mode, batch_size=batch_size, num_workers=num_workers, amp=amp, progress=progress
     )
-    return retrieval_metrics(emb.images, emb.texts, emb.text_to_image, ks=ks, device=model.device)
+    try:
+        return retrieval_metrics(emb.images, emb.texts, emb.text_to_image, ks=ks, device=model.device)
+    except ValueError as e:  # e.g. NaN embeddings from an fp16 overflow
+        raise InternVLError(f"retrieval metrics failed: {e} (model dtype {model.dtype}; try --dtype fp32 or bf16)") from None
 
 
 def run_retrieval(
@@ -141,8 +152,6 @@ def run_retrieval(
         and ``seconds``.
     """
     if mode not in MODEL_NAMES:
-        from internvl.core.errors import ConfigError
-
         raise ConfigError(f"--mode {mode!r}; expected one of {list(MODEL_NAMES)}")
     spec = resolve_dataset(dataset, task="retrieval", language=language, data_root=data_root, registry_files=registry_files)
     records = read_records(spec, limit)  # fail on data problems before loading a 14B model
