@@ -388,12 +388,11 @@ class InternVLChatModel(PreTrainedModel):
         inputs_embeds = self.embed(input_ids, pixel_values, visual_features=visual_features)
         if attention_mask is not None:
             attention_mask = attention_mask.to(inputs_embeds.device)
+        # Fold generation settings into one config object (transformers deprecates mixing both styles).
+        config = copy.deepcopy(generation_config or self.generation_config)
+        rest = config.update(**{"use_cache": True, **kwargs})  # returns the keys that are not settings
         return self.language_model.generate(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            generation_config=copy.deepcopy(generation_config or self.generation_config),
-            use_cache=True,
-            **kwargs,
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, generation_config=config, **rest
         )
 
     # -- card-style convenience (delegates to the inference layer, imported lazily) ---------------
