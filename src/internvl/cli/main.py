@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption"]
+COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat"]
 
 
 def build_app() -> typer.Typer:
