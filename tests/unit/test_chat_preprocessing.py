@@ -1,0 +1,118 @@
+"""Pixel shuffle orders, dynamic tiling candidates and video frame indices (hand-computed values)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+
+from internvl.core.errors import ConfigError
+from internvl.data.image_processing import (
+    ChatImageSettings,
+    dynamic_preprocess,
+    find_closest_aspect_ratio,
+    preprocess_image,
+    target_ratios,
+)
+from internvl.data.synthetic import synthetic_image
+from internvl.data.transforms import build_transform
+from internvl.data.video import get_index, video_prompt_prefix
+from internvl.models import projector
+from internvl.models.projector import build_mlp_projector, pixel_shuffle
+
+
+def _grid(rows: int, cols: int) -> torch.Tensor:
+    # x[0, r, c] = [r, c]: each patch carries its own coordinates (C = 2).
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return torch.stack([r, c], dim=-1).float().unsqueeze(0)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_pixel_shuffle_token_contents_and_order(version):
+    x = _grid(4, 4)  # (1, 4, 4, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y = pixel_shuffle(x, 0.5, version)  # (1, 2, 2, 8)
+    tokens = y.reshape(4, 8)
+    for r in range(2):
+        for c in range(2):
+            t = c * 2 + r if version == "v1" else r * 2 + c  # v1 is column-major over the merged grid
+            expected = [2 * r, 2 * c, 2 * r, 2 * c + 1, 2 * r + 1, 2 * c, 2 * r + 1, 2 * c + 1]
+            assert tokens[t].tolist() == expected, (version, r, c)
+
+
+def test_pixel_shuffle_v1_warns_once_per_process(monkeypatch):
+    monkeypatch.setattr(projector, "_V1_WARNED", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pixel_shuffle(_grid(4, 4), 0.5, "v1")
+        pixel_shuffle(_grid(4, 4), 0.5, "v1")
+    assert len([w for w in caught if "ps_version='v1'" in str(w.message)]) == 1
+
+
+def test_pixel_shuffle_rejects_unknown_version_and_odd_grid():
+    with pytest.raises(ConfigError, match="ps_version"):
+        pixel_shuffle(_grid(4, 4), 0.5, "v3")
+    with pytest.raises(ConfigError, match="3x3"):
+        pixel_shuffle(_grid(3, 3), 0.5, "v2")
+
+
+def test_mlp_projector_keys_match_checkpoint():
+    mlp = build_mlp_projector(8, 16, 0.5)
+    assert sorted(mlp.state_dict()) == ["0.bias", "0.weight", "1.bias", "1.weight", "3.bias", "3.weight"]
+    assert mlp[1].in_features == 32
+
+
+def test_candidate_grid_order_matches_reference():
+    assert target_ratios(1, 6) == [
+        (1, 1), (1, 2), (2, 1), (3, 1), (1, 3), (4, 1), (1, 4), (2, 2), (1, 5), (5, 1), (6, 1), (2, 3), (1, 6), (3, 2)
+    ]
+    assert target_ratios(1, 12) == [
+        (1, 1), (1, 2), (2, 1), (3, 1), (1, 3), (2, 2), (4, 1), (1, 4), (5, 1), (1, 5), (1, 6), (6, 1), (3, 2), (2, 3),
+        (7, 1), (1, 7), (4, 2), (2, 4), (1, 8), (8, 1), (1, 9), (3, 3), (9, 1), (2, 5), (5, 2), (10, 1), (1, 10),
+        (11, 1), (1, 11), (12, 1), (3, 4), (4, 3), (1, 12), (6, 2), (2, 6),
+    ]
+
+
+def test_closest_aspect_ratio_and_tie_break():
+    ratios = target_ratios(1, 6)
+    assert find_closest_aspect_ratio(800 / 600, ratios, 800, 600, 448) == (3, 2)  # |4/3 - 3/2| < |4/3 - 1|
+    assert find_closest_aspect_ratio(2000 / 500, ratios, 2000, 500, 448) == (4, 1)
+    # 448x448: (1,1) and (2,2) tie on ratio; (2,2) wins only for an image larger than half of 4 tiles.
+    assert find_closest_aspect_ratio(1.0, ratios, 448, 448, 448) == (1, 1)
+    assert find_closest_aspect_ratio(1.0, ratios, 900, 900, 448) == (2, 2)
+
+
+def test_dynamic_preprocess_tiles_row_major_with_thumbnail():
+    img = Image.new("RGB", (2 * 8, 8))
+    img.paste((255, 0, 0), (0, 0, 8, 8))
+    img.paste((0, 0, 255), (8, 0, 16, 8))
+    tiles = dynamic_preprocess(img, 1, 6, image_size=8, use_thumbnail=True)
+    assert len(tiles) == 3 and all(t.size == (8, 8) for t in tiles)
+    assert tiles[0].getpixel((4, 4)) == (255, 0, 0) and tiles[1].getpixel((4, 4)) == (0, 0, 255)
+    assert len(dynamic_preprocess(img, 1, 1, image_size=8, use_thumbnail=True)) == 1  # no thumbnail for 1 tile
+
+
+def test_single_tile_preprocessing_equals_chat_transform():
+    img = synthetic_image(3, size=80)
+    x = preprocess_image(img, ChatImageSettings(image_size=56))
+    assert x.shape == (1, 3, 56, 56)
+    torch.testing.assert_close(x[0], build_transform("chat", 56)(img), rtol=0, atol=0)
+    dyn = preprocess_image(Image.new("RGB", (120, 56)), ChatImageSettings(image_size=56, dynamic_image_size=True, use_thumbnail=True))
+    assert dyn.shape == (3, 3, 56, 56)  # 2 tiles + thumbnail
+
+
+def test_settings_from_v1_2_config():
+    s = ChatImageSettings.from_config_dict({"force_image_size": 448, "vision_config": {"image_size": 448}})
+    assert (s.image_size, s.dynamic_image_size, s.use_thumbnail) == (448, False, False)
+
+
+def test_get_index_matches_card_example():
+    assert get_index(None, 30, 299, num_segments=8).tolist() == [18, 55, 93, 130, 168, 205, 242, 280]
+    assert get_index((1.0, 2.0), 10, 99, num_segments=2).tolist() == [12, 17]
+
+
+def test_video_prompt_prefix():
+    assert video_prompt_prefix(2) == "Frame1: <image>\nFrame2: <image>\n"
