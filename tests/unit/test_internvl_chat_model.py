@@ -1,0 +1,96 @@
+"""InternVLChatModel: config round trip, LLM choice, device maps, loading errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from internvl.core.errors import CheckpointError, ConfigError, InternVLError
+from internvl.models.internvl_chat import (
+    InternVLChatConfig,
+    InternVLChatModel,
+    build_internvl_chat,
+    infer_device_map,
+    tiny_chat_config,
+)
+from tests.conftest import parity_root
+
+
+def test_config_reads_official_layout_and_round_trips():
+    raw = json.loads((parity_root() / "internvl_chat" / "config.json").read_text())
+    cfg = InternVLChatConfig.from_dict(raw)
+    assert (cfg.template, cfg.ps_version, cfg.select_layer, cfg.downsample_ratio) == ("Hermes-2", "v2", -1, 0.5)
+    assert cfg.num_image_token == 4 and cfg.llm_config.vocab_size == 160
+    assert cfg.llm_config.tie_word_embeddings is False
+    again = InternVLChatConfig.from_dict(cfg.to_dict())
+    assert again.to_dict() == cfg.to_dict()
+    assert "system_message" not in cfg.to_dict()  # only written when the checkpoint sets one
+    assert cfg.to_dict()["llm_config"]["rope_theta"] == 5_000_000.0  # readable by transformers 4.x
+
+
+def test_missing_ps_version_defaults_to_v1_and_bad_values_fail():
+    raw = tiny_chat_config(100).to_dict()
+    raw.pop("ps_version")
+    assert InternVLChatConfig.from_dict(raw).ps_version == "v1"  # the reference constructor default (V1-2)
+    with pytest.raises(ConfigError, match="ps_version"):
+        InternVLChatConfig.from_dict({**raw, "ps_version": "v9"})
+    with pytest.raises(ConfigError, match="InternLM2ForCausalLM"):
+        InternVLChatConfig.from_dict({**raw, "llm_config": {"architectures": ["InternLM2ForCausalLM"]}})
+    with pytest.raises(ConfigError, match="model_type"):
+        InternVLChatConfig.from_dict({**raw, "model_type": "llava"})
+
+
+def test_qwen2_llm_is_supported():
+    model = build_internvl_chat(tiny_chat_config(120, llm_arch="Qwen2ForCausalLM"), seed=1)
+    assert type(model.language_model).__name__ == "Qwen2ForCausalLM"
+    model.img_context_token_id = 100
+    ids = torch.tensor([[5, 100, 100, 100, 100, 6]])
+    with torch.no_grad():
+        out = model(pixel_values=torch.randn(1, 3, 56, 56), input_ids=ids, labels=ids)
+    assert out.logits.shape == (1, 6, 120) and torch.isfinite(out.loss)
+
+
+def test_no_split_modules_cover_vit_and_decoder_layers():
+    model = build_internvl_chat(tiny_chat_config(100))
+    assert {"InternViTLayer", "LlamaDecoderLayer"} <= set(model._no_split_modules)
+
+
+def test_auto_device_map_keeps_blocks_whole_and_io_modules_together():
+    model = build_internvl_chat(tiny_chat_config(400, llm_layers=4))
+    total = sum(p.numel() * 4 for p in model.parameters())
+    device_map = infer_device_map(model, max_memory={0: total // 3, 1: total // 2, 2: total}, dtype=torch.float32)
+    assert len(set(device_map.values())) > 1
+    first = device_map["language_model.model.embed_tokens"]
+    for name in ("vision_model", "mlp1", "language_model.lm_head", "language_model.model.norm"):
+        assert device_map[name] == first, name
+    for key in device_map:  # never inside a ViT block or a decoder layer
+        assert not any(f"layers.{i}." in key for i in range(4)), key
+    covered = {n for n, _ in model.named_parameters() if any(n == k or n.startswith(k + ".") for k in device_map)}
+    assert covered == {n for n, _ in model.named_parameters()}
+
+
+def test_from_pretrained_cpu_device_map_and_overrides():
+    root = parity_root() / "internvl_chat"
+    model = InternVLChatModel.from_pretrained(root, dtype="bf16", device_map="auto", ps_version="v1", system_message="Hi.")
+    assert model.vision_model.dtype == torch.bfloat16 and model.config.ps_version == "v1"
+    assert model.system_message == "Hi."
+    assert model.language_model.model.rotary_emb.inv_freq.dtype == torch.float32  # buffers are not down-cast
+
+
+def test_8bit_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(InternVLError, match="CUDA"):
+        InternVLChatModel.from_pretrained(parity_root() / "internvl_chat", load_in_8bit=True)
+
+
+def test_wrong_checkpoint_lists_keys(tmp_path):
+    model = build_internvl_chat(tiny_chat_config(100))
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["llm_config"]["num_hidden_layers"] = 3
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="missing keys"):
+        InternVLChatModel.from_pretrained(tmp_path)
