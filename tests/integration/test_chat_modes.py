@@ -225,6 +225,12 @@ def test_save_load_round_trip_with_generation_config(model, tokenizer, pixels, t
         assert torch.equal(a, b), k
     q = "what is in the image?"
     assert api.chat(reloaded, tok, pixels[:1], q, GEN) == api.chat(model, tokenizer, pixels[:1], q, GEN)
+    # card-style methods on the loaded model (ChatModel lives in inference, so models never import it)
+    assert isinstance(reloaded, api.ChatModel)
+    assert reloaded.chat(tok, pixels[:1], q, GEN) == api.chat(model, tokenizer, pixels[:1], q, GEN)
+    assert reloaded.batch_chat(tok, pixels[:2], [q, "hi"], GEN, num_patches_list=[1, 1]) == api.batch_chat(
+        model, tokenizer, pixels[:2], [q, "hi"], GEN, num_patches_list=[1, 1]
+    )
     # Plain transformers generation (no chat() override) stops at the end-of-turn token thanks to the saved config.
     query, _ = build_query("Hermes-2", q, num_patches_list=[1], num_image_token=4, system_message=SYSTEM)
     enc = tok(query, return_tensors="pt")

@@ -42,6 +42,30 @@ History = list[tuple[str, str]]
 
 
 # -- loading / saving --------------------------------------------------------------------------------
+class ChatModel(InternVLChatModel):
+    """`InternVLChatModel` with the model card's methods: ``model.chat(tokenizer, pixel_values, question, ...)``.
+
+    Defined here rather than in ``internvl.models`` so that models never import the data/inference
+    layers; weights, config and checkpoints are identical (``ChatModel.from_pretrained`` loads them).
+    """
+
+    def chat(self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: Any = None, **kwargs: Any):
+        """See `internvl.inference.chat.chat`."""
+        return chat(self, tokenizer, pixel_values, question, generation_config, **kwargs)
+
+    def batch_chat(self, tokenizer: Any, pixel_values: torch.Tensor | None, questions: Sequence[str], generation_config: Any = None, **kwargs: Any):
+        """See `internvl.inference.chat.batch_chat`."""
+        return batch_chat(self, tokenizer, pixel_values, questions, generation_config, **kwargs)
+
+    def stream_chat(self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: Any = None, **kwargs: Any):
+        """See `internvl.inference.chat.stream_chat`."""
+        return stream_chat(self, tokenizer, pixel_values, question, generation_config, **kwargs)
+
+    def video_chat(self, tokenizer: Any, video_path: str | os.PathLike, question: str, generation_config: Any = None, **kwargs: Any):
+        """See `internvl.inference.chat.video_chat`."""
+        return video_chat(self, tokenizer, video_path, question, generation_config, **kwargs)
+
+
 def load_tokenizer(path: str | os.PathLike) -> Any:
     """The checkpoint's tokenizer; the slow SentencePiece one like the card (``use_fast=False``) when available."""
     from transformers import AutoTokenizer
@@ -59,9 +83,9 @@ def load_chat_model(
     device_map: str | dict | None = None,
     load_in_8bit: bool = False,
     **kwargs: Any,
-) -> tuple[InternVLChatModel, Any]:
+) -> tuple[ChatModel, Any]:
     """(model, tokenizer) from a checkpoint directory; see `InternVLChatModel.from_pretrained` for options."""
-    model = InternVLChatModel.from_pretrained(path, dtype=dtype, device_map=device_map, load_in_8bit=load_in_8bit, **kwargs)
+    model = ChatModel.from_pretrained(path, dtype=dtype, device_map=device_map, load_in_8bit=load_in_8bit, **kwargs)
     tokenizer = load_tokenizer(path)
     bind_tokenizer(model, tokenizer)
     return model, tokenizer

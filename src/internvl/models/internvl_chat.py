@@ -8,9 +8,10 @@ transformers model (``LlamaForCausalLM`` for V1-2, ``Qwen2ForCausalLM`` also wor
 State-dict keys equal the official ones (``vision_model.*``, ``mlp1.{0,1,3}.*``, ``language_model.*``), so
 ``OpenGVLab/InternVL-Chat-V1-2`` loads as stored, without ``trust_remote_code``.
 
-This module is model-only (layering: models never import data). Prompt building, image loading and the
-card's ``chat()`` / ``batch_chat()`` API live in ``internvl.inference.chat``; ``model.chat(...)`` is a
-thin wrapper that imports it lazily at call time.
+This module is model-only (layering: models never import data or inference). Prompt building, image
+loading and the card's ``chat()`` / ``batch_chat()`` API live in ``internvl.inference.chat``, which also
+provides ``ChatModel``, a subclass with card-style ``model.chat(...)`` methods (what
+``load_chat_model`` returns).
 """
 
 from __future__ import annotations
@@ -394,19 +395,6 @@ class InternVLChatModel(PreTrainedModel):
         return self.language_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, generation_config=config, **rest
         )
-
-    # -- card-style convenience (delegates to the inference layer, imported lazily) ---------------
-    def chat(self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: dict, **kwargs: Any):
-        """``model.chat(...)`` as in the model card; see `internvl.inference.chat.chat`."""
-        from internvl.inference import chat as _chat  # late import: models never import data at module level
-
-        return _chat.chat(self, tokenizer, pixel_values, question, generation_config, **kwargs)
-
-    def batch_chat(self, tokenizer: Any, pixel_values: torch.Tensor | None, questions: list[str], generation_config: dict, **kwargs: Any):
-        """``model.batch_chat(...)``; see `internvl.inference.chat.batch_chat`."""
-        from internvl.inference import chat as _chat
-
-        return _chat.batch_chat(self, tokenizer, pixel_values, questions, generation_config, **kwargs)
 
     # -- gradient checkpointing -------------------------------------------------------------------
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
