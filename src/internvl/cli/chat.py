@@ -13,12 +13,18 @@ def register(app: typer.Typer) -> None:
     def chat_command(
         model_dir: Path = typer.Argument(..., help="Checkpoint directory (config.json, weights, tokenizer)."),
         question: str | None = typer.Argument(None, help="Ask once and exit; omit for an interactive session."),
-        image: list[Path] = typer.Option([], "--image", "-i", help="Image file (repeatable; several become Image-1, Image-2, ...)."),
+        image: list[Path] = typer.Option(
+            [], "--image", "-i", help="Image file (repeatable; several become Image-1, Image-2, ...)."
+        ),
         video: Path | None = typer.Option(None, "--video", help="Video file; frames are sampled as in the model card."),
         num_segments: int = typer.Option(8, help="Frames sampled from --video."),
-        system: str | None = typer.Option(None, "--system", help="System message (default: checkpoint config, else template)."),
+        system: str | None = typer.Option(
+            None, "--system", help="System message (default: checkpoint config, else template)."
+        ),
         max_new_tokens: int = typer.Option(512, help="Maximum tokens per answer."),
-        do_sample: bool = typer.Option(False, "--sample/--greedy", help="Sample (temperature/top-p) or decode greedily."),
+        do_sample: bool = typer.Option(
+            False, "--sample/--greedy", help="Sample (temperature/top-p) or decode greedily."
+        ),
         temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
         top_p: float = typer.Option(0.95, help="Nucleus sampling threshold (with --sample)."),
         dtype: str | None = typer.Option(None, help="fp32 / bf16 / fp16 (default: as stored)."),

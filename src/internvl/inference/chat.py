@@ -49,19 +49,27 @@ class ChatModel(InternVLChatModel):
     layers; weights, config and checkpoints are identical (``ChatModel.from_pretrained`` loads them).
     """
 
-    def chat(self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: Any = None, **kwargs: Any):
+    def chat(
+        self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: Any = None, **kwargs: Any
+    ) -> Any:
         """See `internvl.inference.chat.chat`."""
         return chat(self, tokenizer, pixel_values, question, generation_config, **kwargs)
 
-    def batch_chat(self, tokenizer: Any, pixel_values: torch.Tensor | None, questions: Sequence[str], generation_config: Any = None, **kwargs: Any):
+    def batch_chat(
+        self, tokenizer: Any, pixel_values: torch.Tensor | None, questions: Sequence[str], generation_config: Any = None, **kwargs: Any
+    ) -> Any:
         """See `internvl.inference.chat.batch_chat`."""
         return batch_chat(self, tokenizer, pixel_values, questions, generation_config, **kwargs)
 
-    def stream_chat(self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: Any = None, **kwargs: Any):
+    def stream_chat(
+        self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: Any = None, **kwargs: Any
+    ) -> Any:
         """See `internvl.inference.chat.stream_chat`."""
         return stream_chat(self, tokenizer, pixel_values, question, generation_config, **kwargs)
 
-    def video_chat(self, tokenizer: Any, video_path: str | os.PathLike, question: str, generation_config: Any = None, **kwargs: Any):
+    def video_chat(
+        self, tokenizer: Any, video_path: str | os.PathLike, question: str, generation_config: Any = None, **kwargs: Any
+    ) -> Any:
         """See `internvl.inference.chat.video_chat`."""
         return video_chat(self, tokenizer, video_path, question, generation_config, **kwargs)
 
@@ -297,7 +305,9 @@ def batch_chat(
         queries.append(query)
     input_ids, attention_mask = _left_pad(tokenizer, queries)
     gen = _generation_kwargs(model, tokenizer, generation_config, sep)
-    out = model.generate(pixel_values=_pixels(model, pixel_values), input_ids=input_ids, attention_mask=attention_mask, **gen)
+    out = model.generate(
+        pixel_values=_pixels(model, pixel_values), input_ids=input_ids, attention_mask=attention_mask, **gen
+    )
     return _decode(tokenizer, out, sep)
 
 
@@ -347,7 +357,9 @@ def stream_chat(
     """
     from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-    inputs, _, sep = _prepare(model, tokenizer, pixel_values, question, history, num_patches_list, system_message, template)
+    inputs, _, sep = _prepare(
+        model, tokenizer, pixel_values, question, history, num_patches_list, system_message, template
+    )
     gen = _generation_kwargs(model, tokenizer, generation_config, sep)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
     cancel = _Cancel()

@@ -203,7 +203,9 @@ class InternVLChatModel(PreTrainedModel):
         llm_width = config.llm_config.hidden_size
         self.mlp1 = build_mlp_projector(config.vision.hidden_size, llm_width, config.downsample_ratio)
         if language_model is None:
-            language_model = AutoModelForCausalLM.from_config(config.llm_config, attn_implementation=attn_implementation)
+            language_model = AutoModelForCausalLM.from_config(
+                config.llm_config, attn_implementation=attn_implementation
+            )
         self.language_model = language_model
         self._no_split_modules = list(
             dict.fromkeys([*type(self)._no_split_modules, *(getattr(language_model, "_no_split_modules", None) or [])])
@@ -588,7 +590,8 @@ def _quantize_8bit(model: InternVLChatModel, skip: tuple[str, ...] = ("language_
             if not isinstance(child, nn.Linear) or any(full == s or full.startswith(s + ".") for s in skip):
                 continue
             q = bnb.nn.Linear8bitLt(
-                child.in_features, child.out_features, bias=child.bias is not None, has_fp16_weights=False, threshold=6.0
+                child.in_features, child.out_features, bias=child.bias is not None,
+                has_fp16_weights=False, threshold=6.0,
             )
             q.weight = bnb.nn.Int8Params(child.weight.data, requires_grad=False, has_fp16_weights=False)
             if child.bias is not None:
