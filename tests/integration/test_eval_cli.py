@@ -5,6 +5,7 @@ with pycocoevalcap really scoring."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -191,3 +192,155 @@ def test_caption_cli_writes_coco_results_and_pycocoevalcap_scores(world, tmp_pat
     assert summary["num_images"] == 3 and summary["prompt"] == "English caption:"
     assert summary["generation"] == {"num_beams": 5, "min_new_tokens": 8, "max_new_tokens": 30, "batch_size": 2}
     assert summary["average_length"] == pytest.approx(sum(len(c.split()) for c in expected) / 3)
+
+
+# --- Incremental, resumable caption runs -------------------------------------------------------------
+
+PARTIAL = "coco_karpathy_test_captions.partial.jsonl"
+SETTINGS = "coco_karpathy_test_captions.partial.settings.json"
+COCO_IDS = [391895 + i for i in range(N_COCO)]
+
+
+def _coco_with_references(world: Path, tmp_path: Path) -> Path:
+    """A private copy of the COCO data plus ground truth from its own captions (tests may break images)."""
+    data = tmp_path / "data"
+    shutil.copytree(world / "data" / "coco", data / "coco")
+    entries = json.loads((data / "coco" / "annotations" / "coco_karpathy_test.json").read_text())
+    anns = [{"image_id": i, "caption": c, "id": 10 * i + j}
+            for i, e in zip(COCO_IDS, entries) for j, c in enumerate(e["caption"])]
+    gt = {"images": [{"id": i} for i in COCO_IDS], "annotations": anns}
+    (data / "coco" / "annotations" / "coco_karpathy_test_gt.json").write_text(json.dumps(gt))
+    return data
+
+
+def _caption(world: Path, data: Path, out: Path, *extra: str, model: Path | None = None) -> int:
+    """One CLI run; tests that do not look at metrics pass --no-score (METEOR's JVM takes ~7 s per run)."""
+    model = model or world / "model"
+    return main(["eval", "caption", "--model", str(model), "--dataset", "coco", "--data-root", str(data),
+                 "--batch-size", "1", "--num-workers", "0", "--output", str(out), *extra])
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _needs_java() -> None:
+    if shutil.which("java") is None:
+        pytest.skip("pycocoevalcap needs Java")
+
+
+def test_caption_run_resumes_after_a_crash_without_regenerating(world, tmp_path, capsys):
+    _needs_java()
+    data, out = _coco_with_references(world, tmp_path), tmp_path / "out"
+    third = data / "coco" / "val2014" / f"COCO_val2014_{COCO_IDS[2]:012d}.jpg"
+    good = third.read_bytes()
+    third.write_bytes(b"not a jpeg")  # the run dies when it reaches the third image
+    assert _caption(world, data, out) == 2
+    assert "COCO_val2014_000000391897.jpg" in capsys.readouterr().err
+    rows = _lines(out / PARTIAL)
+    assert [r["image_id"] for r in rows] == COCO_IDS[:2]  # the two finished batches survived
+    assert not (out / "coco_karpathy_test_captions.json").exists()
+
+    # Mark a saved caption: if the resumed run regenerated that image, the marker would be gone.
+    rows[0]["caption"] = "caption saved before the crash"
+    (out / PARTIAL).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    third.write_bytes(good)
+    assert _caption(world, data, out, "--no-score") == 0
+    rows = _lines(out / PARTIAL)
+    assert [r["image_id"] for r in rows] == COCO_IDS  # 2 + 2 lines: only the missing images were generated
+    results = json.loads((out / "coco_karpathy_test_captions.json").read_text())
+    assert results == [{"image_id": r["image_id"], "caption": r["caption"]} for r in rows]
+    assert results[0]["caption"] == "caption saved before the crash"
+    summary = json.loads((out / "coco_karpathy_test_metrics.json").read_text())
+    assert (summary["num_images"], summary["resumed_images"], summary["generated_images"]) == (4, 2, 2)
+    assert summary["metrics"] is None
+
+    # The partial file is kept after a finished run: running again with scoring only scores.
+    assert _caption(world, data, out) == 0
+    assert len(_lines(out / PARTIAL)) == N_COCO
+    summary = json.loads((out / "coco_karpathy_test_metrics.json").read_text())
+    assert (summary["resumed_images"], summary["generated_images"]) == (4, 0)
+    assert list(summary["metrics"]) == ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
+    assert json.loads((out / "coco_karpathy_test_captions.json").read_text()) == results
+    assert sorted(p.name for p in out.iterdir()) == sorted(  # atomic writes leave no temporary files behind
+        [PARTIAL, SETTINGS, "coco_karpathy_test_captions.json", "coco_karpathy_test_metrics.json"])
+
+
+def test_caption_limit_run_is_continued_by_the_full_run_and_matches_a_fresh_one(world, tmp_path):
+    data, out = _coco_with_references(world, tmp_path), tmp_path / "out"
+    assert _caption(world, data, out, "--no-score", "--limit", "2") == 0
+    assert [r["image_id"] for r in _lines(out / PARTIAL)] == COCO_IDS[:2]
+    assert json.loads((out / SETTINGS).read_text())["details"]["limit"] == 2
+    assert len(json.loads((out / "coco_karpathy_test_captions.json").read_text())) == 2
+
+    assert _caption(world, data, out, "--no-score", "--batch-size", "2") == 0  # batch size may change between runs
+    assert [r["image_id"] for r in _lines(out / PARTIAL)] == COCO_IDS  # 2 more lines, not 4
+    resumed = json.loads((out / "coco_karpathy_test_captions.json").read_text())
+    summary = json.loads((out / "coco_karpathy_test_metrics.json").read_text())
+    assert (summary["resumed_images"], summary["generated_images"], summary["limit"]) == (2, 2, None)
+
+    assert _caption(world, data, out, "--no-score", "--overwrite") == 0  # start over: one uninterrupted run
+    assert len(_lines(out / PARTIAL)) == N_COCO
+    assert json.loads((out / "coco_karpathy_test_captions.json").read_text()) == resumed
+    assert json.loads((out / "coco_karpathy_test_metrics.json").read_text())["generated_images"] == N_COCO
+
+
+def test_caption_truncated_last_line_is_redone_with_a_warning(world, tmp_path, caplog):
+    data, out = _coco_with_references(world, tmp_path), tmp_path / "out"
+    assert _caption(world, data, out, "--no-score", "--limit", "2") == 0
+    text = (out / PARTIAL).read_text(encoding="utf-8")
+    first, second = text.splitlines(keepends=True)
+    (out / PARTIAL).write_text(first + second[: len(second) // 2], encoding="utf-8")  # crash mid-write
+
+    with caplog.at_level("WARNING", logger="internvl.evaluation.partial_results"):
+        assert _caption(world, data, out, "--no-score") == 0
+    assert any("last line is incomplete" in r.getMessage() for r in caplog.records)
+    lines = (out / PARTIAL).read_text(encoding="utf-8").splitlines(keepends=True)
+    assert [json.loads(line)["image_id"] for line in lines] == COCO_IDS  # redone, and on its own line
+    assert lines[:2] == [first, second]  # the redone caption equals the lost one (deterministic decoding)
+    summary = json.loads((out / "coco_karpathy_test_metrics.json").read_text())
+    assert (summary["resumed_images"], summary["generated_images"]) == (1, 3)
+
+
+def test_caption_resume_refuses_results_of_other_settings(world, tmp_path, capsys):
+    data, out = _coco_with_references(world, tmp_path), tmp_path / "out"
+    assert _caption(world, data, out, "--no-score", "--limit", "1") == 0
+    before = (out / PARTIAL).read_bytes()
+    capsys.readouterr()
+
+    assert _caption(world, data, out, "--no-score", "--num-beams", "3") == 2
+    err = capsys.readouterr().err
+    assert "different settings" in err and "generation: before {'num_beams': 5" in err and "'num_beams': 3" in err
+    assert "--overwrite" in err
+    capsys.readouterr()
+
+    ann = data / "coco" / "annotations" / "coco_karpathy_test.json"
+    ann.write_text(ann.read_text().replace("red square 0", "blue square 0"))  # another dataset version
+    assert _caption(world, data, out, "--no-score") == 2
+    assert "annotation_sha256: before" in capsys.readouterr().err
+    assert (out / PARTIAL).read_bytes() == before  # nothing mixed in
+
+    # A checkpoint folder overwritten in place (same path, new weights) is another model.
+    model = tmp_path / "model"
+    shutil.copytree(world / "model", model)
+    out2 = tmp_path / "out2"
+    assert _caption(world, data, out2, "--no-score", "--limit", "1", model=model) == 0
+    (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes())
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    assert _caption(world, data, out2, "--no-score", model=model) == 2
+    assert "model_files: before" in capsys.readouterr().err
+
+    settings = json.loads((out / SETTINGS).read_text())
+    assert settings["settings"]["model"] == str((world / "model").resolve())
+    assert settings["settings"]["prompt"] == "English caption:" and settings["settings"]["dtype"] == "fp32"
+    (out / SETTINGS).unlink()
+    assert _caption(world, data, out, "--no-score") == 2
+    err = capsys.readouterr().err
+    assert "its settings file" in err and "is missing" in err
+
+    # Only the last line may be incomplete: damage elsewhere is reported with file:line, not skipped.
+    assert _caption(world, data, out, "--no-score", "--overwrite", "--limit", "1") == 0
+    (out / PARTIAL).write_text('{"image_id": 391895, "capt\n' + (out / PARTIAL).read_text(), encoding="utf-8")
+    capsys.readouterr()
+    assert _caption(world, data, out, "--no-score") == 2
+    assert f"{out / PARTIAL}:1: not valid JSON" in capsys.readouterr().err

@@ -51,7 +51,9 @@ def register(app: typer.Typer) -> None:
     def caption(
         model: Path = typer.Option(..., "--model", "-m", help="InternVL checkpoint directory (with tokenizer files)."),
         dataset: str = typer.Option(..., "--dataset", "-d", help="coco, flickr30k, nocaps, or any registry entry name."),
-        output: Path = typer.Option(..., "--output", "-o", help="Directory for <dataset>_captions.json and _metrics.json."),
+        output: Path = typer.Option(..., "--output", "-o",
+                                    help="Directory for <dataset>_captions.json, _metrics.json and the resumable "
+                                         "_captions.partial.jsonl."),
         data_root: Optional[Path] = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
         registry: Optional[list[Path]] = typer.Option(None, "--registry", help=_REGISTRY_HELP),
         batch_size: int = typer.Option(1, "--batch-size", min=1,
@@ -63,6 +65,14 @@ def register(app: typer.Typer) -> None:
         num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
         min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
         max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),
+        resume: bool = typer.Option(
+            True, "--resume/--no-resume", " /--overwrite",
+            help="Continue <dataset>_captions.partial.jsonl in --output if it was written with the same model, "
+                 "dataset, prompt, generation settings and dtype (else: error). --overwrite/--no-resume: discard it "
+                 "and start over."),
+        score: bool = typer.Option(True, "--score/--no-score",
+                                   help="--no-score: only generate (no ground truth or Java needed); a later run "
+                                        "without it scores the saved captions without generating again."),
     ) -> None:
         """Zero-shot captions ("English caption:", beam 5, 8-30 tokens) scored with pycocoevalcap."""
         from internvl.evaluation.captioning import run_caption_eval
@@ -70,7 +80,8 @@ def register(app: typer.Typer) -> None:
         summary = run_caption_eval(
             model, dataset, output, data_root=data_root, registry_files=registry or (), batch_size=batch_size,
             limit=limit, device=device, dtype=dtype, num_workers=num_workers, num_beams=num_beams,
-            min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens, resume=resume,
+            score=score,
         )
         _print_caption(summary, output)
 
@@ -97,11 +108,17 @@ def _print_caption(summary: dict, output: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['dataset']}: {summary['num_images']} images, "
-                        f"average length {summary['average_length']:.4f}")
-    for name in summary["metrics"]:
-        table.add_column(name, justify="right")
-    table.add_row(*[f"{v:.5f}" for v in summary["metrics"].values()])
+    title = f"{summary['dataset']}: {summary['num_images']} images, average length {summary['average_length']:.4f}"
     console = Console()
-    console.print(table)
+    if summary["metrics"] is None:
+        console.print(f"{title}; not scored (--no-score)")
+    else:
+        table = Table(title=title)
+        for name in summary["metrics"]:
+            table.add_column(name, justify="right")
+        table.add_row(*[f"{v:.5f}" for v in summary["metrics"].values()])
+        console.print(table)
+    if summary.get("resumed_images"):
+        console.print(f"{summary['resumed_images']} captions reused from {summary['partial_file']}, "
+                      f"{summary['generated_images']} generated now")
     console.print(f"captions: {summary['captions_file']}; metrics: {Path(output) / (summary['dataset'] + '_metrics.json')}")

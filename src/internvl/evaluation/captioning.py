@@ -5,6 +5,9 @@ search with 5 beams, 8 to 30 new tokens, caption = decoded text stripped; images
 captions are written in COCO results format (``[{"image_id", "caption"}]``, dataset order) and scored
 with pycocoevalcap against the dataset's COCO-format ground truth (BLEU-1..4, METEOR, ROUGE-L, CIDEr).
 
+Runs are incremental: every batch is appended to ``<dataset>_captions.partial.jsonl`` as it finishes,
+and a rerun with the same settings captions only the images not yet there (see ``run_caption_eval``).
+
 Differences from the reference script, all on purpose: one process (no NCCL group is required), any
 batch size (the prompt is shared, so no padding is involved; the reference asserts batch size 1 —
 larger batches agree up to fp16 rounding of batched matmuls), fixed output file names instead of a
@@ -13,10 +16,11 @@ timestamp, and no SPICE (the reference output has none either).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -31,13 +35,17 @@ from internvl.evaluation.runtime import (
     pick_dtype,
     read_records,
     resolve_dataset,
-    write_json,
 )
+from internvl.evaluation.partial_results import PartialResults, file_fingerprint, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 PROMPT = "English caption:"
 GENERATION = {"num_beams": 5, "min_new_tokens": 8, "max_new_tokens": 30}
+# Files whose change means "another model": weights, configs, tokenizer. A whitelist, so results
+# written into the model folder itself (--output = model dir) do not look like a model change.
+MODEL_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json", "config.json", "generation_config.json",
+               "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab*", "merges.txt", "*.model")
 
 
 @torch.no_grad()
@@ -53,8 +61,14 @@ def caption_dataset(
     min_new_tokens: int = GENERATION["min_new_tokens"],
     max_new_tokens: int = GENERATION["max_new_tokens"],
     progress: bool = True,
+    on_batch: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Generate one caption per image; returns COCO results ``[{"image_id": ..., "caption": ...}]`` in order."""
+    """Generate one caption per image; returns COCO results ``[{"image_id": ..., "caption": ...}]`` in order.
+
+    Args:
+        on_batch: called with each batch's results as soon as they exist (``run_caption_eval`` appends
+            them to the partial file there, so a crash loses at most one batch).
+    """
     from tqdm.auto import tqdm
 
     from internvl.inference.captioning import generate_captions
@@ -69,8 +83,10 @@ def caption_dataset(
             model, tokenizer, pixels.to(device, dtype), prompt=prompt, num_beams=num_beams,
             min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
         )
-        for i, caption in zip(indices.tolist(), captions):
-            results.append({"image_id": records[i].image_id, "caption": caption})
+        batch = [{"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions)]
+        if on_batch is not None:
+            on_batch(batch)
+        results.extend(batch)
         bar.update(len(indices))
     bar.close()
     return results
@@ -120,29 +136,78 @@ def run_caption_eval(
     num_beams: int = GENERATION["num_beams"],
     min_new_tokens: int = GENERATION["min_new_tokens"],
     max_new_tokens: int = GENERATION["max_new_tokens"],
+    resume: bool = True,
+    score: bool = True,
     progress: bool = True,
 ) -> dict:
     """Caption a registered dataset, write ``{name}_captions.json`` and ``{name}_metrics.json`` to ``output_dir``.
 
+    Each batch is appended to ``{name}_captions.partial.jsonl`` (flushed and fsynced) as soon as it is
+    generated, and the settings that matter for the captions go to ``{name}_captions.partial.settings.json``.
+    With ``resume`` (the default) an existing partial file written with the same settings is continued:
+    only images without a caption there are generated. Both files are kept after a successful run, so
+    rerunning re-scores without generating and a larger ``limit`` continues a smoke run. The final JSON
+    files are written atomically.
+
+    Args:
+        resume: ``False`` discards an existing partial file and starts over (CLI ``--overwrite``).
+        score: ``False`` only generates (no ground truth or Java needed; ``metrics`` is ``None``); a
+            later run with ``score=True`` scores the saved captions without generating again.
+
     Returns:
         The metrics object written: ``dataset``, ``model``, ``prompt``, ``num_images``,
         ``average_length``, ``metrics`` (Bleu_1..4, METEOR, ROUGE_L, CIDEr), ``generation``, ``dtype``,
-        ``limit``, ``captions_file``, ``seconds``.
+        ``limit``, ``captions_file``, ``partial_file``, ``resumed_images`` (captions taken from the partial
+        file), ``generated_images`` (captions generated by this call), ``seconds`` (this call).
+
+    Raises:
+        ConfigError: the partial file was written with other settings (model, dataset, prompt,
+            generation settings, dtype); the message lists them.
     """
     spec = resolve_dataset(dataset, task="caption", data_root=data_root, registry_files=registry_files)
     records = read_records(spec, limit)
-    references = read_caption_references(spec.reference_file)  # fail before generating for an hour
+    # Read the ground truth first: fail before generating for an hour.
+    references = read_caption_references(spec.reference_file) if score else None
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     start = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(model_dir, dtype=dt, device=dev)
-    results = caption_dataset(
-        model, tokenizer, records, prompt=prompt, batch_size=batch_size, num_workers=num_workers,
-        num_beams=num_beams, min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens, progress=progress,
-    )
     out = Path(output_dir)
-    captions_file = write_json(out / f"{spec.name}_captions.json", results)
-    metrics = score_results(results, references, reference_file=spec.reference_file, full=limit is None)
+    generation = {"num_beams": num_beams, "min_new_tokens": min_new_tokens, "max_new_tokens": max_new_tokens}
+    # What decides a caption: compared when resuming. Batch size and device only change fp16 rounding,
+    # and the limit only how many images, so those may change between runs (recorded as details).
+    settings = {
+        "model": str(Path(model_dir).resolve()),
+        "model_files": file_fingerprint(model_dir, MODEL_FILES) if Path(model_dir).is_dir() else {},
+        "dataset": spec.name,
+        "annotation_sha256": _sha256(spec.annotation),
+        "prompt": prompt,
+        "generation": generation,
+        "dtype": dt,
+    }
+    details = {"annotation": str(spec.annotation), "image_root": str(spec.root), "limit": limit,
+               "batch_size": batch_size, "device": str(dev)}
+    partial = PartialResults.open(
+        out / f"{spec.name}_captions.partial.jsonl", out / f"{spec.name}_captions.partial.settings.json",
+        settings, details=details, key="image_id", fields=("image_id", "caption"), resume=resume,
+    )
+    with partial:
+        resumed = sum(r.image_id in partial.done for r in records)
+        todo = [r for r in records if r.image_id not in partial.done]
+        if resumed:
+            logger.info("%d of %d images already captioned in %s; captioning the other %d",
+                        resumed, len(records), partial.path, len(todo))
+        if todo:  # a finished run rescored needs no model
+            model, tokenizer = load_model_and_tokenizer(model_dir, dtype=dt, device=dev)
+            caption_dataset(
+                model, tokenizer, todo, prompt=prompt, batch_size=batch_size, num_workers=num_workers,
+                num_beams=num_beams, min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
+                progress=progress, on_batch=partial.append,
+            )
+    results = [{"image_id": r.image_id, "caption": partial.done[r.image_id]["caption"]} for r in records]
+    captions_file = write_json_atomic(out / f"{spec.name}_captions.json", results)
+    metrics = None
+    if references is not None:
+        metrics = score_results(results, references, reference_file=spec.reference_file, full=limit is None)
     summary = {
         "dataset": spec.name,
         "model": str(model_dir),
@@ -150,15 +215,25 @@ def run_caption_eval(
         "num_images": len(results),
         "average_length": average_length([r["caption"] for r in results]),
         "metrics": metrics,
-        "generation": {"num_beams": num_beams, "min_new_tokens": min_new_tokens, "max_new_tokens": max_new_tokens,
-                       "batch_size": batch_size},
+        "generation": {**generation, "batch_size": batch_size},
         "dtype": dt,
         "limit": limit,
         "captions_file": str(captions_file),
+        "partial_file": str(partial.path),
+        "resumed_images": resumed,
+        "generated_images": len(todo),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    write_json(out / f"{spec.name}_metrics.json", summary)
+    write_json_atomic(out / f"{spec.name}_metrics.json", summary)
     return summary
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 __all__ = ["CAPTION_METRICS", "GENERATION", "PROMPT", "caption_dataset", "run_caption_eval", "score_results"]
