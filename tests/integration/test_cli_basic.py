@@ -32,3 +32,9 @@ def test_demo_runs_and_writes_report(tmp_path):
     assert main(["demo", "--output", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "demo_report.json").read_text())
     assert report and all(isinstance(v, dict) for v in report.values())
+
+
+def test_usage_errors_print_usage_and_return_2(capsys):
+    assert main(["info", "--bogus"]) == 2
+    assert "No such option" in capsys.readouterr().err
+    assert main(["nonexistent-command"]) == 2

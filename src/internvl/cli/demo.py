@@ -101,4 +101,38 @@ def _cg_step(output: Path, seed: int, console) -> dict:
     return {"checkpoint": str(model_dir), "similarity": sims, "classification": predictions, "captions": captions}
 
 
-STEPS = [("InternViT (vision encoder)", _vision_step), ("InternVL-C / InternVL-G (QLLaMA)", _cg_step)]
+def _chat_step(output: Path, seed: int, console) -> dict:
+    from transformers import AutoTokenizer
+
+    from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
+    from internvl.inference import chat as api
+    from internvl.models.internvl_chat import build_internvl_chat, tiny_chat_config
+
+    model_dir = output / "internvl_chat_tiny"
+    build_tokenizer(model_dir, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+                    add_bos_token=False)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    config = tiny_chat_config(len(tokenizer), eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    api.save_chat_model(build_internvl_chat(config, seed=seed), tokenizer, model_dir)
+    model, tokenizer = api.load_chat_model(model_dir)
+    gen = {"max_new_tokens": 8, "do_sample": False}
+    pixels, patches = api.load_images(model, [synthetic_image(seed + i) for i in range(2)])
+    text = model.chat(tokenizer, None, "hello, who are you?", gen)
+    one, history = model.chat(tokenizer, pixels[:1], "what is in the image?", gen, return_history=True)
+    follow_up = model.chat(tokenizer, pixels[:1], "and the colours?", gen, history=history)
+    both = model.chat(tokenizer, pixels, "Image-1: <image>\nImage-2: <image>\ncompare them", gen, num_patches_list=patches)
+    batch = model.batch_chat(tokenizer, pixels, ["describe image 1", "describe image 2"], gen, num_patches_list=patches)
+    streamed = list(model.stream_chat(tokenizer, pixels[:1], "what is in the image?", gen))
+    rows = {"pure text": text, "one image": one, "second round": follow_up, "two images": both,
+            "batch": batch, "streamed pieces": streamed}
+    for name, answer in rows.items():
+        console.print(f"{name:>16}: {answer!r}")
+    console.print("(answers are arbitrary tokens: the model is untrained)")
+    return {"checkpoint": str(model_dir), **rows}
+
+
+STEPS = [
+    ("InternViT (vision encoder)", _vision_step),
+    ("InternVL-C / InternVL-G (QLLaMA)", _cg_step),
+    ("InternVL-Chat-V1-2 layout (chat modes)", _chat_step),
+]

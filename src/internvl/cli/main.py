@@ -49,16 +49,21 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.exit_code or 0)
     except typer.Abort:
         return 1
-    except SystemExit as e:  # click's usage errors in non-standalone mode surface here
+    except SystemExit as e:
         return int(e.code or 0)
-    except Exception as e:  # noqa: BLE001  (click exceptions: print usage errors like click would)
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:
+        # Usage errors (bad option, missing argument): click's, or the copy typer >= 0.20 vendors.
+        # Show them as click would in standalone mode; anything else is a real bug and propagates.
+        if _is_click_exception(e):
             e.show()
-            return e.exit_code
+            return int(e.exit_code)
         raise
     return 0
+
+
+def _is_click_exception(e: BaseException) -> bool:
+    return any(cls.__name__ == "ClickException" and cls.__module__.endswith("click.exceptions")
+               for cls in type(e).__mro__)
 
 
 def run() -> None:

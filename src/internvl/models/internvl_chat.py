@@ -662,3 +662,20 @@ def tiny_chat_config(
         force_image_size=image_size, system_message=system_message,
     )
 
+
+
+def _register_with_auto_config() -> None:
+    """Let transformers' Auto classes resolve ``model_type: internvl_chat`` to our config (no remote code).
+
+    Without it, ``AutoTokenizer.from_pretrained(checkpoint)`` falls back to a generic config and warns
+    that the checkpoint's model type is unknown. Registration is a registry entry, filled once at import.
+    """
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.register(InternVLChatConfig.model_type, InternVLChatConfig)
+    except ValueError:  # already registered (re-import) or shipped by a future transformers
+        pass
+
+
+_register_with_auto_config()
