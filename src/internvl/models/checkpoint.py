@@ -150,6 +150,26 @@ def save_state_dict(
     return written
 
 
+def save_checkpoint(
+    path: str | os.PathLike,
+    config: Mapping,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    safe_serialization: bool = True,
+    max_shard_size: int | None = None,
+) -> Path:
+    """Write a checkpoint directory: ``config.json`` (keys sorted, ``torch_dtype`` from the weights) + weights."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = dict(config)
+    first_float = next((t for t in state_dict.values() if t.is_floating_point()), None)
+    if first_float is not None:
+        cfg["torch_dtype"] = str(first_float.dtype).removeprefix("torch.")
+    (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    save_state_dict(state_dict, root, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
+    return root
+
+
 def check_keys(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],

@@ -419,15 +419,8 @@ class InternViT(nn.Module):
         self, path: str | os.PathLike, *, safe_serialization: bool = True, max_shard_size: int | None = None
     ) -> None:
         """Write ``config.json`` and weights in the official layout (sharded when ``max_shard_size`` is set)."""
-        import json
-        from pathlib import Path
-
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        cfg = self.config.to_dict()
-        cfg["torch_dtype"] = str(self.dtype).removeprefix("torch.")
-        (root / ckpt.CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        ckpt.save_state_dict(self.state_dict(), root, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
+        ckpt.save_checkpoint(path, self.config.to_dict(), self.state_dict(),
+                             safe_serialization=safe_serialization, max_shard_size=max_shard_size)
 
 
 def build_intern_vit(config: InternViTConfig, seed: int | None = 0) -> InternViT:

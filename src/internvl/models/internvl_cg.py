@@ -17,12 +17,10 @@ whose adapters are merged at load time as the reference does.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -387,15 +385,10 @@ class InternVLModel(nn.Module):
         self, path: str | os.PathLike, *, safe_serialization: bool = True, max_shard_size: int | None = None
     ) -> None:
         """Write ``config.json`` (official schema) and weights with the reference key names."""
-        root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        cfg = self.config.to_dict()
-        cfg["torch_dtype"] = str(self.dtype).removeprefix("torch.")
         # Merged weights carry no adapters any more.
-        cfg["use_backbone_lora"] = 0
-        cfg["use_qllama_lora"] = 0
-        (root / ckpt.CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        ckpt.save_state_dict(self.state_dict(), root, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
+        cfg = {**self.config.to_dict(), "use_backbone_lora": 0, "use_qllama_lora": 0}
+        ckpt.save_checkpoint(path, cfg, self.state_dict(), safe_serialization=safe_serialization,
+                             max_shard_size=max_shard_size)
 
 
 def _check_mode(mode: str) -> None:
