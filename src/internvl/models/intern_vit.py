@@ -211,11 +211,11 @@ class InternAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
-        q, k, v = qkv.unbind(0)
+        # qkv channels are [q | k | v], each split into heads of head_dim contiguous channels.
+        q, k, v = self.qkv(x).split(d, dim=-1)  # 3 x (B, N, D)
         if self.qk_normalization:
-            q = self.q_norm(q.transpose(1, 2).flatten(2)).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-            k = self.k_norm(k.transpose(1, 2).flatten(2)).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            q, k = self.q_norm(q), self.k_norm(k)  # normalised over the full width, before the head split
+        q, k, v = (t.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, N, hd)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attention_dropout if self.training else 0.0
         )  # (B, H, N, hd)
