@@ -10,12 +10,21 @@ and the model's mask is ``ids > 0``. Truncation cuts content tokens so BOS and E
 exactly that layout ourselves instead of configuring the tokenizer's padding/eos flags, whose
 behaviour differs between transformers versions; the pieces come from the checkpoint's own
 sentencepiece model (what the slow tokenizer calls), or from its transformers tokenizer when the
-directory has no ``tokenizer.model``. No pad token is added to the vocabulary.
+directory has no ``tokenizer.model`` (an approximation: fast tokenizers differ from the slow one in
+some whitespace and normalisation cases). No pad token is added to the vocabulary.
+
+Like the slow tokenizer (transformers 4.3x, ``legacy`` default), text is first split at the literal
+strings of special and added tokens (``<s>``, ``</s>``, ``<unk>``, ``[PAD]``, ...): those become their
+ids and every other chunk is encoded by sentencepiece on its own (each with the dummy-prefix space).
+So a caption containing ``</s>`` gets an EOS id inside the text and ``<unk>`` gets id 0, which the
+model's ``ids > 0`` mask then treats as padding: the reference's behaviour, kept for identical ids.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +32,8 @@ import torch
 
 from internvl.core.errors import DataFormatError
 from internvl.data.datasets.records import pre_caption
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["InternVLTextTokenizer", "pre_caption", "TEXT_PREFIX", "CAPTION_PROMPT", "MAX_LENGTH", "PAD_ID"]
 
@@ -48,6 +59,7 @@ class InternVLTextTokenizer:
         sp_model=None,
         max_length: int = MAX_LENGTH,
         prefix: str = TEXT_PREFIX,
+        split_tokens: dict[str, tuple[int, bool, bool]] | None = None,
     ) -> None:
         """
         Args:
@@ -55,6 +67,9 @@ class InternVLTextTokenizer:
             sp_model: its ``sentencepiece.SentencePieceProcessor``, used for encoding when given.
             max_length: total length including BOS and EOS (80 in the reference).
             prefix: prepended to every text (``"summarize:"``).
+            split_tokens: token string -> (id, lstrip, rstrip) of the special/added tokens the text is
+                split at before sentencepiece (`from_pretrained` reads them from the tokenizer files the
+                way the slow tokenizer does; default: derived from ``tokenizer``).
         """
         if max_length < 2:
             raise ValueError(f"max_length={max_length}; need room for BOS and EOS")
@@ -65,6 +80,37 @@ class InternVLTextTokenizer:
         self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 1
         self.eos_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 2
         self.pad_token_id = PAD_ID
+        if split_tokens is None:
+            split_tokens = self._special_strings() if sp_model is not None else {}
+        self._split_ids = dict(split_tokens)
+        self._split_re = (
+            re.compile("|".join(re.escape(t) for t in sorted(self._split_ids, key=len, reverse=True)))
+            if self._split_ids else None
+        )
+
+    def _special_strings(self) -> dict[str, tuple[int, bool, bool]]:
+        """Strings the slow tokenizer never hands to sentencepiece: content -> (id, lstrip, rstrip).
+
+        Its special tokens (bos/eos/unk/pad/additional) and the tokens added on top of the
+        sentencepiece vocabulary. Pieces of the sentencepiece model itself that transformers 5 lists
+        as added (user-defined symbols) are not split: sentencepiece produces them anyway, and the
+        slow tokenizer does not split there (splitting would change the dummy-prefix spaces).
+        """
+        tok = self.tokenizer
+        size = self.sp_model.get_piece_size()
+        found: dict[str, tuple[int, bool, bool]] = {}
+        decoder = getattr(tok, "added_tokens_decoder", None) or {}
+        for idx, added in decoder.items():
+            content = getattr(added, "content", str(added))
+            if getattr(added, "special", False) or idx >= size:
+                found[content] = (int(idx), bool(getattr(added, "lstrip", False)), bool(getattr(added, "rstrip", False)))
+        for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
+            content = getattr(tok, name, None)
+            if isinstance(content, str) and content and content not in found:
+                idx = tok.convert_tokens_to_ids(content)
+                if isinstance(idx, int) and idx >= 0:
+                    found[content] = (idx, False, False)
+        return found
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> InternVLTextTokenizer:
@@ -83,6 +129,13 @@ class InternVLTextTokenizer:
             import sentencepiece as spm
 
             sp_model = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model"))
+        else:
+            logger.warning(
+                "%s has no tokenizer.model; encoding with the transformers tokenizer, whose ids can differ from "
+                "the reference's slow sentencepiece tokenizer on unusual whitespace and unicode", root,
+            )
+        if sp_model is not None:
+            kwargs.setdefault("split_tokens", _slow_split_tokens(root, tokenizer, sp_model))
         return cls(tokenizer, sp_model=sp_model, **kwargs)
 
     @property
@@ -91,9 +144,30 @@ class InternVLTextTokenizer:
 
     def encode_pieces(self, text: str) -> list[int]:
         """Content ids of ``text`` without BOS/EOS (what the slow LlamaTokenizer produces)."""
-        if self.sp_model is not None:
+        if self.sp_model is None:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self._split_re is None:
             return list(self.sp_model.encode(text))
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # Split at special/added token strings: [text, special, text, special, ..., text].
+        chunks: list[str] = []
+        pos = 0
+        for m in self._split_re.finditer(text):
+            chunks += [text[pos : m.start()], m.group()]
+            pos = m.end()
+        chunks.append(text[pos:])
+        for i in range(1, len(chunks), 2):
+            _, lstrip, rstrip = self._split_ids[chunks[i]]
+            if rstrip:  # the special token swallows the spaces on its right
+                chunks[i + 1] = chunks[i + 1].lstrip()
+            if lstrip:
+                chunks[i - 1] = chunks[i - 1].rstrip()
+        ids: list[int] = []
+        for i, chunk in enumerate(chunks):
+            if i % 2:
+                ids.append(self._split_ids[chunk][0])
+            elif chunk:
+                ids += self.sp_model.encode(chunk)
+        return ids
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
         """long[B, max_length]: ``[BOS] + pieces(prefix + text)[:max_length-2] + [EOS] + [0]*pad``."""
@@ -122,3 +196,57 @@ class InternVLTextTokenizer:
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write the wrapped tokenizer's files (e.g. next to a model saved with ``save_pretrained``)."""
         self.tokenizer.save_pretrained(str(path))
+
+
+def _slow_split_tokens(root: Path, tokenizer, sp_model) -> dict[str, tuple[int, bool, bool]]:
+    """The added/special tokens a transformers 4.3x slow ``LlamaTokenizer`` splits text at, from the files.
+
+    Read from disk rather than from the installed transformers (whose notion of "added tokens"
+    changed in 5.x): ``added_tokens_decoder`` of ``tokenizer_config.json`` (else the ``added_tokens`` of
+    ``tokenizer.json``), ``added_tokens.json``, and the special tokens of ``tokenizer_config.json`` /
+    ``special_tokens_map.json``. Returns content -> (id, lstrip, rstrip).
+    """
+    import json
+
+    def load(name: str):
+        f = root / name
+        if not f.is_file():
+            return None
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataFormatError(f"{f}: invalid JSON ({e})") from None
+
+    def content_of(value) -> str | None:
+        if isinstance(value, dict):
+            value = value.get("content")
+        return value if isinstance(value, str) and value else None
+
+    config = load("tokenizer_config.json") or {}
+    found: dict[str, tuple[int, bool, bool]] = {}
+    decoder = config.get("added_tokens_decoder")
+    if not decoder:
+        fast = load("tokenizer.json") or {}
+        decoder = {str(t.get("id")): t for t in fast.get("added_tokens", []) if isinstance(t, dict)}
+    for idx, tok in (decoder or {}).items():
+        content = content_of(tok)
+        if content is not None and str(idx).isdigit():
+            found[content] = (int(idx), bool(tok.get("lstrip", False)), bool(tok.get("rstrip", False)))
+    for content, idx in (load("added_tokens.json") or {}).items():
+        if isinstance(idx, int):
+            found.setdefault(content, (idx, False, False))
+    special_map = load("special_tokens_map.json") or {}
+    names = ("bos_token", "eos_token", "unk_token", "pad_token", "additional_special_tokens")
+    for source in (config, special_map):
+        for name in names:
+            values = source.get(name)
+            for value in values if isinstance(values, list) else [values]:
+                content = content_of(value)
+                if content is None or content in found:
+                    continue
+                idx = sp_model.piece_to_id(content)
+                if sp_model.id_to_piece(idx) != content:  # not a piece: the id transformers assigned to it
+                    idx = tokenizer.convert_tokens_to_ids(content)
+                if isinstance(idx, int) and idx >= 0:
+                    found[content] = (idx, False, False)
+    return found
