@@ -172,3 +172,26 @@ def test_captioning_mask_layout(model):
     assert torch.equal(allowed[nq:, nq:], torch.ones(p, p, dtype=torch.bool).tril())
     blocked = mask[0, 0][~allowed]
     assert (blocked == torch.finfo(torch.float32).min).all()  # saturated, never -inf
+
+
+def test_lora_merge_of_a_bf16_checkpoint_keeps_the_load_precision(tmp_path, config, model):
+    """A LoRA checkpoint stored in bf16 (DeepSpeed's dtype) loaded in fp32 merges W + 2*B@A in float32 and
+    rounds once to the load dtype, not to bf16 (which would lose the low bits of the adapter update)."""
+    rank = 4
+    state = {k.replace("vision_model.", "vision_model.base_model.model.", 1): v.to(torch.bfloat16)
+             for k, v in model.state_dict().items()}
+    prefix = "vision_model.base_model.model.encoder.layers.0.attn.qkv"
+    w = state.pop(f"{prefix}.weight")
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(rank, w.shape[1], generator=g).to(torch.bfloat16)
+    b = (torch.randn(w.shape[0], rank, generator=g) * 0.01).to(torch.bfloat16)
+    state.update({f"{prefix}.base_layer.weight": w, f"{prefix}.lora_A.default.weight": a,
+                  f"{prefix}.lora_B.default.weight": b})
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.replace(config, use_backbone_lora=rank).to_dict()))
+    ckpt.save_state_dict(state, tmp_path)
+    loaded = InternVLModel.from_pretrained(tmp_path, dtype="fp32")
+    merged = loaded.state_dict()["vision_model.encoder.layers.0.attn.qkv.weight"]
+    expected = w.float() + 2.0 * (b.float() @ a.float())
+    assert merged.dtype == torch.float32
+    torch.testing.assert_close(merged, expected, atol=1e-7, rtol=1e-6)
+    assert not torch.equal(merged, expected.to(torch.bfloat16).float())  # really finer than bf16

@@ -362,7 +362,7 @@ class InternVLModel(nn.Module):
         """
         config = InternVLConfig.from_pretrained(path)
         state = ckpt.read_state_dict(path)
-        state = merge_lora_state_dict(state, config)
+        state = merge_lora_state_dict(state, config, dtype=ckpt.resolve_dtype(dtype))
         pos = state.get("vision_model.embeddings.position_embedding")
         build_config = config
         resize_to = None
@@ -400,13 +400,17 @@ def _check_mode(mode: str) -> None:
 _LORA_A = re.compile(r"^(?P<module>.+)\.lora_A\.(?P<adapter>[^.]+)\.weight$")
 
 
-def merge_lora_state_dict(state: dict[str, torch.Tensor], config: InternVLConfig) -> dict[str, torch.Tensor]:
+def merge_lora_state_dict(
+    state: dict[str, torch.Tensor], config: InternVLConfig, dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """Fold peft LoRA adapters into their base weights and strip the peft key prefixes.
 
     ``W <- W + (alpha / r) * B @ A`` with alpha = 2 * rank (the reference constructs its LoRA wrappers
-    with ``lora_alpha = 2 * use_*_lora``), computed in float32 and cast back to the stored dtype.
-    Handles peft >= 0.7 (``...qkv.base_layer.weight``) and older (``...qkv.weight``) layouts. A
-    state dict without LoRA keys is returned unchanged apart from the prefix cleanup.
+    with ``lora_alpha = 2 * use_*_lora``), computed in float32 and rounded once to ``dtype`` (the dtype
+    the model is loaded in; default the stored one). Rounding to the stored dtype first would give a
+    bf16 checkpoint loaded in fp16/fp32 merged weights of bf16 precision, coarser than the reference's
+    fp16 merge. Handles peft >= 0.7 (``...qkv.base_layer.weight``) and older (``...qkv.weight``)
+    layouts. A state dict without LoRA keys is returned unchanged apart from the prefix cleanup.
     """
     if not any(".lora_A." in k or ".base_model.model." in k for k in state):
         return state
@@ -433,7 +437,7 @@ def merge_lora_state_dict(state: dict[str, torch.Tensor], config: InternVLConfig
         scaling = 2.0  # alpha / r with alpha = 2r
         base = state[base_key]
         delta = (lora_b.float() @ lora_a.float()) * scaling
-        merged[base_key] = (base.float() + delta).to(base.dtype)
+        merged[base_key] = (base.float() + delta).to(dtype or base.dtype)
         del merged[key], merged[b_key]
     cleaned: dict[str, torch.Tensor] = {}
     for key, value in merged.items():
