@@ -118,3 +118,36 @@ def test_help_texts(capsys):
     for verb in ("embed", "classify", "caption"):
         assert main([verb, "--help"]) == 0
         assert "MODEL_DIR" in capsys.readouterr().out.upper()
+
+
+def test_amp_context_only_for_fp16_models_on_cuda():
+    """clip_benchmark runs the fp16 reference under CUDA autocast; fp32/bf16 models and the CPU run as they are."""
+    import types
+    import warnings
+
+    from internvl.inference.embedding import amp_context
+
+    def ctx(device, dtype, amp=True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "CUDA is not available" on CPU-only machines
+            return amp_context(types.SimpleNamespace(device=torch.device(device), dtype=dtype), amp)
+
+    on = ctx("cuda", torch.float16)
+    assert isinstance(on, torch.autocast) and on.fast_dtype == torch.float16 and on.device == "cuda"
+    for args in (("cuda", torch.float32), ("cuda", torch.bfloat16), ("cpu", torch.float16), ("cuda", torch.float16, False)):
+        assert not isinstance(ctx(*args), torch.autocast), args
+
+
+def test_classifier_and_embeddings_report_progress(model_dir, images_dir):
+    from internvl.inference.embedding import zero_shot_classifier
+
+    model = InternVLModel.from_pretrained(model_dir)
+    tok = InternVLTextTokenizer.from_pretrained(model_dir)
+    done: list[int] = []
+    classifier = zero_shot_classifier(model, tok, ["dog", "cat", "car"], ["a {}.", "the {}"], batch_size=4,
+                                      progress=done.append)
+    assert classifier.shape == (3, 32) and sum(done) == 6 and len(done) == 2
+    done.clear()
+    files = sorted(images_dir.glob("*.png"))
+    embed_images(model, files, build_transform("classification", model.image_size), 2, progress=done.append)
+    assert done == [2, 1]

@@ -42,11 +42,13 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
         device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        amp: bool = typer.Option(True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."),
     ) -> None:
         """Rank class names for each image (classification transform; classifier = mean of template embeddings)."""
         from rich.console import Console
         from rich.table import Table
 
+        from internvl.cli.embed import progress_bar
         from internvl.core.errors import ConfigError
         from internvl.data.transforms import build_transform
         from internvl.evaluation.runtime import load_model_and_tokenizer, pick_device, pick_dtype
@@ -59,8 +61,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--templates must contain '{{}}' for the class name; got {bad}")
         dev = pick_device(device)
         model, tokenizer = load_model_and_tokenizer(model_dir, dtype=pick_dtype(dtype, dev), device=dev)
-        classifier = zero_shot_classifier(model, tokenizer, names, temps, batch_size)
-        emb = embed_images(model, images, build_transform("classification", model.image_size), batch_size, mode)
+        bar, start = progress_bar("classifying")
+        with bar:
+            classifier = zero_shot_classifier(model, tokenizer, names, temps, batch_size,
+                                              progress=start("class prompts", len(names) * len(temps)), amp=amp)
+            emb = embed_images(model, images, build_transform("classification", model.image_size), batch_size, mode,
+                               progress=start("images", len(images)), amp=amp)
         result = classify(emb, classifier, top_k)
         records = [
             {"image": str(path),

@@ -23,6 +23,20 @@ def list_images(images_dir: Path) -> list[Path]:
     return files
 
 
+def progress_bar(label: str):
+    """A transient rich progress bar; returns (context manager, start(total) -> advance(n) callback)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        transient=True)
+
+    def start(description: str, total: int):
+        task = progress.add_task(f"{label}: {description}", total=total)
+        return lambda n: progress.advance(task, n)
+
+    return progress, start
+
+
 def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
@@ -37,6 +51,7 @@ def register(app: typer.Typer) -> None:
         normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise the embeddings."),
         device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        amp: bool = typer.Option(True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."),
     ) -> None:
         """Embed images (retrieval transform) and texts ("summarize:" prefix) into the shared space.
 
@@ -60,11 +75,15 @@ def register(app: typer.Typer) -> None:
         dev = pick_device(device)
         model, tokenizer = load_model_and_tokenizer(model_dir, dtype=pick_dtype(dtype, dev), device=dev)
         result = {}
-        if images:
-            transform = build_transform("retrieval", model.image_size)
-            result["image_embeds"] = embed_images(model, images, transform, batch_size, mode, normalize=normalize)
-        if texts:
-            result["text_embeds"] = embed_texts(model, tokenizer, texts, batch_size, normalize=normalize)
+        bar, start = progress_bar("embedding")
+        with bar:
+            if images:
+                transform = build_transform("retrieval", model.image_size)
+                result["image_embeds"] = embed_images(model, images, transform, batch_size, mode, normalize=normalize,
+                                                      progress=start("images", len(images)), amp=amp)
+            if texts:
+                result["text_embeds"] = embed_texts(model, tokenizer, texts, batch_size, normalize=normalize,
+                                                    progress=start("texts", len(texts)), amp=amp)
         output.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".npy":
             import numpy as np
