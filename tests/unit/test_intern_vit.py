@@ -129,3 +129,13 @@ def test_meta_device_loading_does_not_touch_random_init(tmp_path):
     assert all(p.device.type == "cpu" for p in loaded.parameters())
     for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), n
+
+
+def test_force_image_size_resizes_a_stored_table_of_another_size(tmp_path):
+    model = build_intern_vit(TINY, seed=6)
+    model.save_pretrained(tmp_path)
+    loaded = InternViT.from_pretrained(tmp_path, force_image_size=84)
+    assert loaded.image_size == 84 and loaded.config.image_size == 84
+    model.resize_position_embeddings(84)
+    torch.testing.assert_close(loaded.embeddings.position_embedding, model.embeddings.position_embedding)
+    assert InternViT.from_pretrained(tmp_path, force_image_size=56).image_size == 56

@@ -391,8 +391,9 @@ class InternViT(nn.Module):
             dtype: "fp32" / "bf16" / "fp16" (or a torch dtype); None keeps the stored dtype.
             device: where the weights end up.
             prefix: key prefix of the vision weights; detected automatically when None.
-            force_image_size: build the position table for this size (as the composite config's
-                ``force_image_size`` does); stored weights of that size then load directly.
+            force_image_size: serve this image size (as the composite config's ``force_image_size``
+                does): a stored table of that size loads directly, any other is resized after loading
+                (bicubic in float32, as `resize_position_embeddings`).
 
         Raises:
             CheckpointError: the directory is unreadable or its keys do not match this architecture.
@@ -413,6 +414,8 @@ class InternViT(nn.Module):
         with torch.device("meta"):
             model = cls(config)
         ckpt.load_into(model, state, dtype=ckpt.resolve_dtype(dtype), source=f"{path}")
+        if force_image_size and model.image_size != force_image_size:
+            model.resize_position_embeddings(force_image_size)  # e.g. a 224px table asked to serve 448px
         return model.to(device).eval()
 
     def save_pretrained(
