@@ -287,3 +287,134 @@ def test_cli_rejects_image_and_video_together(saved, capsys):
 def test_8bit_on_cpu_is_a_clear_error(saved):
     with pytest.raises(InternVLError, match="load_in_8bit needs a CUDA GPU|bitsandbytes"):
         InternVLChatModel.from_pretrained(saved, load_in_8bit=True)
+
+
+# -- audit additions: card compatibility, PEFT CAUSAL_LM, streaming cancellation ---------------------
+def test_plain_model_class_gets_card_methods_via_as_chat_model(saved, model, tokenizer, pixels):
+    plain = InternVLChatModel.from_pretrained(saved)
+    assert not isinstance(plain, api.ChatModel)
+    with pytest.raises(InternVLError, match="as_chat_model"):
+        plain.chat(tokenizer, pixels[:1], "hi", GEN)
+    converted = api.as_chat_model(plain)
+    assert converted is plain and isinstance(plain, api.ChatModel)
+    assert plain.chat(tokenizer, pixels[:1], "hi", GEN) == api.chat(model, tokenizer, pixels[:1], "hi", GEN)
+
+
+def test_card_streaming_recipe_with_thread_and_conv_template(saved, model, tokenizer, pixels):
+    """The card's own streaming code: TextIteratorStreamer in generation_config, model.chat in a Thread,
+    ``new_text == model.conv_template.sep`` as the break test."""
+    from threading import Thread
+
+    from transformers import TextIteratorStreamer
+
+    card_model, tok = api.load_chat_model(saved)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=60)
+    generation_config = dict(max_new_tokens=8, do_sample=False, streamer=streamer)
+    thread = Thread(
+        target=card_model.chat,
+        kwargs=dict(tokenizer=tok, pixel_values=pixels[:1], question="what is in the image?", history=None,
+                    return_history=False, generation_config=generation_config),
+    )
+    thread.start()
+    generated = ""
+    for new_text in streamer:
+        if new_text == card_model.conv_template.sep:
+            break
+        generated += new_text
+    thread.join()
+    assert card_model.conv_template.sep == "<|im_end|>" and card_model.conv_template.system_message == SYSTEM
+    assert generated.split("<|im_end|>")[0].strip() == api.chat(model, tokenizer, pixels[:1], "what is in the image?", GEN)
+
+
+def test_setting_model_system_message_applies_to_chat_and_batch_chat(model, tokenizer):
+    expected = api.chat(model, tokenizer, None, "hello", GEN, system_message="You are a cat.")
+    old = model.system_message
+    try:
+        model.system_message = "You are a cat."  # what the reference demo worker does
+        assert api.chat(model, tokenizer, None, "hello", GEN) == expected
+        assert api.batch_chat(model, tokenizer, None, ["hello"], GEN) == [expected]
+    finally:
+        model.system_message = old
+
+
+def test_generation_config_object_equals_dict(model, tokenizer, pixels):
+    from transformers import GenerationConfig
+
+    as_object = api.chat(model, tokenizer, pixels[:1], "describe", GenerationConfig(max_new_tokens=8, do_sample=False))
+    assert as_object == api.chat(model, tokenizer, pixels[:1], "describe", GEN)
+
+
+def test_batch_with_multi_tile_sample_equals_one_by_one(model, tokenizer, pixels):
+    questions = ["compare these two views", "what is it?"]
+    batched = api.batch_chat(model, tokenizer, pixels, questions, GEN, num_patches_list=[2, 1])
+    single = [
+        api.chat(model, tokenizer, pixels[:2], questions[0], GEN),  # one <image>, 2 tiles
+        api.chat(model, tokenizer, pixels[2:], questions[1], GEN),
+    ]
+    assert batched == single
+
+
+class _CountSteps:
+    """A user stopping criterion that never stops and counts decoding steps."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.calls += 1
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def test_stopping_a_stream_early_cancels_generation_and_joins_the_thread(model, tokenizer):
+    import threading
+
+    counter = _CountSteps()
+    # min_new_tokens = max_new_tokens: without cancellation the worker would decode all 400 steps.
+    gen = {"max_new_tokens": 400, "min_new_tokens": 400, "do_sample": False, "stopping_criteria": [counter]}
+    stream = api.stream_chat(model, tokenizer, None, "hello", gen)
+    assert next(stream)
+    stream.close()
+    assert counter.calls < 400
+    assert not [t for t in threading.enumerate() if t.name == "internvl-generate"]
+    with pytest.raises(ValueError, match="own streamer"):
+        list(api.stream_chat(model, tokenizer, None, "hello", {**GEN, "streamer": object()}))
+
+
+def test_peft_causal_lm_task_type_forward_and_generate(model, tokenizer, pixels):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(
+        copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
+    query, _ = build_query("Hermes-2", "hi", num_patches_list=[1], num_image_token=4, system_message=SYSTEM)
+    enc = tokenizer(query, return_tensors="pt")
+    out = peft_model(pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, labels=enc.input_ids)
+    assert torch.isfinite(out.loss)
+    ids = peft_model.generate(
+        pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, max_new_tokens=4, do_sample=False
+    )
+    # LoRA B starts at zero, so the adapted model decodes exactly like the base model
+    base = model.generate(
+        pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, max_new_tokens=4, do_sample=False
+    )
+    assert ids.tolist() == base.tolist()
+
+
+def test_load_images_card_path(model):
+    from internvl.data.image_processing import card_preprocess_image
+
+    pal = synthetic_image(2, size=70).convert("P", palette=1, colors=16)
+    pv, patches = api.load_images(model, [pal], card=True)
+    assert patches == [1]
+    torch.testing.assert_close(pv, card_preprocess_image(pal, api.image_settings(model)), rtol=0, atol=0)
+
+
+def test_cli_8bit_on_cpu_is_a_clear_error(saved, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from internvl.cli.main import main
+
+    rc = main(["chat", str(saved), "--8bit", "hi"])
+    assert rc == 2 and "load_in_8bit needs a CUDA GPU" in capsys.readouterr().err

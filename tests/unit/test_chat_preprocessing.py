@@ -116,3 +116,61 @@ def test_get_index_matches_card_example():
 
 def test_video_prompt_prefix():
     assert video_prompt_prefix(2) == "Frame1: <image>\nFrame2: <image>\n"
+
+
+def _test_images():
+    import numpy as np
+
+    rgb = synthetic_image(1, size=90).resize((90, 70))
+    rgba = np.array(rgb.convert("RGBA"))
+    rgba[..., 3] = np.linspace(0, 255, rgba.shape[1]).astype(np.uint8)[None]  # a horizontal alpha ramp
+    return rgb, Image.fromarray(rgba), rgb.convert("P", palette=Image.ADAPTIVE, colors=16)
+
+
+def test_card_path_resizes_before_rgb_conversion_with_pils_default_filter():
+    from internvl.data.image_processing import card_preprocess_image
+    from internvl.data.transforms import normalize, to_tensor
+
+    rgb, rgba, pal = _test_images()
+    s = ChatImageSettings(image_size=56)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    # RGB: identical to the default (eval) path
+    torch.testing.assert_close(card_preprocess_image(rgb, s), preprocess_image(rgb, s), rtol=0, atol=0)
+    # palette: NEAREST on the palette image (PIL's default for mode "P"), not bicubic
+    card = card_preprocess_image(pal, s)
+    nearest = normalize(to_tensor(pal.convert("RGB").resize((56, 56), Image.NEAREST)), mean, std)[None]
+    torch.testing.assert_close(card, nearest, rtol=0, atol=1e-6)
+    assert (card - preprocess_image(pal, s)).abs().max() > 0.1  # the eval path (bicubic on RGB) differs
+    # RGBA: resized with its alpha, then the alpha is dropped (transformers 4.37's convert_to_rgb)
+    by_hand = normalize(to_tensor(rgba.resize((56, 56), Image.BICUBIC).convert("RGB")), mean, std)[None]
+    torch.testing.assert_close(card_preprocess_image(rgba, s), by_hand, rtol=0, atol=1e-6)
+
+
+def test_card_path_equals_transformers_clip_image_processor():
+    """Independent oracle: the card's CLIPImageProcessor (V1-2 preprocessor_config values) on the card's
+    PIL-resized image, bit for bit (RGB and palette; RGBA differs on current transformers, which
+    composites transparency on white)."""
+    try:
+        from transformers import CLIPImageProcessor
+
+        proc = CLIPImageProcessor(
+            size={"shortest_edge": 56}, crop_size=56, do_center_crop=True, resample=3,
+            image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+        )
+    except Exception as e:  # pragma: no cover - depends on the installed transformers
+        pytest.skip(f"CLIPImageProcessor unavailable: {e}")
+    from internvl.data.image_processing import card_preprocess_image
+
+    rgb, _, pal = _test_images()
+    for img in (rgb, pal):
+        ref = proc(images=img.resize((56, 56)), return_tensors="pt").pixel_values
+        torch.testing.assert_close(card_preprocess_image(img, ChatImageSettings(image_size=56)), ref, rtol=0, atol=0)
+
+
+def test_card_path_reads_files_in_their_own_mode(tmp_path):
+    from internvl.data.image_processing import card_preprocess_image
+
+    _, _, pal = _test_images()
+    pal.save(tmp_path / "p.png")
+    s = ChatImageSettings(image_size=56)
+    torch.testing.assert_close(card_preprocess_image(tmp_path / "p.png", s), card_preprocess_image(pal, s))

@@ -57,11 +57,24 @@ def test_no_split_modules_cover_vit_and_decoder_layers():
     assert {"InternViTLayer", "LlamaDecoderLayer"} <= set(model._no_split_modules)
 
 
+def _placed_bytes(model, device_map):
+    from accelerate.utils import compute_module_sizes
+
+    sizes = compute_module_sizes(model, dtype=torch.float32)
+    used: dict = {}
+    for name, device in device_map.items():
+        used[device] = used.get(device, 0) + sizes[name]
+    return used
+
+
 def test_auto_device_map_keeps_blocks_whole_and_io_modules_together():
     model = build_internvl_chat(tiny_chat_config(400, llm_layers=4))
     total = sum(p.numel() * 4 for p in model.parameters())
-    device_map = infer_device_map(model, max_memory={0: total // 3, 1: total // 2, 2: total}, dtype=torch.float32)
+    max_memory = {0: total * 3 // 5, 1: total // 4, 2: total}
+    device_map = infer_device_map(model, max_memory=max_memory, dtype=torch.float32)
     assert len(set(device_map.values())) > 1
+    for device, used in _placed_bytes(model, device_map).items():  # pinning never overfills a device
+        assert used <= max_memory[device], (device, used, max_memory[device])
     first = device_map["language_model.model.embed_tokens"]
     for name in ("vision_model", "mlp1", "language_model.lm_head", "language_model.model.norm"):
         assert device_map[name] == first, name
@@ -94,3 +107,49 @@ def test_wrong_checkpoint_lists_keys(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="missing keys"):
         InternVLChatModel.from_pretrained(tmp_path)
+
+
+def test_auto_device_map_reserves_room_for_pinned_modules_on_meta():
+    """A 40B-like layout on meta (no GPU needed): a big lm_head would be placed last by accelerate; pinning
+    it to the first device must not exceed that device's budget (it did before the reservation)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = InternVLChatModel(tiny_chat_config(3000, llm_layers=8, vit_layers=4))
+    total = sum(p.numel() * 4 for p in model.parameters())
+    max_memory = {0: int(total * 0.7), 1: int(total * 0.2), 2: int(total * 0.6)}
+    device_map = infer_device_map(model, max_memory=max_memory, dtype=torch.float32)
+    assert device_map["language_model.lm_head"] == device_map["vision_model"] == 0
+    used = _placed_bytes(model, device_map)
+    assert all(used[d] <= max_memory[d] for d in used), (used, max_memory)
+    assert "disk" not in used and "cpu" not in used
+    with pytest.raises(InternVLError, match="cannot hold the vision tower"):
+        infer_device_map(model, max_memory={0: total // 10, 1: total, 2: total}, dtype=torch.float32)
+    # string budgets in accelerate's format are accepted
+    assert infer_device_map(model, max_memory={0: "1GB", 1: "1GB"}, dtype=torch.float32)
+
+
+def test_card_loading_kwargs_are_accepted_and_typos_rejected():
+    root = parity_root() / "internvl_chat"
+    # the card's call: torch_dtype, low_cpu_mem_usage, use_flash_attn, trust_remote_code
+    model = InternVLChatModel.from_pretrained(
+        root, torch_dtype=torch.bfloat16, low_cpu_mem_usage=True, use_flash_attn=True, trust_remote_code=True
+    )
+    assert model.vision_model.dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match="ps_verison"):
+        InternVLChatModel.from_pretrained(root, ps_verison="v1")
+
+
+def test_system_message_is_settable_like_the_reference_attribute():
+    model = build_internvl_chat(tiny_chat_config(100))
+    assert model.system_message is None
+    model.system_message = "Answer the questions."
+    assert model.config.system_message == "Answer the questions."
+    assert model.config.to_dict()["system_message"] == "Answer the questions."
+
+
+def test_card_methods_on_the_model_only_class_point_to_chat_model():
+    model = build_internvl_chat(tiny_chat_config(100))
+    for name in ("chat", "batch_chat", "stream_chat", "video_chat"):
+        with pytest.raises(InternVLError, match="as_chat_model"):
+            getattr(model, name)(None, None, "hi")

@@ -3,6 +3,10 @@
 * V1-2 (``dynamic_image_size: false``): convert to RGB, resize directly to (448, 448) bicubic, ToTensor,
   ImageNet normalisation -> float32[1, 3, 448, 448]. This is the reference's ``build_transform`` path;
   the card's ``CLIPImageProcessor`` path gives the same pixels up to the last float32 ulp.
+* The V1-2 model card instead calls ``Image.open(p).resize((448, 448))`` *before* converting to RGB and
+  then ``CLIPImageProcessor``: PIL's default filter is NEAREST for palette ("P") and 1-bit images (bicubic
+  otherwise) and RGBA is resized with its alpha. `card_preprocess_image` reproduces that path exactly;
+  it differs from the default path only for such images.
 * V1-5+ (``dynamic_image_size: true``): `dynamic_preprocess` picks a (cols, rows) grid closest to the
   image's aspect ratio, cuts 448px tiles row-major and appends a 448px thumbnail when ``use_thumbnail``.
 """
@@ -12,9 +16,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
+from internvl.core.errors import DataFormatError
 from internvl.data.transforms import IMAGENET_MEAN, NORMALIZATIONS, build_transform, load_image, to_rgb
 
 
@@ -140,3 +146,29 @@ def preprocess_images(
     """Several images -> (all tiles concatenated float32[sum T, 3, S, S], tiles per image)."""
     per_image = [preprocess_image(im, settings) for im in images]
     return torch.cat(per_image), [p.shape[0] for p in per_image]
+
+
+def card_preprocess_image(image: Image.Image | str | os.PathLike, settings: ChatImageSettings = ChatImageSettings()) -> torch.Tensor:
+    """The V1-2 model card's preprocessing, exactly: float32[1, 3, S, S].
+
+    ``Image.open(path).resize((S, S))`` in the file's own mode (PIL's default filter: NEAREST for "P"
+    and "1" images, BICUBIC otherwise), then ``CLIPImageProcessor`` with the checkpoint's
+    preprocessor_config (RGB conversion, shortest-edge resize and centre crop, both no-ops at S x S,
+    ``x * (1/255)`` in float64 cast to float32, ``(x - mean) / std`` in float32).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as f:
+                img = f.copy()
+        except FileNotFoundError:
+            raise DataFormatError(f"image file not found: {image}") from None
+        except OSError as e:
+            raise DataFormatError(f"cannot read image {image}: {e}") from None
+    else:
+        img = image
+    size = settings.image_size
+    img = img.resize((size, size)).convert("RGB")  # resample=None: PIL picks the mode's default filter
+    mean, std = NORMALIZATIONS[settings.norm]
+    x = (np.asarray(img).astype(np.float64) * (1 / 255)).astype(np.float32)  # (S, S, 3)
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]  # (1, 3, S, S)

@@ -27,12 +27,13 @@ import torch
 from internvl.core.errors import ConfigError, DataFormatError
 from internvl.data.conversation import (
     IMG_CONTEXT_TOKEN,
+    Conversation,
     add_image_placeholder,
     build_query,
     get_conv_template,
     resolve_system_message,
 )
-from internvl.data.image_processing import ChatImageSettings, preprocess_image
+from internvl.data.image_processing import ChatImageSettings, card_preprocess_image, preprocess_image
 from internvl.data.video import load_video, video_prompt_prefix
 from internvl.models.internvl_chat import InternVLChatModel
 
@@ -72,6 +73,28 @@ class ChatModel(InternVLChatModel):
     ) -> Any:
         """See `internvl.inference.chat.video_chat`."""
         return video_chat(self, tokenizer, video_path, question, generation_config, **kwargs)
+
+    @property
+    def conv_template(self) -> Conversation:
+        """The checkpoint's conversation template with its resolved system message (the card reads
+        ``model.conv_template.sep`` in its streaming example)."""
+        name = _template(self, None)
+        conv = get_conv_template(name)
+        conv.set_system_message(resolve_system_message(name, self.system_message))
+        return conv
+
+
+def as_chat_model(model: InternVLChatModel) -> ChatModel:
+    """Give a model loaded with plain ``InternVLChatModel.from_pretrained`` the card's methods, in place.
+
+    ``ChatModel`` adds methods only (same parameters, buffers and config), so switching the class is
+    safe; the same object is returned.
+    """
+    if not isinstance(model, InternVLChatModel):
+        raise TypeError(f"as_chat_model expects an InternVLChatModel, got {type(model).__name__}")
+    if not isinstance(model, ChatModel):
+        model.__class__ = ChatModel
+    return model  # type: ignore[return-value]
 
 
 def load_tokenizer(path: str | os.PathLike) -> Any:
@@ -131,11 +154,20 @@ def image_settings(model: InternVLChatModel) -> ChatImageSettings:
 
 
 def load_images(
-    model: InternVLChatModel, images: Sequence[Any], max_num: int | None = None
+    model: InternVLChatModel, images: Sequence[Any], max_num: int | None = None, card: bool = False
 ) -> tuple[torch.Tensor, list[int]]:
-    """Paths or PIL images -> (float32[tiles, 3, S, S], tiles per image), with the checkpoint's settings."""
+    """Paths or PIL images -> (float32[tiles, 3, S, S], tiles per image), with the checkpoint's settings.
+
+    ``card=True`` uses the V1-2 card's exact path (resize before RGB conversion: NEAREST for palette
+    images), see `card_preprocess_image`; the default is the reference's eval/training transform.
+    """
     settings = image_settings(model)
-    tiles = [preprocess_image(im, settings, max_num=max_num) for im in images]
+    if card:
+        if settings.dynamic_image_size:
+            raise ConfigError("card=True is the single-tile V1-2 card path; this checkpoint uses dynamic tiling")
+        tiles = [card_preprocess_image(im, settings) for im in images]
+    else:
+        tiles = [preprocess_image(im, settings, max_num=max_num) for im in images]
     return torch.cat(tiles), [t.shape[0] for t in tiles]
 
 
@@ -196,8 +228,9 @@ def _prepare(
     num_patches_list: Sequence[int] | None,
     system_message: str | None,
     template: str | None,
-) -> tuple[dict[str, torch.Tensor], str, str]:
-    """Tokenised prompt, the question as stored in history, and the stop separator."""
+) -> tuple[dict[str, Any], str, str]:
+    """Tokenised prompt (``input_ids``, ``attention_mask``, the ``query`` string), the question as
+    stored in history, and the stop separator."""
     bind_tokenizer(model, tokenizer)
     patches = _check_patches(pixel_values, num_patches_list)
     name = _template(model, template)
@@ -212,7 +245,7 @@ def _prepare(
         system_message=system,
     )
     inputs = tokenizer(query, return_tensors="pt")
-    return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}, stored_question, sep
+    return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "query": query}, stored_question, sep
 
 
 def _pixels(model: InternVLChatModel, pixel_values: torch.Tensor | None) -> torch.Tensor | None:
@@ -253,10 +286,11 @@ def chat(
         model, tokenizer, pixel_values, question, history, num_patches_list, system_message, template
     )
     gen = _generation_kwargs(model, tokenizer, generation_config, sep)
-    if verbose:
-        query = tokenizer.decode(inputs["input_ids"][0])
-        print(query.replace(IMG_CONTEXT_TOKEN, "").replace("<img></img>", "<image>"))
-    out = model.generate(pixel_values=_pixels(model, pixel_values), **inputs, **gen)
+    if verbose:  # the reference prints the prompt with each image block shown as <image>
+        print(inputs["query"].replace(IMG_CONTEXT_TOKEN, "").replace("<img></img>", "<image>"))
+    out = model.generate(
+        pixel_values=_pixels(model, pixel_values), input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], **gen
+    )
     response = _decode(tokenizer, out, sep)[0]
     if return_history:
         return response, [*(history or []), (stored_question, response)]
@@ -361,6 +395,8 @@ def stream_chat(
         model, tokenizer, pixel_values, question, history, num_patches_list, system_message, template
     )
     gen = _generation_kwargs(model, tokenizer, generation_config, sep)
+    if "streamer" in gen:
+        raise ValueError("stream_chat creates its own streamer; remove 'streamer' from generation_config")
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
     cancel = _Cancel()
     gen["stopping_criteria"] = StoppingCriteriaList([*(gen.get("stopping_criteria") or []), cancel])
@@ -368,7 +404,10 @@ def stream_chat(
 
     def work() -> None:
         try:
-            model.generate(pixel_values=_pixels(model, pixel_values), streamer=streamer, **inputs, **gen)
+            model.generate(
+                pixel_values=_pixels(model, pixel_values), input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"], streamer=streamer, **gen,
+            )
         except BaseException as e:  # noqa: BLE001 (re-raised in the consumer's thread)
             errors.append(e)
             streamer.end()
@@ -385,9 +424,11 @@ def stream_chat(
     try:
         yield from cut_at_stop(pieces(), sep)
     finally:
-        cancel.event.set()
+        cancel.event.set()  # generation stops at its next step
         if not exhausted:
-            for _ in streamer:  # drain up to the end signal so the worker can finish
+            # Drain to the end signal without the consumer's timeout (the worker always sends it), so
+            # an early stop or a consumer-side timeout never leaves the worker blocked on a full queue.
+            while streamer.text_queue.get() is not streamer.stop_signal:
                 pass
         thread.join()
     if errors:

@@ -211,6 +211,11 @@ class InternVLChatModel(PreTrainedModel):
             dict.fromkeys([*type(self)._no_split_modules, *(getattr(language_model, "_no_split_modules", None) or [])])
         )
         self.img_context_token_id: int | None = config.img_context_token_id
+        # PEFT's task_type="CAUSAL_LM" wrapper reads (and swaps) model.prepare_inputs_for_generation;
+        # generation itself runs in the LLM's generate, so the LLM's method is the right one. An instance
+        # attribute, not a method: a class-level one makes transformers warn that the class "lacks
+        # GenerationMixin" on every construction.
+        self.prepare_inputs_for_generation = language_model.prepare_inputs_for_generation
         self.post_init()
         self._no_split_modules = sorted(self._no_split_modules)
         self.generation_config = GenerationConfig(
@@ -237,6 +242,12 @@ class InternVLChatModel(PreTrainedModel):
         """The checkpoint's system message override (None: the template default)."""
         return self.config.system_message
 
+    @system_message.setter
+    def system_message(self, value: str | None) -> None:
+        # The card's demo worker sets ``model.system_message = ...``; store it in the config so it is
+        # used by every later chat call and saved with the checkpoint.
+        self.config.system_message = value
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
@@ -245,6 +256,31 @@ class InternVLChatModel(PreTrainedModel):
 
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
+
+    # -- the card's chat methods live one layer up --------------------------------------------------
+    def _chat_api_moved(self, name: str) -> InternVLError:
+        return InternVLError(
+            f"InternVLChatModel.{name}() is not defined on the model-only class (models never import the "
+            "inference layer). Load with internvl.inference.chat.load_chat_model(path) or "
+            "ChatModel.from_pretrained(path), convert an existing model with "
+            f"internvl.inference.chat.as_chat_model(model), or call internvl.inference.chat.{name}(model, ...)"
+        )
+
+    def chat(self, *args: Any, **kwargs: Any) -> Any:
+        """Card-style chat lives on `internvl.inference.chat.ChatModel`; this raises a pointer to it."""
+        raise self._chat_api_moved("chat")
+
+    def batch_chat(self, *args: Any, **kwargs: Any) -> Any:
+        """See `chat`."""
+        raise self._chat_api_moved("batch_chat")
+
+    def stream_chat(self, *args: Any, **kwargs: Any) -> Any:
+        """See `chat`."""
+        raise self._chat_api_moved("stream_chat")
+
+    def video_chat(self, *args: Any, **kwargs: Any) -> Any:
+        """See `chat`."""
+        raise self._chat_api_moved("video_chat")
 
     # -- vision path ------------------------------------------------------------------------------
     def extract_feature(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -308,7 +344,8 @@ class InternVLChatModel(PreTrainedModel):
             return inputs_embeds
         vit = visual_features
         if vit is None:
-            vit = self.extract_feature(pixel_values.to(self.vision_model.dtype))
+            # The caller's pixels may sit elsewhere (CPU tensors with a GPU / device-mapped model).
+            vit = self.extract_feature(pixel_values.to(self.vision_model.device, self.vision_model.dtype))
         if image_flags is not None:
             # Dummy tiles of pure-text samples (image_flags 0) are encoded but discarded, as in training.
             vit = vit[image_flags.reshape(-1).to(vit.device) == 1]
@@ -420,6 +457,9 @@ class InternVLChatModel(PreTrainedModel):
         max_memory: dict[Any, Any] | None = None,
         attn_implementation: str = "sdpa",
         torch_dtype: str | torch.dtype | None = None,
+        use_flash_attn: bool | None = None,
+        low_cpu_mem_usage: bool | None = None,
+        trust_remote_code: bool | None = None,
         **config_overrides: Any,
     ) -> InternVLChatModel:
         """Load an official (or our) InternVL-Chat checkpoint directory.
@@ -434,14 +474,28 @@ class InternVLChatModel(PreTrainedModel):
             load_in_8bit: int8 weights via bitsandbytes (CUDA only); ``lm_head`` and ``mlp1`` stay in ``dtype``.
             max_memory: per-device budgets for ``device_map="auto"`` (accelerate's format).
             attn_implementation: attention of the LLM ("sdpa", "eager" or "flash_attention_2").
-            **config_overrides: config fields to replace (e.g. ``ps_version="v1"``, ``system_message=...``).
+            use_flash_attn: the card's switch: True selects "flash_attention_2" for the LLM when flash-attn
+                is importable and CUDA is visible (otherwise ``attn_implementation`` stays), like the reference.
+            low_cpu_mem_usage, trust_remote_code: accepted so the card's call works unchanged; loading is
+                always low-memory (meta-device construction) and never runs remote code.
+            **config_overrides: config fields to replace (e.g. ``ps_version="v1"``, ``system_message=...``);
+                a name that is not a config field is an error (a typo must not be silently ignored).
 
         Raises:
             CheckpointError: unreadable directory or keys that do not match the config.
+            ConfigError: an unknown keyword argument.
             InternVLError: 8-bit requested without CUDA or without bitsandbytes.
         """
         from accelerate import init_empty_weights
 
+        unknown = sorted(set(config_overrides) - set(_CHAT_FIELDS) - {"system_message", "img_context_token_id"})
+        if unknown:
+            raise ConfigError(
+                f"InternVLChatModel.from_pretrained got unknown argument(s) {unknown}; config overrides must be one "
+                f"of {sorted([*_CHAT_FIELDS, 'system_message', 'img_context_token_id'])}"
+            )
+        if use_flash_attn and _flash_attn_usable():
+            attn_implementation = "flash_attention_2"
         dtype = ckpt.resolve_dtype(dtype if dtype is not None else torch_dtype)
         if load_in_8bit:
             _check_8bit_available()
@@ -471,6 +525,11 @@ class InternVLChatModel(PreTrainedModel):
             device_map = infer_device_map(model, max_memory=max_memory, dtype=dtype, strategy=device_map)
         from accelerate import dispatch_model
 
+        if "disk" in set(device_map.values()):
+            raise InternVLError(
+                "device_map places modules on 'disk': the model does not fit in the GPUs' and CPU's max_memory; "
+                "use more devices, a larger max_memory, a smaller dtype or load_in_8bit"
+            )
         model.hf_device_map = dict(device_map)
         if set(device_map.values()) <= {"cpu"}:
             return model.to("cpu")
@@ -512,63 +571,97 @@ def infer_device_map(
     dtype: torch.dtype | None = None,
     strategy: str = "auto",
 ) -> dict[str, Any]:
-    """An accelerate device map that never splits a ViT block or an LLM decoder layer.
+    """A device map in which only whole LLM decoder layers are distributed over the devices.
 
-    The vision tower, the projector, the token embeddings, the final norm and ``lm_head`` are pinned to
-    the device of the first LLM block's neighbour (the first device), like the reference's
-    ``split_model``: the prompt embeddings, the spliced visual tokens and the logits then share one
-    device, and only decoder layers are distributed.
+    Everything else (the vision tower, the projector, the token embeddings, the final norm, the rotary
+    embedding and ``lm_head``) goes to the first device, like the reference's ``split_model``: the
+    prompt embeddings, the spliced visual tokens and the logits then share one device. Those modules'
+    bytes are taken out of the first device's budget first, then accelerate's ``infer_auto_device_map``
+    places the decoder layers (never split: ``_no_split_modules``) in the remaining budgets, so no
+    device exceeds its ``max_memory``.
+
+    Args:
+        max_memory: accelerate's per-device budgets (ints or "20GiB" strings, "cpu" allowed); None derives
+            them from the visible devices (balanced over GPUs unless ``strategy="sequential"``).
+        dtype: the dtype the weights will have (for the size estimate).
+        strategy: "auto" / "balanced" / "balanced_low_0" / "sequential", as in transformers.
+
+    Raises:
+        InternVLError: the first device cannot hold the modules that must stay on it.
     """
     from accelerate import infer_auto_device_map
-    from accelerate.utils import get_balanced_memory
+    from accelerate.utils import compute_module_sizes, get_balanced_memory, get_max_memory
 
     no_split = list(model._no_split_modules)
-    if strategy != "sequential" and max_memory is None:
-        max_memory = get_balanced_memory(
-            model, dtype=dtype, no_split_module_classes=no_split, low_zero=strategy == "balanced_low_0"
+    if max_memory is None:
+        if strategy == "sequential":
+            max_memory = get_max_memory()
+        else:
+            max_memory = get_balanced_memory(
+                model, dtype=dtype, no_split_module_classes=no_split, low_zero=strategy == "balanced_low_0"
+            )
+    else:
+        max_memory = get_max_memory(dict(max_memory))  # "10GiB" strings -> bytes, as accelerate does
+    devices = [d for d in max_memory if d != "disk"]
+    if not devices:
+        raise InternVLError(f"device_map: max_memory {max_memory} names no device")
+    first = devices[0]
+    layers_name, layers = _decoder_layers(model)
+    sizes = compute_module_sizes(model, dtype=dtype)
+    fixed = sizes[""] - sizes[layers_name]  # everything that is not a decoder layer
+    budget = {d: max_memory[d] for d in devices}
+    budget[first] -= fixed
+    if budget[first] < 0:
+        raise InternVLError(
+            f"device_map: device {first!r} (max_memory {max_memory[first]} bytes) cannot hold the vision tower, "
+            f"projector, embeddings, norm and lm_head ({fixed} bytes), which must share the first device; "
+            "give it a larger max_memory"
         )
-    device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split, dtype=dtype)
-    if len(set(device_map.values())) <= 1:
-        return device_map
-    first = _first_device(device_map)
-    lm = model.language_model
-    pinned = ["vision_model", "mlp1"]
-    inner = getattr(lm, "model", None)
-    for attr in ("embed_tokens", "norm", "rotary_emb"):
-        if inner is not None and hasattr(inner, attr):
-            pinned.append(f"language_model.model.{attr}")
-    pinned.append("language_model.lm_head")
-    return _pin(device_map, model, pinned, first)
+    layer_map = infer_auto_device_map(layers, max_memory=budget, no_split_module_classes=no_split, dtype=dtype)
+    if "disk" in layer_map.values():
+        raise InternVLError(
+            f"device_map: the decoder layers do not fit in max_memory {max_memory} after {fixed} bytes of fixed "
+            "modules on the first device; add devices, raise max_memory (a 'cpu' entry allows offloading) or "
+            "use a smaller dtype"
+        )
+    device_map: dict[str, Any] = {}
+    for name, _ in model.named_children():
+        if name != "language_model":
+            device_map[name] = first
+    _place_except(model.language_model, "language_model", layers_name, first, device_map)
+    for name, device in layer_map.items():
+        device_map[f"{layers_name}.{name}" if name else layers_name] = device
+    return device_map
 
 
-def _first_device(device_map: dict[str, Any]) -> Any:
-    devices = [d for d in device_map.values() if d not in ("cpu", "disk")]
-    return devices[0] if devices else "cpu"
+def _decoder_layers(model: InternVLChatModel) -> tuple[str, nn.Module]:
+    """(qualified name, module) of the LLM's decoder-layer list (``language_model.model.layers``)."""
+    for name, module in model.language_model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) and type(module[0]).__name__ in model._no_split_modules:
+            return f"language_model.{name}", module
+    raise InternVLError(
+        f"device_map='auto': no decoder-layer list found in {type(model.language_model).__name__}; pass an explicit map"
+    )
 
 
-def _pin(device_map: dict[str, Any], model: nn.Module, names: list[str], device: Any) -> dict[str, Any]:
-    """Re-assign modules to ``device``, expanding coarser entries so every module has exactly one owner."""
-    out = dict(device_map)
-    for name in names:
-        parent = next((k for k in out if k == "" or name == k or name.startswith(k + ".")), None)
-        if parent == name:
-            out[name] = device
+def _place_except(module: nn.Module, prefix: str, skip: str, device: Any, out: dict[str, Any]) -> None:
+    """Map every direct parameter/buffer/child of ``module`` to ``device``, descending only towards ``skip``."""
+    for pname, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+        out[f"{prefix}.{pname}"] = device
+    for cname, child in module.named_children():
+        full = f"{prefix}.{cname}"
+        if full == skip:
             continue
-        if parent is not None:
-            # Split the coarse entry into its children so that `name` can get its own device.
-            coarse_dev = out.pop(parent)
-            root = model.get_submodule(parent) if parent else model
-            prefix = f"{parent}." if parent else ""
-            for child, _ in root.named_children():
-                out[prefix + child] = coarse_dev
-            for pname, _ in root.named_parameters(recurse=False):
-                out[prefix + pname] = coarse_dev
-            return _pin(out, model, names, device)
-        # `name` is coarser than existing entries: drop its descendants and own it.
-        for k in [k for k in out if k.startswith(name + ".")]:
-            out.pop(k)
-        out[name] = device
-    return out
+        if skip.startswith(full + "."):
+            _place_except(child, full, skip, device, out)
+        else:
+            out[full] = device
+
+
+def _flash_attn_usable() -> bool:
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
 def _check_8bit_available() -> None:
