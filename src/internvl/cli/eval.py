@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 _DATA_ROOT_HELP = "Folder that replaces ./data in the built-in dataset paths (and in relative registry paths)."
-_REGISTRY_HELP = "YAML/JSON file with extra or overriding dataset entries (repeatable); see docs/readme/evaluation.md."
+_REGISTRY_HELP = "YAML/JSON file with extra or overriding dataset entries (repeatable); see README.md, section Evaluation."
 
 
 def register(app: typer.Typer) -> None:

@@ -73,7 +73,7 @@ class DatasetSpec:
         if not self.annotation.is_file():
             raise DataFormatError(
                 f"dataset '{self.name}': annotation file not found: {self.annotation} (format {self.format}; "
-                f"defined in {self.origin}). Download it as described in docs/readme/evaluation.md, or point "
+                f"defined in {self.origin}). Download it as described in README.md (Evaluation, Data layout), or point "
                 "--data-root / a --registry file at your copy."
             )
         return _READERS[self.format](self.annotation, self.root)
