@@ -195,3 +195,23 @@ def test_lora_merge_of_a_bf16_checkpoint_keeps_the_load_precision(tmp_path, conf
     assert merged.dtype == torch.float32
     torch.testing.assert_close(merged, expected, atol=1e-7, rtol=1e-6)
     assert not torch.equal(merged, expected.to(torch.bfloat16).float())  # really finer than bf16
+
+
+def test_rope_rows_come_from_the_cpu_table_and_extend_past_it(model):
+    """The reference computes its cos/sin table once on the CPU (float32) and moves it with the model, so
+    the rows are gathered from a CPU-built table on every device; positions past the table are computed."""
+    from internvl.models.qllama import rope_table, rotary_cos_sin
+
+    qmodel = model.qllama.model
+    d, length = qmodel.config.head_dim, qmodel.config.max_position_embeddings
+    cos_t, sin_t = qmodel.rope_tables(torch.device("cpu"))
+    assert qmodel.rope_tables(torch.device("cpu"))[0] is cos_t  # built once per device
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
+    freqs = torch.einsum("i,j->ij", torch.arange(length, dtype=torch.float32), inv_freq)
+    assert torch.equal(cos_t, torch.cat([freqs, freqs], -1).cos()) and torch.equal(sin_t, rope_table(d, length)[1])
+    pos = torch.tensor([[0, 5, length - 1, length, length + 7]])
+    cos, sin = rotary_cos_sin(pos, d, torch.float16, (cos_t, sin_t))  # (1, 1, 5, d)
+    assert torch.equal(cos[0, 0, :3], cos_t[pos[0, :3]].half()) and torch.equal(sin[0, 0, :3], sin_t[pos[0, :3]].half())
+    far = rope_table(d, length + 8)
+    torch.testing.assert_close(cos[0, 0, 3:].float(), far[0][pos[0, 3:]], atol=1e-3, rtol=0)
+    assert "rope" not in " ".join(model.state_dict())  # not state

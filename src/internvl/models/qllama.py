@@ -149,16 +149,41 @@ class QLlamaRMSNorm(nn.Module):
         return self.weight * h
 
 
-def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin float[B, 1, L, d] for ``position_ids`` long[B, L].
+def rope_table(head_dim: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 cos/sin [length, d] computed on the CPU, as the reference's cached buffers are.
 
-    Computed in float32 as ``pos * inv_freq`` (the same single multiply as the reference's cached
-    table) and cast to the activation dtype, so the values equal the table rows bit for bit.
+    The reference builds its table at construction (on the CPU) and moves it with the model, so on a
+    GPU its values are the CPU's float32 cos/sin; CUDA's cos/sin may differ in the last bit.
+    """
+    inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    freqs = torch.arange(length, dtype=torch.float32)[:, None] * inv_freq  # (length, d/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (length, d)
+    return emb.cos(), emb.sin()
+
+
+def rotary_cos_sin(
+    position_ids: torch.Tensor,
+    head_dim: int,
+    dtype: torch.dtype,
+    table: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin float[B, 1, L, d] for ``position_ids`` long[B, L], cast to the activation dtype.
+
+    Rows come from ``table`` (a `rope_table` on the positions' device) where the position is inside
+    it, else are computed in float32 as ``pos * inv_freq`` (the same single multiply as the table).
+    Both are selected without reading the positions on the host (no device sync).
     """
     inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim))
     freqs = position_ids.float()[..., None] * inv_freq  # (B, L, d/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, d)
-    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+    cos, sin = emb.cos(), emb.sin()
+    if table is not None:
+        length = table[0].shape[0]
+        idx = position_ids.clamp(0, length - 1)
+        inside = ((position_ids >= 0) & (position_ids < length))[..., None]  # (B, L, 1)
+        cos = torch.where(inside, table[0][idx], cos)
+        sin = torch.where(inside, table[1][idx], sin)
+    return cos.to(dtype)[:, None], sin.to(dtype)[:, None]
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -284,6 +309,14 @@ class QLlamaModel(nn.Module):
         self.layers = nn.ModuleList(QLlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = QLlamaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.gradient_checkpointing = False
+        self._rope_tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # not state
+
+    def rope_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CPU-computed RoPE table (``max_position_embeddings`` rows) on ``device``, built once per device."""
+        if device not in self._rope_tables:
+            cos, sin = rope_table(self.config.head_dim, self.config.max_position_embeddings)
+            self._rope_tables[device] = (cos.to(device), sin.to(device))
+        return self._rope_tables[device]
 
     def build_mask(
         self,
@@ -354,7 +387,8 @@ class QLlamaModel(nn.Module):
         mask = self.build_mask(
             attention_mask, b, n, past_length, inputs_embeds.dtype, inputs_embeds.device, use_zero_attention_mask
         )
-        cos_sin = rotary_cos_sin(position_ids, self.config.head_dim, inputs_embeds.dtype)
+        table = self.rope_tables(position_ids.device) if position_ids.device.type != "meta" else None
+        cos_sin = rotary_cos_sin(position_ids, self.config.head_dim, inputs_embeds.dtype, table)
         h = inputs_embeds
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
