@@ -215,3 +215,22 @@ def test_rope_rows_come_from_the_cpu_table_and_extend_past_it(model):
     far = rope_table(d, length + 8)
     torch.testing.assert_close(cos[0, 0, 3:].float(), far[0][pos[0, 3:]], atol=1e-3, rtol=0)
     assert "rope" not in " ".join(model.state_dict())  # not state
+
+
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_min_new_tokens_counts_generated_tokens_only(model, num_beams):
+    """Reference captioning: min_new_tokens=8 forbids EOS for the first 8 generated tokens, not counting the
+    query tokens and the prompt (given as embeddings); with EOS strongly preferred, EOS comes 9th."""
+    def prefer_eos(module, args, out):
+        out = out.clone()
+        out[..., 2] += 100.0
+        return out
+
+    handle = model.qllama.lm_head.register_forward_hook(prefer_eos)
+    try:
+        ids = model.generate(_inputs()[0], torch.tensor([[1, 5, 9]]), num_beams=num_beams, min_new_tokens=8,
+                             max_new_tokens=30)
+    finally:
+        handle.remove()
+    assert ids.shape == (2, 9)
+    assert (ids[:, :8] != 2).all() and (ids[:, 8] == 2).all()
