@@ -115,6 +115,8 @@ def test_batch_of_three_equals_one_by_one(model, tokenizer, pixels):
     assert tokenizer.padding_side == padding_side  # not left permanently changed
     single = [api.chat(model, tokenizer, pixels[i : i + 1], q, GEN) for i, q in enumerate(questions)]
     assert batched == single
+    with pytest.raises(DataFormatError, match="without pixel_values"):
+        api.batch_chat(model, tokenizer, None, ["hello"], GEN, num_patches_list=[1])
     texts = api.batch_chat(model, tokenizer, None, ["hello", "what is the image about today?"], GEN)
     assert texts == [api.chat(model, tokenizer, None, q, GEN) for q in ["hello", "what is the image about today?"]]
 
@@ -418,3 +420,29 @@ def test_cli_8bit_on_cpu_is_a_clear_error(saved, capsys):
 
     rc = main(["chat", str(saved), "--8bit", "hi"])
     assert rc == 2 and "load_in_8bit needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_training_forward_drops_dummy_tiles_and_rejects_count_mismatch(model, tokenizer, pixels):
+    """A collated micro-batch with a pure-text sample (its white dummy tile has image_flags 0), as the
+    reference's SFT collator builds it; a placeholder/feature mismatch is an error, never a warning."""
+    with_image, _ = build_query("Hermes-2", "hi", num_patches_list=[1], num_image_token=4, system_message=SYSTEM)
+    text_only, _ = build_query("Hermes-2", "hello there", system_message=SYSTEM)
+    ids = [tokenizer(q + "ok<|im_end|>").input_ids for q in (with_image, text_only)]
+    width = max(map(len, ids))
+    input_ids = torch.zeros(2, width, dtype=torch.long)
+    attention_mask = torch.zeros(2, width, dtype=torch.long)
+    for row, e in enumerate(ids):  # right padding, as the collator
+        input_ids[row, : len(e)] = torch.tensor(e)
+        attention_mask[row, : len(e)] = 1
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    dummy = api.load_images(model, [synthetic_image(9).convert("L").convert("RGB")])[0]
+    with torch.no_grad():
+        flagged = model(
+            pixel_values=torch.cat([pixels[:1], dummy]), image_flags=torch.tensor([[1], [0]]),
+            input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+        )
+        plain = model(pixel_values=pixels[:1], input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    torch.testing.assert_close(flagged.logits, plain.logits)
+    torch.testing.assert_close(flagged.loss, plain.loss)
+    with pytest.raises(DataFormatError, match="image token count mismatch"):
+        model(pixel_values=pixels[:2], input_ids=input_ids, attention_mask=attention_mask, labels=labels)

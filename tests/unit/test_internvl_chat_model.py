@@ -120,6 +120,11 @@ def test_auto_device_map_reserves_room_for_pinned_modules_on_meta():
     max_memory = {0: int(total * 0.7), 1: int(total * 0.2), 2: int(total * 0.6)}
     device_map = infer_device_map(model, max_memory=max_memory, dtype=torch.float32)
     assert device_map["language_model.lm_head"] == device_map["vision_model"] == 0
+    # rotary_emb has buffers only; a map without it leaves inv_freq behind (InternVL#774)
+    assert device_map["language_model.model.rotary_emb"] == 0
+    for name, module in model.named_modules():
+        if next(module.parameters(recurse=False), None) is not None or next(module.buffers(recurse=False), None) is not None:
+            assert any(name == k or name.startswith(k + ".") for k in device_map), name
     used = _placed_bytes(model, device_map)
     assert all(used[d] <= max_memory[d] for d in used), (used, max_memory)
     assert "disk" not in used and "cpu" not in used

@@ -330,6 +330,8 @@ def batch_chat(
                 f"{len(questions)} questions but num_patches_list has {len(num_patches_list)} entries"
             )
         _check_patches(pixel_values, num_patches_list)
+    elif num_patches_list:
+        raise DataFormatError(f"num_patches_list={list(num_patches_list)} given without pixel_values")
     queries, sep = [], ""
     for i, question in enumerate(questions):
         patches = [num_patches_list[i]] if pixel_values is not None else []
