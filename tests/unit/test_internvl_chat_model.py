@@ -120,6 +120,8 @@ def test_auto_device_map_reserves_room_for_pinned_modules_on_meta():
     max_memory = {0: int(total * 0.7), 1: int(total * 0.2), 2: int(total * 0.6)}
     device_map = infer_device_map(model, max_memory=max_memory, dtype=torch.float32)
     assert device_map["language_model.lm_head"] == device_map["vision_model"] == 0
+    layer_devices = [device_map[f"language_model.model.layers.{i}"] for i in range(8)]
+    assert layer_devices == sorted(layer_devices) and len(set(layer_devices)) >= 2  # whole layers, in order
     # rotary_emb has buffers only; a map without it leaves inv_freq behind (InternVL#774)
     assert device_map["language_model.model.rotary_emb"] == 0
     for name, module in model.named_modules():
