@@ -151,3 +151,12 @@ def test_classifier_and_embeddings_report_progress(model_dir, images_dir):
     files = sorted(images_dir.glob("*.png"))
     embed_images(model, files, build_transform("classification", model.image_size), 2, progress=done.append)
     assert done == [2, 1]
+
+
+def test_tokenizer_of_another_checkpoint_is_refused(tmp_path, capsys):
+    """Token ids past the embedding table would index out of range (a device-side assert on CUDA)."""
+    root = tmp_path / "mismatched"
+    build_tokenizer(root)  # ~400 tokens
+    build_internvl(internvl_cg_tiny(vocab_size=64), seed=0).save_pretrained(root)
+    assert main(["embed", str(root), "--text", "a dog", "--output", str(tmp_path / "t.npy"), "--device", "cpu"]) != 0
+    assert "do not belong to this checkpoint" in capsys.readouterr().err

@@ -110,3 +110,15 @@ def test_added_pad_token_of_the_checkpoint_is_split(tmp_path, tok_dir, sp):
     assert t.encode_pieces("a[PAD]b") == [*sp.encode("a"), size, *sp.encode("b")]
     # Padding stays id 0 (the reference pads with ' ', i.e. unk), never the checkpoint's [PAD].
     assert t(["a"])[0, -1] == 0
+
+
+def test_directory_without_tokenizer_files_is_an_error(tmp_path):
+    """transformers 5 builds an empty tokenizer from an InternVL config.json alone (every text -> no ids);
+    that must be a clear error, not silently wrong embeddings."""
+    import json
+
+    from internvl.core.errors import DataFormatError
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "internvl"}))
+    with pytest.raises(DataFormatError, match="no tokenizer files"):
+        InternVLTextTokenizer.from_pretrained(tmp_path)

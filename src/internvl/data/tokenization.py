@@ -41,6 +41,7 @@ TEXT_PREFIX = "summarize:"  # prepended without a space (reference)
 CAPTION_PROMPT = "English caption:"
 MAX_LENGTH = 80
 PAD_ID = 0  # the unk id; the model's mask is ids > 0
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
 
 class InternVLTextTokenizer:
@@ -120,6 +121,12 @@ class InternVLTextTokenizer:
         root = Path(path)
         if not root.is_dir():
             raise DataFormatError(f"{root}: not a directory; expected a checkpoint directory with tokenizer files")
+        if not any((root / name).is_file() for name in TOKENIZER_FILES):
+            # transformers 5 would otherwise build an empty tokenizer from config.json's model type.
+            raise DataFormatError(
+                f"{root}: no tokenizer files ({' or '.join(TOKENIZER_FILES)}); copy the checkpoint's tokenizer "
+                "files (tokenizer.model, tokenizer_config.json, special_tokens_map.json) into this directory"
+            )
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(root))
         except (OSError, ValueError) as e:

@@ -67,8 +67,14 @@ def load_model_and_tokenizer(model_dir: str | os.PathLike, *, dtype: str, device
     from internvl.data.tokenization import InternVLTextTokenizer
     from internvl.models.internvl_cg import InternVLModel
 
+    tokenizer = InternVLTextTokenizer.from_pretrained(model_dir)  # cheap: fail before loading the weights
     model = InternVLModel.from_pretrained(model_dir, dtype=dtype, device=device)
-    tokenizer = InternVLTextTokenizer.from_pretrained(model_dir)
+    rows = model.config.qllama_config.vocab_size
+    if tokenizer.vocab_size > rows:
+        raise ConfigError(
+            f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding table "
+            f"{rows} rows (qllama_config.vocab_size); the tokenizer files do not belong to this checkpoint"
+        )
     return model, tokenizer
 
 
