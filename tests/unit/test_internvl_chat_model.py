@@ -132,6 +132,9 @@ def test_auto_device_map_reserves_room_for_pinned_modules_on_meta():
     assert "disk" not in used and "cpu" not in used
     with pytest.raises(InternVLError, match="cannot hold the vision tower"):
         infer_device_map(model, max_memory={0: total // 10, 1: total, 2: total}, dtype=torch.float32)
+    # a device with no budget holds nothing: the fixed modules go to the next one
+    skipped = infer_device_map(model, max_memory={0: 0, 1: total, 2: total}, dtype=torch.float32)
+    assert 0 not in skipped.values() and skipped["vision_model"] == skipped["language_model.lm_head"] == 1
     # string budgets in accelerate's format are accepted
     assert infer_device_map(model, max_memory={0: "1GB", 1: "1GB"}, dtype=torch.float32)
 
@@ -160,3 +163,19 @@ def test_card_methods_on_the_model_only_class_point_to_chat_model():
     for name in ("chat", "batch_chat", "stream_chat", "video_chat"):
         with pytest.raises(InternVLError, match="as_chat_model"):
             getattr(model, name)(None, None, "hi")
+
+
+def test_device_map_strategies_on_meta():
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = InternVLChatModel(tiny_chat_config(3000, llm_layers=8, vit_layers=4))
+    total = sum(p.numel() * 4 for p in model.parameters())
+    roomy = {0: 2 * total, 1: 2 * total, 2: 2 * total}
+    assert set(infer_device_map(model, max_memory=roomy, strategy="sequential", dtype=torch.float32).values()) == {0}
+    balanced = infer_device_map(model, max_memory=roomy, strategy="balanced", dtype=torch.float32)
+    assert balanced["vision_model"] == 0 and set(balanced.values()) - {0}  # layers move off the first GPU
+    low0 = infer_device_map(model, max_memory=roomy, strategy="balanced_low_0", dtype=torch.float32)
+    assert 0 not in low0.values() and low0["language_model.model.embed_tokens"] == 1
+    with pytest.raises(ConfigError, match="strategy"):
+        infer_device_map(model, max_memory=roomy, strategy="fastest")

@@ -590,25 +590,23 @@ def infer_device_map(
         InternVLError: the first device cannot hold the modules that must stay on it.
     """
     from accelerate import infer_auto_device_map
-    from accelerate.utils import compute_module_sizes, get_balanced_memory, get_max_memory
+    from accelerate.utils import compute_module_sizes, get_max_memory
 
+    if strategy not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        raise ConfigError(f"device_map strategy {strategy!r}; expected auto, balanced, balanced_low_0 or sequential")
     no_split = list(model._no_split_modules)
-    if max_memory is None:
-        if strategy == "sequential":
-            max_memory = get_max_memory()
-        else:
-            max_memory = get_balanced_memory(
-                model, dtype=dtype, no_split_module_classes=no_split, low_zero=strategy == "balanced_low_0"
-            )
-    else:
-        max_memory = get_max_memory(dict(max_memory))  # "10GiB" strings -> bytes, as accelerate does
-    devices = [d for d in max_memory if d != "disk"]
-    if not devices:
-        raise InternVLError(f"device_map: max_memory {max_memory} names no device")
-    first = devices[0]
+    # "10GiB" strings -> bytes; None -> what the visible devices have (as accelerate does)
+    max_memory = get_max_memory(dict(max_memory) if max_memory is not None else None)
     layers_name, layers = _decoder_layers(model)
     sizes = compute_module_sizes(model, dtype=dtype)
     fixed = sizes[""] - sizes[layers_name]  # everything that is not a decoder layer
+    if strategy != "sequential":
+        largest_layer = max(sizes[f"{layers_name}.{i}"] for i in range(len(layers)))
+        max_memory = _balanced_budgets(max_memory, sizes[""], fixed, largest_layer, strategy == "balanced_low_0")
+    devices = [d for d in max_memory if d != "disk" and max_memory[d] > 0]
+    if not devices:
+        raise InternVLError(f"device_map: max_memory {max_memory} names no device with memory")
+    first = devices[0]  # a device given 0 bytes (e.g. balanced_low_0's GPU 0) holds nothing
     budget = {d: max_memory[d] for d in devices}
     budget[first] -= fixed
     if budget[first] < 0:
@@ -632,6 +630,28 @@ def infer_device_map(
     for name, device in layer_map.items():
         device_map[f"{layers_name}.{name}" if name else layers_name] = device
     return device_map
+
+
+def _balanced_budgets(
+    max_memory: dict[Any, int], total: int, fixed: int, layer: int, low_zero: bool
+) -> dict[Any, int]:
+    """Spread the model evenly over the GPUs (transformers' "balanced"), within the given budgets.
+
+    Like accelerate's ``get_balanced_memory`` (total / n plus 1.25 layers of slack, the last GPU keeps
+    its full budget), except that the first GPU may take the fixed modules plus one layer even if that
+    is above the even share (they cannot move); ``low_zero`` leaves GPU 0 empty for generation.
+    """
+    out = dict(max_memory)
+    gpus = [d for d in out if isinstance(d, int) and out[d] > 0]
+    if low_zero and len(gpus) > 1:
+        out[gpus[0]] = 0
+        gpus = gpus[1:]
+    if len(gpus) < 2:
+        return out
+    share = total // len(gpus) + int(1.25 * layer)
+    for i, gpu in enumerate(gpus[:-1]):
+        out[gpu] = min(out[gpu], max(share, fixed + layer) if i == 0 else share)
+    return out
 
 
 def _decoder_layers(model: InternVLChatModel) -> tuple[str, nn.Module]:
