@@ -2,7 +2,7 @@
 
 Mirrors ``model.chat`` / ``model.batch_chat`` of the reference remote code (chat spec §4) with the same
 prompts, the same end-of-turn stop token and the same decoding, so greedy answers match. Deliberate
-deviations (documented in docs/readme/internvl_chat.md):
+deviations (documented in README.md, InternVL-Chat-V1-2 section):
 
 * Nothing the caller passes is mutated: the reference writes ``eos_token_id`` into the caller's
   generation-config dict, appends to the caller's history list and leaves ``tokenizer.padding_side``
