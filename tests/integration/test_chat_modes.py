@@ -446,3 +446,19 @@ def test_training_forward_drops_dummy_tiles_and_rejects_count_mismatch(model, to
     torch.testing.assert_close(flagged.loss, plain.loss)
     with pytest.raises(DataFormatError, match="image token count mismatch"):
         model(pixel_values=pixels[:2], input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def test_tokenizer_splits_after_special_tokens_like_the_reference(tmp_path):
+    """transformers 4.37's slow Llama tokenizer (the reference) defaults to legacy=True: text right after a
+    special token gets SentencePiece's "▁" prefix. 5.x defaults to the other split unless told."""
+    build_tokenizer(
+        tmp_path, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        add_bos_token=False,
+    )
+    tok = api.load_tokenizer(tmp_path)
+    pieces = tok.convert_ids_to_tokens(tok("<|im_start|>system").input_ids)
+    assert pieces[0] == "<|im_start|>" and pieces[1].startswith("▁")
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**cfg, "legacy": False}))  # an explicit value wins
+    tok = api.load_tokenizer(tmp_path)
+    assert not tok.convert_ids_to_tokens(tok("<|im_start|>system").input_ids)[1].startswith("▁")

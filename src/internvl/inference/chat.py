@@ -98,13 +98,27 @@ def as_chat_model(model: InternVLChatModel) -> ChatModel:
 
 
 def load_tokenizer(path: str | os.PathLike) -> Any:
-    """The checkpoint's tokenizer; the slow SentencePiece one like the card (``use_fast=False``) when available."""
+    """The checkpoint's tokenizer; the slow SentencePiece one like the card (``use_fast=False``) when available.
+
+    A SentencePiece Llama tokenizer whose tokenizer_config.json does not set ``legacy`` gets
+    ``legacy=True``: that is what the reference's transformers (4.37, slow tokenizer) used by default,
+    and it decides whether text right after a special token starts with "▁" (``<|im_start|>user`` ->
+    ``▁user``). transformers 5.x defaults to the non-legacy split, which would change the prompt ids.
+    """
     from transformers import AutoTokenizer
 
+    kwargs: dict[str, Any] = {}
+    config_file = Path(path) / "tokenizer_config.json"
+    if config_file.is_file():
+        import json
+
+        tok_cfg = json.loads(config_file.read_text())
+        if "legacy" not in tok_cfg and str(tok_cfg.get("tokenizer_class", "")).startswith("LlamaTokenizer"):
+            kwargs["legacy"] = True
     try:
-        return AutoTokenizer.from_pretrained(str(path), use_fast=False)
+        return AutoTokenizer.from_pretrained(str(path), use_fast=False, **kwargs)
     except (ValueError, OSError, ImportError):
-        return AutoTokenizer.from_pretrained(str(path))
+        return AutoTokenizer.from_pretrained(str(path), **kwargs)
 
 
 def load_chat_model(
