@@ -11,6 +11,11 @@ deviations (documented in README.md, InternVL-Chat-V1-2 section):
   template default, InternVL#463).
 * Streaming (`stream_chat`) is a plain generator: generation runs in a background thread internally and
   the text is cut at the end-of-turn separator (the card's ``new_text == sep`` check never fires).
+  Closing the generator early cancels generation and joins the thread. The card's own recipe (a
+  ``TextIteratorStreamer`` in ``generation_config``, ``model.chat`` in a Thread, ``model.conv_template``)
+  works unchanged on `ChatModel`.
+* `load_tokenizer` passes ``legacy=True`` when the tokenizer config leaves it unset, reproducing the
+  reference transformers' split after special tokens on transformers 5.x.
 """
 
 from __future__ import annotations

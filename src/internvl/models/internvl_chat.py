@@ -11,7 +11,8 @@ State-dict keys equal the official ones (``vision_model.*``, ``mlp1.{0,1,3}.*``,
 This module is model-only (layering: models never import data or inference). Prompt building, image
 loading and the card's ``chat()`` / ``batch_chat()`` API live in ``internvl.inference.chat``, which also
 provides ``ChatModel``, a subclass with card-style ``model.chat(...)`` methods (what
-``load_chat_model`` returns).
+``load_chat_model`` returns); ``as_chat_model(model)`` converts a model loaded with this class in
+place, and calling ``chat`` on this class raises an error that says so.
 """
 
 from __future__ import annotations
