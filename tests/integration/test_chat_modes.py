@@ -462,3 +462,8 @@ def test_tokenizer_splits_after_special_tokens_like_the_reference(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({**cfg, "legacy": False}))  # an explicit value wins
     tok = api.load_tokenizer(tmp_path)
     assert not tok.convert_ids_to_tokens(tok("<|im_start|>system").input_ids)[1].startswith("▁")
+    # save_chat_model keeps the setting (transformers 5.x drops `legacy` from a saved tokenizer_config.json)
+    model = build_internvl_chat(tiny_chat_config(len(tok)), seed=0)
+    api.save_chat_model(model, tok, tmp_path / "saved")
+    _, reloaded = api.load_chat_model(tmp_path / "saved")
+    assert reloaded("<|im_start|>system hi").input_ids == tok("<|im_start|>system hi").input_ids

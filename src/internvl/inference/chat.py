@@ -163,6 +163,15 @@ def save_chat_model(model: InternVLChatModel, tokenizer: Any, path: str | os.Pat
     """Save model, tokenizer and a generation_config.json whose ``eos_token_id`` holds the end-of-turn ids."""
     model.save_pretrained(path, stop_token_ids=stop_token_ids(model, tokenizer), **kwargs)
     tokenizer.save_pretrained(str(path))
+    legacy = getattr(tokenizer, "legacy", None)
+    config_file = Path(path) / "tokenizer_config.json"
+    if isinstance(legacy, bool) and config_file.is_file():
+        # transformers 5.x drops ``legacy`` when saving; keep it so the reloaded tokenizer splits the same way.
+        import json
+
+        tok_cfg = json.loads(config_file.read_text())
+        tok_cfg["legacy"] = legacy
+        config_file.write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False))
     return Path(path)
 
 
