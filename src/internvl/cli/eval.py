@@ -5,6 +5,7 @@ Thin: argument parsing and the results table; the work is in `internvl.evaluatio
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,10 @@ import typer
 
 _DATA_ROOT_HELP = "Folder that replaces ./data in the built-in dataset paths (and in relative registry paths)."
 _REGISTRY_HELP = "YAML/JSON file with extra or overriding dataset entries (repeatable); see README.md, section Evaluation."
+
+
+# More DataLoader workers than cores only adds contention (and a torch warning) on small machines.
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +39,9 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="fp16 autocast on CUDA, as clip_benchmark."),
-        num_workers: int = typer.Option(4, "--num-workers", min=0, help="Image decoding processes."),
+        num_workers: int = typer.Option(
+            DEFAULT_WORKERS, "--num-workers", min=0, help="Image decoding processes (default: min(4, CPU cores))."
+        ),
         append: bool = typer.Option(False, "--append", help="Append one JSON line instead of overwriting (clip_benchmark)."),
     ) -> None:
         """Image->text and text->image recall@1/5/10 with clip_benchmark's protocol."""
@@ -61,7 +68,9 @@ def register(app: typer.Typer) -> None:
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
         device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
-        num_workers: int = typer.Option(2, "--num-workers", min=0, help="Image decoding processes."),
+        num_workers: int = typer.Option(
+            min(2, DEFAULT_WORKERS), "--num-workers", min=0, help="Image decoding processes (default: min(2, CPU cores))."
+        ),
         num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
         min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
         max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),

@@ -66,6 +66,7 @@ def build_tokenizer(
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     sentences = list(corpus) * 8
+    extra = {"user_defined_symbols": list(chat_template_tokens)} if chat_template_tokens else {}
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_prefix=str(root / "tokenizer"),
@@ -77,9 +78,9 @@ def build_tokenizer(
         bos_id=1,
         eos_id=2,
         pad_id=-1,
-        user_defined_symbols=list(chat_template_tokens) or None,
         hard_vocab_limit=False,
         minloglevel=2,
+        **extra,
     )
     (root / "tokenizer.vocab").unlink(missing_ok=True)
     config = {
