@@ -48,6 +48,29 @@ def amp_context(model: InternVLModel, amp: bool = True):
     return contextlib.nullcontext()
 
 
+def _encode_in_batches(
+    model: InternVLModel,
+    items: Sequence,
+    batch_size: int,
+    encode: Callable[[Sequence], torch.Tensor],
+    *,
+    normalize: bool,
+    progress: Callable[[int], None] | None,
+    amp: bool,
+) -> torch.Tensor:
+    """Run ``encode`` over batches of ``items``: float32[N, D] on the CPU, optionally L2-normalised."""
+    out = []
+    for chunk in _batches(list(items), batch_size):
+        with amp_context(model, amp):
+            emb = encode(chunk).float()
+        out.append((F.normalize(emb, dim=-1) if normalize else emb).cpu())
+        if progress is not None:
+            progress(len(chunk))
+    if not out:
+        return torch.empty(0, model.config.clip_embed_dim)
+    return torch.cat(out)
+
+
 def _pixels(images: Sequence[ImageLike], transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
     tensors = [transform(img if isinstance(img, Image.Image) else load_image(img)) for img in images]
     return torch.stack(tensors)  # (B, 3, S, S)
@@ -77,17 +100,10 @@ def embed_images(
     Returns:
         float32[N, clip_embed_dim] on the CPU.
     """
-    out = []
-    for chunk in _batches(list(images), batch_size):
-        pixel_values = _pixels(chunk, transform).to(model.device, model.dtype)
-        with amp_context(model, amp):
-            emb = model.encode_image(pixel_values, mode=mode).float()
-        out.append((F.normalize(emb, dim=-1) if normalize else emb).cpu())
-        if progress is not None:
-            progress(len(chunk))
-    if not out:
-        return torch.empty(0, model.config.clip_embed_dim)
-    return torch.cat(out)
+    def encode(chunk: Sequence[ImageLike]) -> torch.Tensor:
+        return model.encode_image(_pixels(chunk, transform).to(model.device, model.dtype), mode=mode)
+
+    return _encode_in_batches(model, images, batch_size, encode, normalize=normalize, progress=progress, amp=amp)
 
 
 @torch.no_grad()
@@ -102,17 +118,10 @@ def embed_texts(
     amp: bool = True,
 ) -> torch.Tensor:
     """Embed texts in batches (tokenised with the ``summarize:`` prefix, 80 ids). Returns float32[N, D] on the CPU."""
-    out = []
-    for chunk in _batches(list(texts), batch_size):
-        ids = tokenizer(chunk).to(model.device)
-        with amp_context(model, amp):
-            emb = model.encode_text(ids).float()
-        out.append((F.normalize(emb, dim=-1) if normalize else emb).cpu())
-        if progress is not None:
-            progress(len(chunk))
-    if not out:
-        return torch.empty(0, model.config.clip_embed_dim)
-    return torch.cat(out)
+    def encode(chunk: Sequence[str]) -> torch.Tensor:
+        return model.encode_text(tokenizer(chunk).to(model.device))
+
+    return _encode_in_batches(model, texts, batch_size, encode, normalize=normalize, progress=progress, amp=amp)
 
 
 def zero_shot_classifier(
