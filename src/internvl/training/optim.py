@@ -21,7 +21,12 @@ from internvl.core.errors import ConfigError
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """1-D tensors (norms, layer scales, biases) and ``*.bias``; 0-dim ``logit_scale`` *is* decayed (O2)."""
+    """1-D tensors (norms, layer scales, biases) and ``*.bias``; 0-dim ``logit_scale`` *is* decayed (O2).
+
+    A parameter flagged ``decay_as_scalar`` (a 0-dim one reshaped to (1,) for DeepSpeed) keeps its 0-dim rule.
+    """
+    if getattr(param, "decay_as_scalar", False):
+        return False
     return param.ndim == 1 or name.endswith(".bias")
 
 
