@@ -148,3 +148,29 @@ def test_kill_9_and_resume_logs_identical_losses(world):
     info = json.loads((out / "run_info.json").read_text())
     assert info["resumed_from"] and info["resumed_from"].startswith(str(out / "checkpoint-"))
     assert _losses(out) == expected  # bit-identical per-step losses
+
+
+def test_fine_tuning_raises_held_out_recall(tmp_path):
+    """From a random tiny model, 15 epochs on 96 generated images whose captions describe them.
+
+    Held-out: 32 other images (16 colour/shape/side combinations, so ~2 share each description and
+    R@1 is capped near 0.5). Measured here: R@1 0.031 -> 0.125 both ways, R@5 0.16 -> 0.56/0.63.
+    """
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    train = make_flickr_set(tmp_path / "data", "learn_flickr_format_train", 96)
+    val = make_flickr_set(tmp_path / "data", "learn_flickr_format_val", 32, seed=7, first_id=9000)
+    world = {"ckpt": ckpt, "train": train, "val": val}
+    before = tmp_path / "before.json"
+    assert main(["eval", "retrieval", "--model", str(ckpt), "--dataset", "learn_flickr_format_val", "--registry",
+                 str(val), "--output", str(before), "--num-workers", "0", "--device", "cpu", "--dtype", "fp32"]) == 0
+    start = json.loads(before.read_text())["metrics"]
+    out = tmp_path / "out"
+    _run(_command(world, 1, out, "data.train=learn_flickr_format_train", "data.val=learn_flickr_format_val",
+                  "schedule.epochs=15", "schedule.global_batch_size=16", "schedule.warmup_steps=10",
+                  "log.save_steps=1000", "log.logging_steps=10"), tmp_path / "learn.log")
+    end = json.loads((out / "run_info.json").read_text())["val"]
+    for direction in ("image_retrieval", "text_retrieval"):
+        assert end[f"{direction}_recall@1"] >= 3 * start[f"{direction}_recall@1"], (start, end)
+        assert end[f"{direction}_recall@5"] >= start[f"{direction}_recall@5"] + 0.3, (start, end)
+    losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3

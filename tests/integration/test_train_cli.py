@@ -1,0 +1,91 @@
+"""`internvl train retrieval` in-process: --dry-run report, errors before any model loads, resume refusal,
+pre-flight data checks. (The multi-process runs are in tests/integration/slow/test_train_torchrun.py.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from internvl.cli.main import main
+from internvl.core.errors import DataFormatError
+from internvl.training.config import load_recipe
+from internvl.training.recipes.retrieval import RECIPE_FILE, RetrievalFinetune
+from tests.unit.training.helpers import make_checkpoint, make_flickr_set
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_cli")
+    return {"root": root, "ckpt": make_checkpoint(root / "ckpt"),
+            "train": make_flickr_set(root / "data", "tiny_flickr_format_train", 4)}
+
+
+@pytest.fixture(autouse=True)
+def _clean_dist_env(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def _sets(world, *extra):
+    args = ["--set", f"model.path={world['ckpt']}", "--set", f"data.registry=[{world['train']}]",
+            "--set", f"log.output_dir={world['root'] / 'out'}"]
+    for e in extra:
+        args += ["--set", e]
+    return args
+
+
+def test_dry_run_reports_plan_parameters_and_memory(world, capsys):
+    assert main(["train", "retrieval", "flickr30k_head", *_sets(world, "schedule.per_device_batch_size=16"),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["batch"] == {"global_batch_size": 128, "per_device_batch_size": 16, "world_size": 1,
+                               "gradient_accumulation_steps": 8}
+    params = report["parameters"]
+    assert params["total"]["trainable"] == params["text_projection"]["trainable"] == params["text_projection"]["total"]
+    assert params["vision_model"]["trainable"] == 0 and params["vision_model"]["total"] > 0
+    mem = report["memory_per_device_gib"]
+    assert mem["zero_stage"] == 3 and mem["total"] > 0
+    assert "16 per device x 1 device(s) x 8 accumulation = 128 global" in out
+    assert not (world["root"] / "out").exists()  # nothing was trained or written
+
+
+def test_inconsistent_batch_is_an_error_before_loading(world, capsys):
+    rc = main(["train", "retrieval", "flickr30k_head", "--set", "model.path=/nonexistent",
+               "--set", "schedule.per_device_batch_size=24", "--dry-run"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "global batch 128 is not a multiple of per-device batch 24" in err and "nonexistent" not in err
+
+
+def test_resume_refuses_another_recipe(world, capsys):
+    out = world["root"] / "refuse"
+    out.mkdir()
+    old = load_recipe("tiny_synthetic", [f"model.path={world['ckpt']}", "optim.lr=0.5", "method.name=head"])
+    (out / RECIPE_FILE).write_text(json.dumps(old.to_dict()))
+    rc = main(["train", "retrieval", "tiny_synthetic", *_sets(world, f"log.output_dir={out}"), "--resume"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "optim.lr: checkpoint 0.5 vs now 0.001" in err and "method.name: checkpoint 'head' vs now 'full'" in err
+
+
+def test_preflight_names_file_line_and_field(world, tmp_path):
+    registry = make_flickr_set(tmp_path, "bad_flickr_format_train", 3)
+    (tmp_path / "images" / "1001.jpg").unlink()
+    with open(tmp_path / "bad_flickr_format_train.txt", "a") as f:
+        f.write("1000.jpg,...\n")  # empty after cleaning
+    recipe = load_recipe("tiny_synthetic", [f"model.path={world['ckpt']}", f"data.registry=[{registry}]",
+                                            "data.train=bad_flickr_format_train"])
+    with pytest.raises(DataFormatError, match=r"bad_flickr_format_train.txt:8: field 'caption': empty after cleaning"):
+        RetrievalFinetune(recipe).prepare_data()
+    lines = (tmp_path / "bad_flickr_format_train.txt").read_text().splitlines()
+    (tmp_path / "bad_flickr_format_train.txt").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(DataFormatError, match=r"(?s)2 of 6 samples point at missing.*\.txt:4: field 'image'") as e:
+        RetrievalFinetune(recipe).prepare_data()
+    assert "1001.jpg not found" in str(e.value)
+    recipe.data.skip_bad_samples = True
+    plan = RetrievalFinetune(recipe).prepare_data()
+    assert len(plan.pairs) == 4 and len(plan.skipped) == 2
