@@ -74,7 +74,7 @@ def _losses(out: Path) -> dict[int, float]:
 
 def test_two_processes_equal_one_and_the_checkpoint_evaluates(world):
     sets = ("schedule.max_steps=4", "optim.vit_layer_decay=0.9", "optim.qllama_layer_decay=0.9",
-            "data.val=tiny_flickr_format_val", "log.save_steps=100")
+            "data.val=tiny_flickr_format_val", "log.save_steps=100", "log.eval_steps=2")
     outs = {n: world["root"] / f"n{n}" for n in (1, 2)}
     for n, out in outs.items():
         _run(_command(world, n, out, *sets), world["root"] / f"n{n}.log")
@@ -99,6 +99,9 @@ def test_two_processes_equal_one_and_the_checkpoint_evaluates(world):
         for name, (lr, scale) in r["group_lr"].items():
             assert abs(lr - scale * base * factor) < 1e-12, (s, name, lr, scale)
     assert any(lr > 0 for r in records for lr, _ in r["group_lr"].values())
+
+    for out in outs.values():  # in-loop validation at step 2 (live weights), then on the final checkpoint
+        assert [r["step"] for r in read_metrics(out) if "val/mean_recall" in r] == [2, 4]
 
     final = outs[2] / "final"
     model = InternVLModel.from_pretrained(final)

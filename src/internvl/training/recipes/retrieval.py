@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from internvl.core.distributed import DistContext
 from internvl.core.errors import CheckpointError, ConfigError, DataFormatError
@@ -75,6 +76,27 @@ class RetrievalLossModule(nn.Module):
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
         out = retrieval_loss(self.model, batch, self.rank, self.world_size)
         return {"loss": out.loss, "loss_itm": out.loss_itm, "loss_itc": out.loss_itc}
+
+
+class ValidationCallback(TrainerCallback):
+    """In-loop recall@k on the held-out split every ``every`` optimizer steps (rank 0, live weights).
+
+    Uses no random numbers, so exact resume is unaffected; the other ranks wait at the next collective.
+    """
+
+    def __init__(self, model: InternVLModel, tokenizer, records, every: int, output_dir: Path) -> None:
+        self.model, self.tokenizer, self.records, self.every, self.output_dir = model, tokenizer, records, every, output_dir
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every or not state.is_world_process_zero or state.global_step >= state.max_steps:
+            return
+        from internvl.evaluation.retrieval import evaluate_retrieval
+
+        self.model.eval()
+        with torch.no_grad():
+            metrics = evaluate_retrieval(self.model, self.tokenizer, self.records, batch_size=32, progress=False, amp=False)
+        self.model.train()
+        _append_metrics(self.output_dir, {"step": state.global_step, **{f"val/{k}": v for k, v in metrics.items()}})
 
 
 @dataclass
@@ -212,6 +234,15 @@ class RetrievalFinetune:
             save_steps=r.log.save_steps, save_total_limit=r.log.save_total_limit, tensorboard=r.log.tensorboard,
             seed=r.seed, num_workers=r.data.num_workers,
         )
+        if data.val and r.log.eval_steps > 0:
+            if zero3:
+                logger.warning("log.eval_steps: in-loop validation needs full weights on rank 0, which ZeRO-3 "
+                               "shards; validating the final checkpoint only")
+            else:
+                from internvl.data.tokenization import InternVLTextTokenizer
+
+                settings.extra_callbacks.append(ValidationCallback(
+                    model, InternVLTextTokenizer.from_pretrained(r.model.path), data.val, r.log.eval_steps, self.output_dir))
         engine = Engine(RetrievalLossModule(model, self.dist, zero3), dataset, settings, self.dist,
                         param_groups_fn=lambda: param_groups(model, r.optim.lr, r.optim.weight_decay, decay))
         info = engine.train(resume=resume)
@@ -258,7 +289,8 @@ class RetrievalFinetune:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = InternVLModel.from_pretrained(checkpoint, dtype="bf16" if device == "cuda" else "fp32", device=device)
         tok = InternVLTextTokenizer.from_pretrained(checkpoint)
-        return evaluate_retrieval(model, tok, records, batch_size=32, progress=False, amp=False)
+        with torch.no_grad():
+            return evaluate_retrieval(model, tok, records, batch_size=32, progress=False, amp=False)
 
 
 def _lookup(d: dict, dotted: str):
