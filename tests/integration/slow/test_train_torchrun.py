@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from internvl.cli.main import main
 from internvl.models.internvl_cg import InternVLModel
@@ -177,3 +178,24 @@ def test_fine_tuning_raises_held_out_recall(tmp_path):
         assert end[f"{direction}_recall@5"] >= start[f"{direction}_recall@5"] + 0.3, (start, end)
     losses = [r["loss"] for r in read_metrics(out) if "loss" in r]
     assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
+
+
+def test_lora_under_zero3_trains_adapters_and_projection_only(world):
+    """ZeRO-3 (the head/LoRA recipes' sharding): the model's own parameters are gathered as external
+    parameters, the full weights are gathered for export, and the merged checkpoint changed exactly
+    where the method trains (adapted linears, text_projection) and nowhere else."""
+    out = world["root"] / "lora_z3"
+    _run(_command(world, 2, out, "method.name=lora", "method.lora_rank=4", "engine.zero_stage=3",
+                  "schedule.max_steps=3", "log.save_steps=100", "optim.lr=0.01"), world["root"] / "lora_z3.log")
+    info = json.loads((out / "run_info.json").read_text())
+    assert (info["wrapper"], info["zero_stage"], info["world_size"]) == ("DeepSpeedEngine", 3, 2)
+    before = InternVLModel.from_pretrained(world["ckpt"]).state_dict()
+    after = InternVLModel.from_pretrained(out / "final").state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    adapted = {k for k in before if k.endswith(".weight") and any(
+        f".{t}." in f".{k}" for t in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2", "self_attn.q_proj",
+                                      "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                                      "mlp.up_proj", "mlp.down_proj"))}
+    assert "text_projection" in changed
+    assert changed - {"text_projection"} <= adapted and len(changed & adapted) > len(adapted) // 2

@@ -1,0 +1,44 @@
+"""The exported checkpoint computes what the trained model computed (LoRA merged; logit_scale 0-dim again)."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+
+from internvl.core.distributed import DistContext
+from internvl.data.pairs import PairTokenizer
+from internvl.models.internvl_cg import InternVLModel
+from internvl.training.config import load_recipe
+from internvl.training.recipes.retrieval import RetrievalFinetune, RetrievalLossModule
+from tests.unit.training.helpers import make_checkpoint
+
+
+def test_lora_export_merges_to_the_same_function(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    recipe = load_recipe("tiny_synthetic", [f"model.path={ckpt}", "method.name=lora", "method.lora_rank=4",
+                                            f"log.output_dir={tmp_path / 'out'}"])
+    job = RetrievalFinetune(recipe)
+    model = job.load_model()
+    wrapped = RetrievalLossModule(model, DistContext())
+    assert model.logit_scale.shape == (1,)
+    with torch.no_grad():  # stand-in for training: move the adapters and the projection
+        g = torch.Generator().manual_seed(0)
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    model.eval()
+    pixels = torch.randn(2, 3, 56, 56, generator=g)
+    ids = torch.tensor([[1, 40, 41, 42, 2, 0], [1, 50, 2, 0, 0, 0]])
+    with torch.no_grad():
+        image, text = model.encode_image(pixels, "InternVL-G"), model.encode_text(ids)
+    final = tmp_path / "final"
+    job.export(model, wrapped.state_dict(), PairTokenizer.from_pretrained(ckpt), final)
+    loaded = InternVLModel.from_pretrained(final)
+    assert loaded.logit_scale.ndim == 0 and loaded.config.use_backbone_lora == 0
+    assert not [k for k in loaded.state_dict() if "lora" in k]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(pixels, "InternVL-G"), image, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded.encode_text(ids), text, atol=1e-5, rtol=1e-5)
+    keys = list(load_file(str(final / "adapter" / "model.safetensors")))  # adapters only
+    assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)
+    assert (final / "tokenizer.model").is_file()
