@@ -72,6 +72,14 @@ def test_resume_refuses_another_recipe(world, capsys):
     assert "optim.lr: checkpoint 0.5 vs now 0.001" in err and "method.name: checkpoint 'head' vs now 'full'" in err
 
 
+def test_print_config(world, capsys):
+    assert main(["train", "retrieval", "flickr30k_lora", "--set", "method.lora_rank=8", "--print-config"]) == 0
+    import yaml
+
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["method"] == {**cfg["method"], "name": "lora", "lora_rank": 8} and cfg["engine"]["zero_stage"] == 3
+
+
 def test_preflight_names_file_line_and_field(world, tmp_path):
     registry = make_flickr_set(tmp_path, "bad_flickr_format_train", 3)
     (tmp_path / "images" / "1001.jpg").unlink()
@@ -83,9 +91,12 @@ def test_preflight_names_file_line_and_field(world, tmp_path):
         RetrievalFinetune(recipe).prepare_data()
     lines = (tmp_path / "bad_flickr_format_train.txt").read_text().splitlines()
     (tmp_path / "bad_flickr_format_train.txt").write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(DataFormatError, match=r"(?s)2 of 6 samples point at missing.*\.txt:4: field 'image'") as e:
+    (tmp_path / "images" / "1002.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataFormatError, match=r"(?s)4 of 6 samples have missing or unreadable.*\.txt:4: field 'image'") as e:
         RetrievalFinetune(recipe).prepare_data()
     assert "1001.jpg not found" in str(e.value)
+    assert "1002.jpg is not a readable image" in str(e.value)
     recipe.data.skip_bad_samples = True
     plan = RetrievalFinetune(recipe).prepare_data()
-    assert len(plan.pairs) == 4 and len(plan.skipped) == 2
+    assert len(plan.pairs) == 2 and len(plan.skipped) == 4
+    assert {p.image_id for p in plan.pairs} == {1000}

@@ -44,6 +44,7 @@ class DataSection:
     max_length: int = 80
     max_words: int = 50
     skip_bad_samples: bool = False  # skip and count bad captions/images instead of stopping before training
+    verify_images: bool = True  # pre-flight: open every image's header (PIL verify), not only stat it
     num_workers: int = 2
 
 

@@ -79,11 +79,16 @@ def test_two_processes_equal_one_and_the_checkpoint_evaluates(world):
     outs = {n: world["root"] / f"n{n}" for n in (1, 2)}
     for n, out in outs.items():
         _run(_command(world, n, out, *sets), world["root"] / f"n{n}.log")
-    one, two = _losses(outs[1]), _losses(outs[2])
-    assert sorted(one) == sorted(two) == [1, 2, 3, 4]
+    ddp = world["root"] / "ddp"
+    _run(_command(world, 2, ddp, *sets, "engine.backend=ddp"), world["root"] / "ddp.log")
+    one, two, two_ddp = _losses(outs[1]), _losses(outs[2]), _losses(ddp)
+    assert sorted(one) == sorted(two) == sorted(two_ddp) == [1, 2, 3, 4]
     for step in one:
         assert abs(one[step] - two[step]) < 1e-5, (step, one[step], two[step])
+        assert abs(one[step] - two_ddp[step]) < 1e-5, (step, one[step], two_ddp[step])
     assert len({round(v, 4) for v in two.values()}) > 1  # the model did change between steps
+    ddp_info = json.loads((ddp / "run_info.json").read_text())
+    assert (ddp_info["wrapper"], ddp_info["deepspeed"], ddp_info["world_size"]) == ("DistributedDataParallel", False, 2)
 
     info = json.loads((outs[2] / "run_info.json").read_text())
     assert (info["wrapper"], info["deepspeed"], info["zero_stage"], info["world_size"]) == ("DeepSpeedEngine", True, 2, 2)
@@ -199,3 +204,21 @@ def test_lora_under_zero3_trains_adapters_and_projection_only(world):
                                       "mlp.up_proj", "mlp.down_proj"))}
     assert "text_projection" in changed
     assert changed - {"text_projection"} <= adapted and len(changed & adapted) > len(adapted) // 2
+
+
+def test_bf16_zero1_as_the_full_recipe(world):
+    """The full recipe's engine settings (ZeRO-1, bf16) on 2 CPU processes; the checkpoint is bf16 and evaluates."""
+    out = world["root"] / "bf16"
+    _run(_command(world, 2, out, "engine.zero_stage=1", "engine.precision=bf16", "schedule.max_steps=2",
+                  "log.save_steps=100", "optim.vit_layer_decay=0.9", "optim.qllama_layer_decay=0.9"),
+         world["root"] / "bf16.log")
+    info = json.loads((out / "run_info.json").read_text())
+    assert (info["wrapper"], info["zero_stage"], info["world_size"]) == ("DeepSpeedEngine", 1, 2)
+    losses = _losses(out)
+    assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
+    model = InternVLModel.from_pretrained(out / "final")
+    assert model.dtype == torch.bfloat16
+    result = world["root"] / "bf16_eval.json"
+    assert main(["eval", "retrieval", "--model", str(out / "final"), "--dataset", "tiny_flickr_format_val",
+                 "--registry", str(world["val"]), "--output", str(result), "--num-workers", "0", "--device", "cpu",
+                 "--dtype", "fp32"]) == 0

@@ -131,15 +131,16 @@ class RetrievalFinetune:
         spec = registry.get(d.train)
         empty = "skip" if d.skip_bad_samples else "error"
         pairs, skipped = read_caption_pairs(spec.annotation, spec.root, spec.format, max_words=d.max_words, empty=empty)
-        missing = [p for p in pairs if not p.image_path.is_file()]
-        if missing:
+        bad = find_bad_images(pairs, verify=d.verify_images)
+        if bad:
             if not d.skip_bad_samples:
-                listed = "\n".join(f"  {p.source}: field 'image': {p.image_path} not found" for p in missing[:5])
-                raise DataFormatError(f"dataset '{spec.name}': {len(missing)} of {len(pairs)} samples point at missing "
-                                      f"image files under {spec.root}; first ones:\n{listed}\nFix the root (--set "
-                                      "data.data_root=DIR or the registry entry) or set data.skip_bad_samples=true")
-            skipped += [p.source for p in missing]
-            gone = {id(p) for p in missing}
+                listed = "\n".join(f"  {p.source}: field 'image': {why}" for p, why in bad[:5])
+                raise DataFormatError(f"dataset '{spec.name}': {len(bad)} of {len(pairs)} samples have missing or "
+                                      f"unreadable images under {spec.root}; first ones:\n{listed}\nFix the files or "
+                                      "the root (--set data.data_root=DIR or the registry entry), or set "
+                                      "data.skip_bad_samples=true to skip and count them")
+            skipped += [p.source for p, _ in bad]
+            gone = {id(p) for p, _ in bad}
             pairs = [p for p in pairs if id(p) not in gone]
         if not pairs:
             raise DataFormatError(f"dataset '{spec.name}': no usable samples in {spec.annotation}")
@@ -291,6 +292,38 @@ class RetrievalFinetune:
         tok = InternVLTextTokenizer.from_pretrained(checkpoint)
         with torch.no_grad():
             return evaluate_retrieval(model, tok, records, batch_size=32, progress=False, amp=False)
+
+
+def find_bad_images(pairs: list[CaptionPair], verify: bool = True, workers: int = 8) -> list[tuple[CaptionPair, str]]:
+    """(pair, reason) for every sample whose image is missing, empty or (``verify``) not a readable image.
+
+    One stat per distinct file, plus PIL's header check when ``verify``; threads overlap the I/O.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    def check(path: Path) -> str | None:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"{path} not found"
+        except OSError as e:
+            return f"{path}: {e.strerror or e}"
+        if size == 0:
+            return f"{path} is empty (0 bytes)"
+        if verify:
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+            except Exception as e:  # PIL raises many types for corrupt files
+                return f"{path} is not a readable image ({type(e).__name__}: {e})"
+        return None
+
+    paths = sorted({p.image_path for p in pairs})
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        reasons = dict(zip(paths, pool.map(check, paths), strict=True))
+    return [(p, reasons[p.image_path]) for p in pairs if reasons[p.image_path]]
 
 
 def _lookup(d: dict, dotted: str):
