@@ -172,7 +172,7 @@ def test_caption_cli_writes_coco_results_and_pycocoevalcap_scores(world, tmp_pat
     expected = generate_captions(model, tokenizer, pixels[:2]) + generate_captions(model, tokenizer, pixels[2:])
     ids = [391895 + i for i in range(3)]
     gt = {"images": [{"id": i} for i in ids] + [{"id": 391898}],
-          "annotations": [{"image_id": i, "caption": c, "id": n} for n, (i, c) in enumerate(zip(ids, expected))]
+          "annotations": [{"image_id": i, "caption": c, "id": n} for n, (i, c) in enumerate(zip(ids, expected, strict=True))]
           + [{"image_id": 391898, "caption": "unused", "id": 9}]}
     data = tmp_path / "data"
     shutil.copytree(world / "data" / "coco", data / "coco")
@@ -183,7 +183,7 @@ def test_caption_cli_writes_coco_results_and_pycocoevalcap_scores(world, tmp_pat
                "--limit", "3", "--batch-size", "2", "--num-workers", "0", "--output", str(out)])
     assert rc == 0
     results = json.loads((out / "coco_karpathy_test_captions.json").read_text())
-    assert results == [{"image_id": i, "caption": c} for i, c in zip(ids, expected)]
+    assert results == [{"image_id": i, "caption": c} for i, c in zip(ids, expected, strict=True)]
     summary = json.loads((out / "coco_karpathy_test_metrics.json").read_text())
     assert list(summary["metrics"]) == ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
     assert summary["metrics"]["Bleu_1"] == pytest.approx(1.0, abs=1e-6)
@@ -207,7 +207,7 @@ def _coco_with_references(world: Path, tmp_path: Path) -> Path:
     shutil.copytree(world / "data" / "coco", data / "coco")
     entries = json.loads((data / "coco" / "annotations" / "coco_karpathy_test.json").read_text())
     anns = [{"image_id": i, "caption": c, "id": 10 * i + j}
-            for i, e in zip(COCO_IDS, entries) for j, c in enumerate(e["caption"])]
+            for i, e in zip(COCO_IDS, entries, strict=True) for j, c in enumerate(e["caption"])]
     gt = {"images": [{"id": i} for i in COCO_IDS], "annotations": anns}
     (data / "coco" / "annotations" / "coco_karpathy_test_gt.json").write_text(json.dumps(gt))
     return data

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,14 +29,14 @@ def register(app: typer.Typer) -> None:
         dataset: str = typer.Option("flickr30k", "--dataset", "-d",
                                     help="flickr30k, coco, mscoco_captions, or any registry entry name."),
         output: Path = typer.Option(..., "--output", "-o", help="Result JSON file (clip_benchmark's schema)."),
-        language: Optional[str] = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),
+        language: str | None = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),
         mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
-        data_root: Optional[Path] = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
-        registry: Optional[list[Path]] = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+        data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
+        registry: list[Path] | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per step (their captions go together)."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
-        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="fp16 autocast on CUDA, as clip_benchmark."),
         num_workers: int = typer.Option(
             DEFAULT_WORKERS, "--num-workers", min=0, help="Image decoding processes (default: min(4, CPU cores))."
@@ -61,13 +60,13 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o",
                                     help="Directory for <dataset>_captions.json, _metrics.json and the resumable "
                                          "_captions.partial.jsonl."),
-        data_root: Optional[Path] = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
-        registry: Optional[list[Path]] = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+        data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
+        registry: list[Path] | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
         batch_size: int = typer.Option(1, "--batch-size", min=1,
                                        help="Images per generate call (reference: 1; larger is faster, equal up to fp16 rounding)."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
-        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         num_workers: int = typer.Option(
             min(2, DEFAULT_WORKERS), "--num-workers", min=0, help="Image decoding processes (default: min(2, CPU cores))."
         ),
