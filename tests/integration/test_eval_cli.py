@@ -158,6 +158,7 @@ def test_eval_errors_name_the_missing_file(world, tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow  # Java (pycocoevalcap) scoring: 25-80 s here
 def test_caption_cli_writes_coco_results_and_pycocoevalcap_scores(world, tmp_path):
     if shutil.which("java") is None:
         pytest.skip("pycocoevalcap needs Java")
@@ -229,6 +230,7 @@ def _needs_java() -> None:
         pytest.skip("pycocoevalcap needs Java")
 
 
+@pytest.mark.slow  # Java (pycocoevalcap) scoring: 25-80 s here
 def test_caption_run_resumes_after_a_crash_without_regenerating(world, tmp_path, capsys):
     _needs_java()
     data, out = _coco_with_references(world, tmp_path), tmp_path / "out"
@@ -266,6 +268,7 @@ def test_caption_run_resumes_after_a_crash_without_regenerating(world, tmp_path,
         [PARTIAL, SETTINGS, "coco_karpathy_test_captions.json", "coco_karpathy_test_metrics.json"])
 
 
+@pytest.mark.slow  # Java (pycocoevalcap) scoring: 25-80 s here
 def test_caption_limit_run_is_continued_by_the_full_run_and_matches_a_fresh_one(world, tmp_path):
     data, out = _coco_with_references(world, tmp_path), tmp_path / "out"
     assert _caption(world, data, out, "--no-score", "--limit", "2") == 0
