@@ -127,7 +127,7 @@ def test_two_processes_give_the_same_files(single, model_dir, data_dir, tmp_path
     out = tmp_path / "out2"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "internvl.cli.main", *_args(model_dir, data_dir, out)]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for n in BENCHES:
         assert (out / n / "answers.rank1.jsonl").stat().st_size > 0  # both ranks answered

@@ -158,7 +158,7 @@ def test_gqa_and_vizwiz(data, tmp_path):
     assert bench.score(items, answers)["score"] == 50.0
     sub = json.loads(bench.submission(items, answers, tmp_path).read_text())
     assert sub == [{"questionId": "q1", "prediction": "yes"}, {"questionId": "q2", "prediction": "left side"}]
-    bench, items, by_id = _read("vizwiz_val", data)
+    bench, items, _ = _read("vizwiz_val", data)
     assert bench.prompt(items[0]) == ("What is this? When the provided information is insufficient, respond with "
                                       f"'Unanswerable'. {SUFFIX}")
     assert bench.score(items, {items[0].id: "Unanswerable"})["score"] == 100.0

@@ -96,12 +96,14 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("bench")
     def bench(
-        model: Path = typer.Option(..., "--model", "-m", help="InternVL-Chat checkpoint directory (with tokenizer files)."),
+        model: Optional[Path] = typer.Option(None, "--model", "-m",
+                                             help="InternVL-Chat checkpoint directory (with tokenizer files)."),
         benchmark: str = typer.Option(..., "--benchmark", "-b",
                                       help="Comma-separated names, e.g. mme,pope,mmbench_dev_en ('list' prints them)."),
-        data: Path = typer.Option(..., "--data", help="Folder laid out like the reference's internvl_chat/data "
-                                                      "(README.md, Benchmarks)."),
-        output: Path = typer.Option(..., "--output", "-o", help="Results folder: <name>.json, summary.md, caches."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Folder laid out like the reference's "
+                                                                 "internvl_chat/data (README.md, Chat-model benchmarks)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                              help="Results folder: <name>.json, summary.md, answer caches."),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions per benchmark."),
         batch_size: int = typer.Option(1, "--batch-size", min=1, help="Questions per generate call (reference: 1)."),
         num_beams: int = typer.Option(1, "--num-beams", min=1,
@@ -123,7 +125,12 @@ def register(app: typer.Typer) -> None:
             for name in list_benchmarks():
                 typer.echo(f"{name:18} {get_benchmark(name).about}")
             return
+        from internvl.core.errors import ConfigError
         from internvl.evaluation.mllm.runner import run_benchmarks
+
+        absent = [flag for flag, value in (("--model", model), ("--data", data), ("--output", output)) if value is None]
+        if absent:
+            raise ConfigError(f"eval bench needs {', '.join(absent)} (only '--benchmark list' runs without them)")
 
         dist = DistContext.from_env()
         dist.init()
