@@ -194,3 +194,38 @@ def write_gqa_vizwiz(root: Path) -> None:
         {"question_id": "data/vizwiz/val/v1.jpg", "answers": [{"answer": "unanswerable"}] * 6 + [{"answer": "soup"}] * 4}]}))
     (viz / "vizwiz_test.jsonl").write_text(json.dumps(
         {"question_id": "data/vizwiz/test/t1.jpg", "image": "data/vizwiz/test/t1.jpg", "question": "What is this?"}) + "\n")
+
+
+def write_mathvista(root: Path) -> None:
+    """Six testmini problems in the HF parquet layout (the last one without image bytes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def img(i):
+        buf = io.BytesIO()
+        png(_color(60 + i)).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": f"{i}.png"}
+
+    rows = [
+        ("1", "multi_choice", "text", ["12", "15", "18"], None, "15"),
+        ("2", "free_form", "integer", None, None, "3"),
+        ("3", "free_form", "float", None, 1.0, "2.5"),
+        ("4", "free_form", "integer", None, None, "7"),
+        ("5", "multi_choice", "text", ["cat", "dog"], None, "dog"),
+        ("6", "multi_choice", "text", ["a", "b"], None, "a"),
+    ]
+    table = pa.table({
+        "pid": [r[0] for r in rows],
+        "question": [f"question {r[0]}" for r in rows],
+        "query": [f"Hint: answer it.\nQuestion: question {r[0]}" for r in rows],
+        "decoded_image": [img(i) if r[0] != "6" else {"bytes": None, "path": None} for i, r in enumerate(rows)],
+        "choices": [r[3] for r in rows],
+        "precision": [r[4] for r in rows],
+        "answer": [r[5] for r in rows],
+        "question_type": [r[1] for r in rows],
+        "answer_type": [r[2] for r in rows],
+        "metadata": [{"task": "math word problem"} for _ in rows],
+    })
+    out = root / "MathVista" / "data"
+    out.mkdir(parents=True)
+    pq.write_table(table, out / "testmini-00000-of-00001-test.parquet")

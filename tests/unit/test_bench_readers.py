@@ -173,3 +173,19 @@ def test_unknown_benchmark():
 
     with pytest.raises(InternVLError, match="did you mean mme"):
         get_benchmark("mmee")
+
+
+def test_mathvista(tmp_path):
+    pytest.importorskip("pyarrow")
+    bench_data.write_mathvista(tmp_path)
+    bench, items, by_id = _read("mathvista_testmini", tmp_path)
+    assert bench.prompt(by_id["1"]) == "Hint: answer it.\nQuestion: question 1"
+    assert bench.generation(1)["max_new_tokens"] == 4096 and by_id["1"].load_image().size == (16, 16)
+    assert "decoded_image" in by_id["6"].problem
+    answers = {"1": "B", "2": "3", "3": "2.50", "4": "The number is seven", "5": "cat"}
+    r = bench.score(items, answers)
+    # B -> "15" right; 3 right; 2.50 -> 2.5 right; "seven" unparsed; "cat" wrong; 6 not asked
+    assert r["score"] == 50.0
+    assert r["breakdown"]["question_type=free_form"] == pytest.approx(200 / 3)
+    assert r["breakdown"]["question_type=multi_choice"] == pytest.approx(100 / 3)
+    assert [u["id"] for u in r["unparsed"]] == ["4"]

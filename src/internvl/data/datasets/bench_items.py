@@ -28,7 +28,7 @@ class BenchItem:
         id: unique within the benchmark; the key of the answer cache.
         question: the question text as the file has it (the benchmark adds hint, options and instruction).
         image: the image file, or None when the image is embedded (``image_b64``) or unusable.
-        image_b64: a base64-encoded image (MMBench TSV).
+        image_b64: a base64-encoded image (MMBench TSV); ``image_bytes``: an encoded image file (parquet).
         answer: the gold answer in the benchmark's terms (a letter, "Yes"/"No", a list of human answers, ...);
             None for test splits scored by a server.
         options: option letter -> text, in letter order (multiple-choice benchmarks).
@@ -42,6 +42,7 @@ class BenchItem:
     question: str = ""
     image: Path | None = None
     image_b64: str | None = None
+    image_bytes: bytes | None = None
     answer: Any = None
     options: dict[str, str] = field(default_factory=dict)
     hint: str | None = None
@@ -52,8 +53,8 @@ class BenchItem:
     def load_image(self) -> Image.Image:
         """The RGB image (as every reference script converts it); `DataFormatError` when it cannot be read."""
         try:
-            if self.image_b64 is not None:
-                data = base64.b64decode(self.image_b64, validate=False)
+            if self.image_b64 is not None or self.image_bytes is not None:
+                data = self.image_bytes if self.image_bytes is not None else base64.b64decode(self.image_b64)
                 with Image.open(io.BytesIO(data)) as img:
                     return img.convert("RGB")
             if self.image is None:
@@ -61,7 +62,7 @@ class BenchItem:
             with Image.open(self.image) as img:
                 return img.convert("RGB")
         except (OSError, ValueError, binascii.Error) as e:
-            where = self.image if self.image is not None else "the embedded base64 image"
+            where = self.image if self.image is not None else "the embedded image"
             raise DataFormatError(f"{self.source}: cannot read {where} of question {self.id!r}: {e}") from None
 
 

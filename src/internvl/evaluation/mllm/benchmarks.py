@@ -10,6 +10,7 @@ from typing import Any
 
 from internvl.data.datasets.bench_items import BenchItem
 from internvl.data.datasets.bench_jsonl import read_mmvp, read_pope, read_scienceqa, read_seed, read_vqa_jsonl
+from internvl.data.datasets.mathvista import read_mathvista
 from internvl.data.datasets.mmbench import read_mmbench
 from internvl.data.datasets.mme import QUESTIONS_DIR, read_mme
 from internvl.evaluation.metrics.choice import (
@@ -22,6 +23,7 @@ from internvl.evaluation.metrics.choice import (
     pair_accuracy,
     seed_choice,
 )
+from internvl.evaluation.metrics.mathvista import extract_answer, mathvista_correct, normalize_extraction
 from internvl.evaluation.metrics.vqa import gqa_correct, gqa_normalize, vqa_score
 from internvl.evaluation.metrics.yesno import (
     MME_COGNITION,
@@ -363,8 +365,45 @@ class SEED(Benchmark):
                 "breakdown": {t: percent(sum(r), len(r)) for t, r in sorted(per.items())}, "unparsed": unparsed}
 
 
+class MathVista(Benchmark):
+    name, title, column = "mathvista_testmini", "MathVista (testmini)", "MathVista"
+    max_new_tokens = 4096
+    requires = ("pyarrow",)
+    about = "MathVista testmini (HF parquet); rule-based answer extraction (no GPT judge), exact match"
+
+    def files(self, data_dir: Path) -> list[Path]:
+        return sorted((data_dir / "MathVista").rglob("testmini-*.parquet"))
+
+    def read(self, data_dir: Path) -> list[BenchItem]:
+        return read_mathvista(data_dir / "MathVista", "testmini")
+
+    def prompt(self, item: BenchItem) -> str:
+        return item.question  # the dataset's `query`, hint included, verbatim
+
+    def score(self, items, answers):
+        per: dict[str, list[bool]] = defaultdict(list)
+        unparsed, correct = [], 0
+        for item in items:
+            m, ans = item.meta, answers.get(item.id)
+            ok = False
+            if ans is not None:
+                extraction = extract_answer(ans, m.get("question_type", ""), m.get("answer_type", ""), m.get("choices"))
+                if extraction == "":
+                    unparsed.append({"id": item.id, "answer": ans})
+                else:
+                    pred = normalize_extraction(extraction, m.get("choices"), m.get("question_type", ""),
+                                                m.get("answer_type", ""), m.get("precision"))
+                    ok = mathvista_correct(pred, str(item.answer))
+            correct += ok
+            per[f"question_type={m.get('question_type')}"].append(ok)
+            if m.get("task"):
+                per[f"task={m['task']}"].append(ok)
+        return {"metric": "accuracy", "score": percent(correct, len(items)),
+                "breakdown": {k: percent(sum(v), len(v)) for k, v in sorted(per.items())}, "unparsed": unparsed}
+
+
 BENCHMARKS: tuple[type[Benchmark], ...] = (
-    MME, MMBenchDevEN, MMBenchDevCN, MMBenchTestEN, MMBenchTestCN, POPE, TextVQA, TextVQAOCR, VizWizVal,
+    MathVista, MME, MMBenchDevEN, MMBenchDevCN, MMBenchTestEN, MMBenchTestCN, POPE, TextVQA, TextVQAOCR, VizWizVal,
     VizWizTest, GQA, ScienceQA, MMVP, SEED,
 )
 
