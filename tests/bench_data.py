@@ -229,3 +229,30 @@ def write_mathvista(root: Path) -> None:
     out = root / "MathVista" / "data"
     out.mkdir(parents=True)
     pq.write_table(table, out / "testmini-00000-of-00001-test.parquet")
+
+
+def write_mmmu(root: Path) -> None:
+    """Two subjects of the MMMU validation split in the HF parquet layout."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def img(i):
+        buf = io.BytesIO()
+        png(_color(70 + i)).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": f"{i}.png"}
+
+    subjects = {
+        "Art_Theory": [("validation_Art_Theory_1", "<image 1> Which style is this?", "['Baroque', 'Cubism']", "B",
+                        "multiple-choice")],
+        "Math": [("validation_Math_1", "What is 6*7? <image 1>", "[]", "42", "open"),
+                 ("validation_Math_2", "Name the shape.", "[]", "['square', 'quadrilateral']", "open")],
+    }
+    for k, (subject, rows) in enumerate(subjects.items()):
+        table = pa.table({
+            "id": [r[0] for r in rows], "question": [r[1] for r in rows], "options": [r[2] for r in rows],
+            "answer": [r[3] for r in rows], "question_type": [r[4] for r in rows],
+            "image_1": [img(10 * k + i) for i in range(len(rows))],
+        })
+        out = root / "MMMU" / subject
+        out.mkdir(parents=True)
+        pq.write_table(table, out / "validation-00000-of-00001.parquet")

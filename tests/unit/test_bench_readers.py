@@ -189,3 +189,18 @@ def test_mathvista(tmp_path):
     assert r["breakdown"]["question_type=free_form"] == pytest.approx(200 / 3)
     assert r["breakdown"]["question_type=multi_choice"] == pytest.approx(100 / 3)
     assert [u["id"] for u in r["unparsed"]] == ["4"]
+
+
+def test_mmmu(tmp_path):
+    pytest.importorskip("pyarrow")
+    bench_data.write_mmmu(tmp_path)
+    bench, items, by_id = _read("mmmu_val", tmp_path)
+    assert bench.prompt(by_id["validation_Art_Theory_1"]) == f"<image 1> Which style is this?\nA. Baroque\nB. Cubism\n{MC}"
+    assert bench.prompt(by_id["validation_Math_1"]) == f"What is 6*7? <image 1>\n{SUFFIX}"
+    assert by_id["validation_Math_2"].answer == ["square", "quadrilateral"]
+    answers = {"validation_Art_Theory_1": "Cubism", "validation_Math_1": "The answer is 42",
+               "validation_Math_2": "A circle"}
+    r = bench.score(items, answers)
+    # "Cubism" -> B right; 42 right; "a circle" contains neither gold string
+    assert r["score"] == pytest.approx(200 / 3)
+    assert r["breakdown"] == {"Art_Theory": 100.0, "Math": 50.0}

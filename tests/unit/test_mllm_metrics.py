@@ -242,3 +242,21 @@ def test_mathvista_extraction_and_normalisation():
     assert normalize_extraction("abc", None, "free_form", "float", 1) is None
     assert normalize_extraction("[1, 2]", None, "free_form", "list", None) == "[1, 2]"
     assert mathvista_correct("1.46", "1.46") and not mathvista_correct(None, "1.46")
+
+
+# -- MMMU ---------------------------------------------------------------------------------------------------------
+def test_mmmu_open_response_parsing():
+    from internvl.evaluation.metrics.mmmu import eval_multi_choice, eval_open, normalize_str, parse_open_response
+
+    assert normalize_str(" 1,234.567 ") == [1234.57]
+    assert normalize_str("B") == [" b", "b "]          # single characters padded against trivial matches
+    assert parse_open_response("The answer is 42.") == [42.0]   # "is " gives the shortest tail "42"
+    assert parse_open_response("Paris") == ["paris"]
+    # "=" only counts in the last sentence; "3,000" and the trailing "000" are both numbers to MMMU
+    assert set(parse_open_response("x = 3,000 meters")) == {"3,000 meters", 3000.0, 0.0}
+    assert parse_open_response("First compute.\nSo the result is 7") == [7.0]
+    assert eval_open("42.001", [42.0])                # gold rounded to 2 places
+    assert eval_open("par", ["paris"])                # a gold string inside a candidate string
+    assert not eval_open("B", ["b"]) and eval_open("B", parse_open_response("B"))
+    assert eval_open(["24", "twenty-four"], parse_open_response("It is twenty-four"))
+    assert eval_multi_choice("C", "C") and not eval_multi_choice("C", "(C)") and eval_multi_choice(["A", "C"], "C")

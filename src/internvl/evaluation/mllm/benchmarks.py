@@ -13,6 +13,7 @@ from internvl.data.datasets.bench_jsonl import read_mmvp, read_pope, read_scienc
 from internvl.data.datasets.mathvista import read_mathvista
 from internvl.data.datasets.mmbench import read_mmbench
 from internvl.data.datasets.mme import QUESTIONS_DIR, read_mme
+from internvl.data.datasets.mmmu import read_mmmu
 from internvl.evaluation.metrics.choice import (
     circular_accuracy,
     circular_group,
@@ -24,6 +25,7 @@ from internvl.evaluation.metrics.choice import (
     seed_choice,
 )
 from internvl.evaluation.metrics.mathvista import extract_answer, mathvista_correct, normalize_extraction
+from internvl.evaluation.metrics.mmmu import eval_multi_choice, eval_open, parse_open_response
 from internvl.evaluation.metrics.vqa import gqa_correct, gqa_normalize, vqa_score
 from internvl.evaluation.metrics.yesno import (
     MME_COGNITION,
@@ -365,6 +367,47 @@ class SEED(Benchmark):
                 "breakdown": {t: percent(sum(r), len(r)) for t, r in sorted(per.items())}, "unparsed": unparsed}
 
 
+_MMMU_PROMPT = {"multiple-choice": CHOICE_PROMPT["en"], "open": BASE_PROMPT}
+
+
+class MMMU(Benchmark):
+    name, title, column = "mmmu_val", "MMMU (val)", "MMMU"
+    max_new_tokens = 100
+    requires = ("pyarrow",)
+    about = "MMMU validation, 30 subjects (HF parquet); letter match / MMMU's open-answer parser"
+
+    def files(self, data_dir: Path) -> list[Path]:
+        return sorted((data_dir / "MMMU").rglob("validation-*.parquet"))
+
+    def read(self, data_dir: Path) -> list[BenchItem]:
+        return read_mmmu(data_dir / "MMMU", "validation")
+
+    def prompt(self, item: BenchItem) -> str:
+        question = item.question
+        if item.options:
+            question += "\n" + options_text(item.options)
+        return (question + "\n" + _MMMU_PROMPT.get(item.meta["question_type"], BASE_PROMPT)).strip()
+
+    def score(self, items, answers):
+        per: dict[str, list[bool]] = defaultdict(list)
+        unparsed = []
+        for item in items:
+            ans, ok = answers.get(item.id), False
+            if ans is not None and item.answer is not None:
+                if item.options:  # the reference post-processes every question with options to a letter
+                    pred = extract_choice(ans, item.options)
+                    if pred not in item.options:
+                        unparsed.append({"id": item.id, "answer": ans, "extracted": pred})
+                    ok = eval_multi_choice(item.answer, pred) if item.meta["question_type"] == "multiple-choice" \
+                        else eval_open(item.answer, parse_open_response(pred))
+                else:
+                    ok = eval_open(item.answer, parse_open_response(ans))
+            per[item.meta.get("subject") or "?"].append(ok)
+        right = sum(sum(v) for v in per.values())
+        return {"metric": "accuracy", "score": percent(right, len(items)),
+                "breakdown": {k: percent(sum(v), len(v)) for k, v in sorted(per.items())}, "unparsed": unparsed}
+
+
 class MathVista(Benchmark):
     name, title, column = "mathvista_testmini", "MathVista (testmini)", "MathVista"
     max_new_tokens = 4096
@@ -403,7 +446,7 @@ class MathVista(Benchmark):
 
 
 BENCHMARKS: tuple[type[Benchmark], ...] = (
-    MathVista, MME, MMBenchDevEN, MMBenchDevCN, MMBenchTestEN, MMBenchTestCN, POPE, TextVQA, TextVQAOCR, VizWizVal,
+    MMMU, MathVista, MME, MMBenchDevEN, MMBenchDevCN, MMBenchTestEN, MMBenchTestCN, POPE, TextVQA, TextVQAOCR, VizWizVal,
     VizWizTest, GQA, ScienceQA, MMVP, SEED,
 )
 
