@@ -28,7 +28,8 @@ def answer_batch(model: Any, tokenizer: Any, images: Sequence[Image.Image], ques
     """One answer per (image, question), each a single-turn chat with the checkpoint's template."""
     from internvl.inference.chat import batch_chat, load_images
 
-    pixels, patches = load_images(model, list(images))
+    # One 448px tile per image: the reference scripts' default (no --dynamic); V1-2 is single-tile anyway.
+    pixels, patches = load_images(model, list(images), max_num=1)
     return batch_chat(model, tokenizer, pixels, list(questions), generation, num_patches_list=patches)
 
 
