@@ -19,7 +19,7 @@ DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(help="Benchmarks: image-text retrieval recall@k and zero-shot captioning scores.",
+    sub = typer.Typer(help="Benchmarks: retrieval recall@k, zero-shot captioning, and chat-model benchmarks (bench).",
                       no_args_is_help=True)
     app.add_typer(sub, name="eval")
 
@@ -92,6 +92,62 @@ def register(app: typer.Typer) -> None:
             score=score,
         )
         _print_caption(summary, output)
+
+    @sub.command("bench")
+    def bench(
+        model: Optional[Path] = typer.Option(None, "--model", "-m",
+                                             help="InternVL-Chat checkpoint directory (with tokenizer files)."),
+        benchmark: str = typer.Option(..., "--benchmark", "-b",
+                                      help="Comma-separated names, e.g. mme,pope,mmbench_dev_en ('list' prints them)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Folder laid out like the reference's "
+                                                                 "internvl_chat/data (README.md, Chat-model benchmarks)."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                              help="Results folder: <name>.json, summary.md, answer caches."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions per benchmark."),
+        batch_size: int = typer.Option(1, "--batch-size", min=1, help="Questions per generate call (reference: 1)."),
+        num_beams: int = typer.Option(1, "--num-beams", min=1,
+                                      help="1 for V1-2 (the reference forces 1 above 20B parameters; 5 below)."),
+        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16, fp32 (default: bf16 on CUDA, else fp32)."),
+        device_map: Optional[str] = typer.Option(None, "--device-map",
+                                                 help="'auto' (or balanced) to split one model over the GPUs; one process."),
+        resume: bool = typer.Option(True, "--resume/--overwrite",
+                                    help="Reuse cached answers written with the same settings (default), or discard them."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    ) -> None:
+        """Model-card benchmarks (MME, MMBench, POPE, TextVQA, ...) with the reference's prompts and scoring;
+        shards over `torchrun --nproc_per_node N` ranks and resumes from cached answers."""
+        from internvl.core.distributed import DistContext
+        from internvl.evaluation.mllm.registry import get_benchmark, list_benchmarks
+
+        if benchmark.strip() == "list":
+            for name in list_benchmarks():
+                typer.echo(f"{name:18} {get_benchmark(name).about}")
+            return
+        from internvl.core.errors import ConfigError
+        from internvl.evaluation.mllm.runner import run_benchmarks
+
+        absent = [flag for flag, value in (("--model", model), ("--data", data), ("--output", output)) if value is None]
+        if absent:
+            raise ConfigError(f"eval bench needs {', '.join(absent)} (only '--benchmark list' runs without them)")
+
+        dist = DistContext.from_env()
+        dist.init()
+        try:
+            results = run_benchmarks(
+                model, [b.strip() for b in benchmark.split(",") if b.strip()], data, output, limit=limit,
+                batch_size=batch_size, num_beams=num_beams, dtype=dtype, device=device, device_map=device_map,
+                resume=resume, progress=progress, dist=dist,
+            )
+        finally:
+            dist.close()
+        if dist.is_main:
+            for name, r in results.items():
+                score = "server" if r["score"] is None else f"{r['score']:.2f}"
+                c = r["counts"]
+                typer.echo(f"{name}: {r['metric']} {score} ({c['questions']} questions, {c['problems']} problems, "
+                           f"{c['failed']} failed, {c['unparsed']} unparsed)")
+            typer.echo(f"summary: {output / 'summary.md'}")
 
 
 def _print_retrieval(result: dict, output: Path) -> None:
