@@ -95,21 +95,21 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("bench")
     def bench(
-        model: Optional[Path] = typer.Option(None, "--model", "-m",
+        model: Path | None = typer.Option(None, "--model", "-m",
                                              help="InternVL-Chat checkpoint directory (with tokenizer files)."),
         benchmark: str = typer.Option(..., "--benchmark", "-b",
                                       help="Comma-separated names, e.g. mme,pope,mmbench_dev_en ('list' prints them)."),
-        data: Optional[Path] = typer.Option(None, "--data", help="Folder laid out like the reference's "
+        data: Path | None = typer.Option(None, "--data", help="Folder laid out like the reference's "
                                                                  "internvl_chat/data (README.md, Chat-model benchmarks)."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o",
+        output: Path | None = typer.Option(None, "--output", "-o",
                                               help="Results folder: <name>.json, summary.md, answer caches."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions per benchmark."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N questions per benchmark."),
         batch_size: int = typer.Option(1, "--batch-size", min=1, help="Questions per generate call (reference: 1)."),
         num_beams: int = typer.Option(1, "--num-beams", min=1,
                                       help="1 for V1-2 (the reference forces 1 above 20B parameters; 5 below)."),
-        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp16, fp32 (default: bf16 on CUDA, else fp32)."),
-        device_map: Optional[str] = typer.Option(None, "--device-map",
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="bf16, fp16, fp32 (default: bf16 on CUDA, else fp32)."),
+        device_map: str | None = typer.Option(None, "--device-map",
                                                  help="'auto' (or balanced) to split one model over the GPUs; one process."),
         resume: bool = typer.Option(True, "--resume/--overwrite",
                                     help="Reuse cached answers written with the same settings (default), or discard them."),

@@ -87,7 +87,7 @@ def pope_metrics(labels: Sequence[str], predictions: Sequence[str | None]) -> di
         raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
     tp = tn = fp = fn = 0
     yes = 0
-    for label, pred in zip(labels, predictions):
+    for label, pred in zip(labels, predictions, strict=True):
         gold = label != "no"
         said_yes = (not gold) if pred is None else pred != "no"
         yes += said_yes

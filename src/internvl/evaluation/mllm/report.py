@@ -64,7 +64,7 @@ def write_summary(out: Path) -> Path:
         lines += ["", f"MME: perception {mme['score']:.2f}, cognition {mme['cognition']:.2f}."]
     path = out / "summary.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_json_atomic(out / "summary.json", {"models": models, "columns": dict(zip(header, values)),
+    write_json_atomic(out / "summary.json", {"models": models, "columns": dict(zip(header, values, strict=True)),
                                              "benchmarks": {r["benchmark"]: {"metric": r["metric"], "score": r["score"]}
                                                             for r in results}})
     return path

@@ -200,7 +200,7 @@ def _run_one(bench, items, prompts, settings, details, out, model_dir, chat, *, 
                     rows.append({"id": it.id, "answer": None, "error": str(e)})
             if ok:
                 answers = chat.answer(images, [prompts[it.id] for it in ok], gen)
-                rows += [{"id": it.id, "answer": a} for it, a in zip(ok, answers)]
+                rows += [{"id": it.id, "answer": a} for it, a in zip(ok, answers, strict=True)]
             own.append(rows)
             bar.update(len(batch))
     bar.close()
