@@ -11,7 +11,8 @@ space, no miscounted literal ``</s>`` when pad id == eos id.
 
 A sample that cannot be made correct raises `SFTSampleError` (a `DataFormatError`) with a ``kind``:
 ``unknown_role``, ``alternation``, ``empty_answer``, ``placeholder_mismatch``,
-``placeholder_in_answer``, ``over_length``, ``tokenizer``.
+``placeholder_in_answer``, ``over_length``, ``tokenizer`` (and, from `SFTDataset`, ``bad_json``,
+``bad_record``, ``image`` for missing/unreadable/truncated images).
 
 Truncation rule (``max_length``, 2048 by default): the sequence is cut on the right, and only inside
 text after the last image block. If the cut would fall before the end of the last ``</img>`` the sample
@@ -21,11 +22,13 @@ labels are those of the kept tokens (a cut inside an answer keeps its first part
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from PIL import Image
 
 from internvl.core.errors import DataFormatError
 from internvl.data.conversation import (
@@ -35,15 +38,30 @@ from internvl.data.conversation import (
     IMG_START_TOKEN,
     get_conv_template,
 )
+from internvl.data.datasets.chat_records import (
+    ChatRecord,
+    ChatRecordError,
+    line_source,
+    parse_record,
+    read_lines,
+)
+from internvl.data.datasets.sft_meta import SFTSource
+from internvl.data.image_processing import (
+    ChatImageSettings,
+    find_closest_aspect_ratio,
+    preprocess_image,
+    target_ratios,
+)
 from internvl.data.text_encoders import TextEncoder
+from internvl.data.transforms import build_transform, load_image
 
 IGNORE_INDEX = -100
 DEFAULT_MAX_LENGTH = 2048
 USER_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant")
 SYSTEM_ROLE = "system"
-PROBLEM_KINDS = ("unknown_role", "alternation", "empty_answer", "placeholder_mismatch", "placeholder_in_answer",
-                 "over_length", "tokenizer")
+PROBLEM_KINDS = ("bad_json", "bad_record", "image", "unknown_role", "alternation", "empty_answer",
+                 "placeholder_mismatch", "placeholder_in_answer", "over_length", "tokenizer")
 
 
 class SFTSampleError(DataFormatError):
@@ -249,3 +267,215 @@ def preprocess_conversation(
         "labels": torch.tensor(labels, dtype=torch.long),
         "attention_mask": torch.tensor(attention, dtype=torch.long),
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# The dataset: meta JSON sources -> tokenised samples with tiles (chat spec §7.3)
+
+VIDEO_PLACEHOLDER = "<video>"
+
+
+@dataclass(frozen=True)
+class SFTDataConfig:
+    """How records become samples. ``image`` holds the run's tiling options (per-dataset meta keys override).
+
+    Attributes:
+        template: conversation template (``Hermes-2`` for V1-2).
+        num_image_token: visual tokens per tile (256 at 448 px with pixel shuffle 0.5).
+        max_length: ``max_seq_length`` (2048 in the V1-2 recipe).
+        image: image size, dynamic tiling, thumbnail, min/max tiles, pad2square, normalisation.
+        num_video_frames: frames sampled uniformly from a video record (one tile each).
+        system_message: overrides the template default (a record's leading system turn wins).
+        on_error: ``raise`` (default) stops at the first bad sample with its dataset, file:line and reason;
+            ``skip`` returns None for it, which `collate_sft` drops and counts.
+        seed: seeds the per-sample augmentation (sample i always gets the same JPEG quality).
+    """
+
+    template: str
+    num_image_token: int = 256
+    max_length: int = DEFAULT_MAX_LENGTH
+    image: ChatImageSettings = field(default_factory=ChatImageSettings)
+    num_video_frames: int = 8
+    system_message: str | None = None
+    on_error: str = "raise"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise DataFormatError(f"on_error={self.on_error!r}; expected 'raise' or 'skip'")
+        get_conv_template(self.template)  # unknown template names fail here, not at the first sample
+        if self.max_length < 1 or self.num_image_token < 1:
+            raise DataFormatError(f"max_length and num_image_token must be >= 1, got {self.max_length}, {self.num_image_token}")
+
+
+class SFTDataset(torch.utils.data.Dataset):
+    """Map-style SFT dataset over the sources of a meta file (`read_sft_meta`), concatenated in order.
+
+    A sample is ``input_ids``, ``labels``, ``attention_mask``, ``position_ids`` (long[L]),
+    ``pixel_values`` (float32[T, 3, S, S]) and ``image_flags`` (long[T]; a pure-text sample has one white
+    dummy tile with flag 0, as the reference, so every batch runs the vision tower).
+    """
+
+    def __init__(self, sources: Sequence[SFTSource], encoder: TextEncoder, config: SFTDataConfig) -> None:
+        self.sources = list(sources)
+        self.encoder = encoder
+        self.config = config
+        self._lines: list[list[str]] = []
+        self.index: list[tuple[int, int]] = []  # (source, 0-based line) per sample, after repeat_time
+        for s, source in enumerate(self.sources):
+            lines = read_lines(source.annotation)
+            self._lines.append(lines)
+            kept = [i for i, line in enumerate(lines) if line.strip()]
+            self.index += [(s, kept[k]) for k in source.sample_lines(len(kept))]
+        self._lengths: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def record(self, i: int) -> ChatRecord:
+        """The parsed `ChatRecord` of sample ``i`` (raises `ChatRecordError` with file:line)."""
+        s, line = self.index[i]
+        return parse_record(self._lines[s][line], line_source(self.sources[s].annotation, line))
+
+    def settings_for(self, source: SFTSource) -> ChatImageSettings:
+        """The run's image settings with the dataset's meta overrides applied."""
+        overrides = {k: getattr(source, k) for k in ("max_dynamic_patch", "min_dynamic_patch", "use_thumbnail",
+                                                     "dynamic_image_size") if getattr(source, k) is not None}
+        return replace(self.config.image, **overrides)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor] | None:
+        s, _ = self.index[i]
+        source = self.sources[s]
+        try:
+            record = self.record(i)
+            return self.build_sample(record, source, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + i))
+        except DataFormatError as e:
+            if self.config.on_error == "skip":
+                return None
+            prefix = f"dataset {source.name!r}: "
+            message = str(e) if str(e).startswith(str(source.annotation)) else f"{_where(self, i)}: {e}"
+            raise SFTSampleError(getattr(e, "kind", "bad_record"), prefix + message) from None
+
+    def build_sample(
+        self, record: ChatRecord, source: SFTSource, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One `ChatRecord` of ``source`` -> the sample tensors (see the class doc)."""
+        cfg = self.config
+        settings = self.settings_for(source)
+        kind = "train_chat" if source.data_augment else "chat"
+        transform = build_transform(kind, settings.image_size, settings.norm, generator=generator)
+        conversations = [dict(t) for t in record.conversations]
+        if record.images:
+            if len(record.images) == 1:
+                _insert_placeholder(conversations, IMAGE_PLACEHOLDER + "\n")
+                max_num = settings.max_dynamic_patch
+            else:  # the reference's split of the tile budget among the images
+                max_num = max(1, settings.max_dynamic_patch // len(record.images))
+            tiles = [preprocess_image(_load(source.image_path(p)), settings, max_num, transform) for p in record.images]
+            flags = 1
+        elif record.video:
+            frames = _video_frames(source.image_path(record.video), record.clip, cfg.num_video_frames)
+            _insert_placeholder(conversations, VIDEO_PLACEHOLDER + "\n")
+            lines = "\n".join(f"Frame-{k + 1}: {IMAGE_PLACEHOLDER}" for k in range(len(frames))) + "\n"
+            for turn in conversations:
+                turn["value"] = turn["value"].replace(VIDEO_PLACEHOLDER + "\n", lines, 1)
+            one_tile = ChatImageSettings(image_size=settings.image_size, norm=settings.norm, pad2square=settings.pad2square)
+            tiles = [preprocess_image(f, one_tile, 1, transform) for f in frames]
+            flags = 1
+        else:
+            tiles = [preprocess_image(Image.new("RGB", (224, 224), (255, 255, 255)), settings, 1, transform)]
+            flags = 0
+        num_tokens = [cfg.num_image_token * t.shape[0] for t in tiles] if flags else []
+        out = preprocess_conversation(
+            conversations, cfg.template, self.encoder, num_image_tokens=num_tokens, max_length=cfg.max_length,
+            system_message=cfg.system_message,
+        )
+        pixel_values = torch.cat(tiles)
+        out["position_ids"] = position_ids(out["attention_mask"])
+        out["pixel_values"] = pixel_values
+        out["image_flags"] = torch.full((pixel_values.shape[0],), flags, dtype=torch.long)
+        return out
+
+    def estimate_length(self, record: ChatRecord, source: SFTSource) -> int:
+        """Tokens of the record for length grouping: its ``length`` field, else the tokens of its joined
+        texts plus the visual tokens (exact tile counts when ``width``/``height`` are given, else the tile
+        budget ``max_dynamic_patch`` + thumbnail). The reference caches this by character length and
+        adds the image tokens only on a cache hit; here every record gets its own estimate."""
+        if record.length is not None:
+            return record.length
+        settings = self.settings_for(source)
+        n = len(self.encoder.encode("\n".join(t["value"] for t in record.conversations)))
+        if record.video:
+            return n + self.config.num_image_token * self.config.num_video_frames
+        if not record.images:
+            return n
+        per_image = max(1, settings.max_dynamic_patch // len(record.images)) if len(record.images) > 1 \
+            else settings.max_dynamic_patch
+        if not settings.dynamic_image_size:
+            tiles = 1
+        elif record.width and record.height:
+            cols, rows = find_closest_aspect_ratio(
+                record.width / record.height, target_ratios(settings.min_dynamic_patch, per_image),
+                record.width, record.height, settings.image_size,
+            )
+            tiles = cols * rows + (1 if settings.use_thumbnail and cols * rows > 1 else 0)
+        else:
+            tiles = per_image + int(settings.use_thumbnail)
+        return n + self.config.num_image_token * tiles * len(record.images)
+
+    @property
+    def lengths(self) -> list[int]:
+        """`estimate_length` of every sample (computed once; records that fail to parse count as 0)."""
+        if self._lengths is None:
+            cache: dict[tuple[int, int], int] = {}
+            out = []
+            for i, key in enumerate(self.index):
+                if key not in cache:
+                    try:
+                        cache[key] = self.estimate_length(self.record(i), self.sources[key[0]])
+                    except ChatRecordError:
+                        cache[key] = 0
+                out.append(cache[key])
+            self._lengths = out
+        return self._lengths
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``cumsum(mask) - 1`` with padded positions set to 1 (the reference's layout)."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 1)
+
+
+def _where(ds: SFTDataset, i: int) -> str:
+    s, line = ds.index[i]
+    return line_source(ds.sources[s].annotation, line)
+
+
+def _insert_placeholder(conversations: list[dict], placeholder: str) -> None:
+    """Prepend ``placeholder`` to the first human turn when the record has none (the reference prepends
+    to the first turn whatever its role, so a leading gpt turn loses the image)."""
+    token = placeholder.strip()
+    if any(token in t["value"] for t in conversations):
+        return
+    for turn in conversations:
+        if turn["from"] in USER_ROLES:
+            turn["value"] = placeholder + turn["value"]
+            return
+
+
+def _load(path: str) -> Image.Image:
+    if path.startswith("s3://"):
+        raise SFTSampleError("image", f"image {path}: s3:// paths need a storage client; copy the images locally")
+    try:
+        return load_image(path)
+    except DataFormatError as e:
+        raise SFTSampleError("image", str(e)) from None
+
+
+def _video_frames(path: str, clip: tuple[float, float] | None, num_frames: int) -> list:
+    from internvl.data.video import get_index, read_frames, video_info
+
+    if not os.path.isfile(path):
+        raise SFTSampleError("image", f"video file not found: {path}")
+    n, fps = video_info(path)
+    return read_frames(path, get_index(clip, fps, n - 1, first_idx=0, num_segments=num_frames))
