@@ -356,6 +356,25 @@ class SFTDataset(torch.utils.data.Dataset):
             message = str(e) if str(e).startswith(str(source.annotation)) else f"{_where(self, i)}: {e}"
             raise SFTSampleError(getattr(e, "kind", "bad_record"), prefix + message) from None
 
+    def conversation_for(self, record: ChatRecord, num_frames: int = 0) -> list[dict]:
+        """The record's turns with the placeholder rules applied: ``<image>\\n`` inserted for one image
+        without a placeholder, ``<video>`` replaced by ``Frame-k: <image>`` lines (``num_frames``)."""
+        conversations = [dict(t) for t in record.conversations]
+        if len(record.images) == 1:
+            _insert_placeholder(conversations, IMAGE_PLACEHOLDER + "\n")
+        elif record.video:
+            _insert_placeholder(conversations, VIDEO_PLACEHOLDER + "\n")
+            lines = "\n".join(f"Frame-{k + 1}: {IMAGE_PLACEHOLDER}" for k in range(num_frames)) + "\n"
+            for turn in conversations:
+                turn["value"] = turn["value"].replace(VIDEO_PLACEHOLDER + "\n", lines, 1)
+        return conversations
+
+    @staticmethod
+    def tile_budget(record: ChatRecord, settings: ChatImageSettings) -> int:
+        """Most tiles per image: ``max_dynamic_patch``, split among several images as the reference."""
+        n = len(record.images)
+        return settings.max_dynamic_patch if n <= 1 else max(1, settings.max_dynamic_patch // n)
+
     def build_sample(
         self, record: ChatRecord, source: SFTSource, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
@@ -364,27 +383,18 @@ class SFTDataset(torch.utils.data.Dataset):
         settings = self.settings_for(source)
         kind = "train_chat" if source.data_augment else "chat"
         transform = build_transform(kind, settings.image_size, settings.norm, generator=generator)
-        conversations = [dict(t) for t in record.conversations]
         if record.images:
-            if len(record.images) == 1:
-                _insert_placeholder(conversations, IMAGE_PLACEHOLDER + "\n")
-                max_num = settings.max_dynamic_patch
-            else:  # the reference's split of the tile budget among the images
-                max_num = max(1, settings.max_dynamic_patch // len(record.images))
+            max_num = self.tile_budget(record, settings)
             tiles = [preprocess_image(_load(source.image_path(p)), settings, max_num, transform) for p in record.images]
-            flags = 1
+            conversations, flags = self.conversation_for(record), 1
         elif record.video:
             frames = _video_frames(source.image_path(record.video), record.clip, cfg.num_video_frames)
-            _insert_placeholder(conversations, VIDEO_PLACEHOLDER + "\n")
-            lines = "\n".join(f"Frame-{k + 1}: {IMAGE_PLACEHOLDER}" for k in range(len(frames))) + "\n"
-            for turn in conversations:
-                turn["value"] = turn["value"].replace(VIDEO_PLACEHOLDER + "\n", lines, 1)
             one_tile = ChatImageSettings(image_size=settings.image_size, norm=settings.norm, pad2square=settings.pad2square)
             tiles = [preprocess_image(f, one_tile, 1, transform) for f in frames]
-            flags = 1
+            conversations, flags = self.conversation_for(record, len(frames)), 1
         else:
             tiles = [preprocess_image(Image.new("RGB", (224, 224), (255, 255, 255)), settings, 1, transform)]
-            flags = 0
+            conversations, flags = self.conversation_for(record), 0
         num_tokens = [cfg.num_image_token * t.shape[0] for t in tiles] if flags else []
         out = preprocess_conversation(
             conversations, cfg.template, self.encoder, num_image_tokens=num_tokens, max_length=cfg.max_length,
@@ -409,18 +419,11 @@ class SFTDataset(torch.utils.data.Dataset):
             return n + self.config.num_image_token * self.config.num_video_frames
         if not record.images:
             return n
-        per_image = max(1, settings.max_dynamic_patch // len(record.images)) if len(record.images) > 1 \
-            else settings.max_dynamic_patch
-        if not settings.dynamic_image_size:
-            tiles = 1
-        elif record.width and record.height:
-            cols, rows = find_closest_aspect_ratio(
-                record.width / record.height, target_ratios(settings.min_dynamic_patch, per_image),
-                record.width, record.height, settings.image_size,
-            )
-            tiles = cols * rows + (1 if settings.use_thumbnail and cols * rows > 1 else 0)
+        budget = self.tile_budget(record, settings)
+        if record.width and record.height:
+            tiles = count_tiles(record.width, record.height, settings, budget)
         else:
-            tiles = per_image + int(settings.use_thumbnail)
+            tiles = budget + int(settings.use_thumbnail) if settings.dynamic_image_size else 1
         return n + self.config.num_image_token * tiles * len(record.images)
 
     @property
@@ -438,6 +441,18 @@ class SFTDataset(torch.utils.data.Dataset):
                 out.append(cache[key])
             self._lengths = out
         return self._lengths
+
+
+def count_tiles(width: int, height: int, settings: ChatImageSettings, max_num: int) -> int:
+    """Tiles `preprocess_image` makes for an image of this size (no pixels needed)."""
+    if not settings.dynamic_image_size:
+        return 1
+    if settings.pad2square:
+        width = height = max(width, height)
+    cols, rows = find_closest_aspect_ratio(
+        width / height, target_ratios(settings.min_dynamic_patch, max_num), width, height, settings.image_size
+    )
+    return cols * rows + (1 if settings.use_thumbnail and cols * rows > 1 else 0)
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
