@@ -35,8 +35,8 @@ from internvl.data.conversation import (
     IMAGE_PLACEHOLDER,
     IMG_CONTEXT_TOKEN,
     IMG_END_TOKEN,
-    IMG_START_TOKEN,
     get_conv_template,
+    image_tokens,
 )
 from internvl.data.datasets.chat_records import (
     ChatRecord,
@@ -132,11 +132,6 @@ def parse_turns(conversations: Sequence[dict], *, keep_leading_assistant: bool =
     return Turns(system, turns)
 
 
-def image_block(num_tokens: int) -> str:
-    """``<img>`` + ``<IMG_CONTEXT>`` x num_tokens + ``</img>`` (num_tokens = tokens per tile x tiles)."""
-    return IMG_START_TOKEN + IMG_CONTEXT_TOKEN * num_tokens + IMG_END_TOKEN
-
-
 def expand_placeholders(turns: Turns, num_image_tokens: Sequence[int]) -> Turns:
     """Replace the ``<image>`` placeholders of the user turns, in order, by the image blocks.
 
@@ -157,7 +152,8 @@ def expand_placeholders(turns: Turns, num_image_tokens: Sequence[int]) -> Turns:
     out = []
     for role, text in turns.messages:
         pieces = text.split(IMAGE_PLACEHOLDER)
-        text = pieces[0] + "".join(image_block(next(blocks)) + rest for rest in pieces[1:])
+        # num_image_tokens already counts tokens per tile x tiles: one "patch" of that many tokens
+        text = pieces[0] + "".join(image_tokens(1, next(blocks)) + rest for rest in pieces[1:])
         out.append((role, text))
     return Turns(turns.system, out)
 
