@@ -185,3 +185,24 @@ def test_reference_failure_modes_are_all_classified(fixture):
     assert {c["template"] for c in shifted} == {"internlm2-chat", "internvl2_5"}, [c["name"] for c in shifted]
     warned = [c for c in by_name.values() if c["mismatch_warning"]]
     assert all(c["template"] == "internvl_zh" for c in warned if c["kind"] == "single_image" and c["primary_profile"])
+
+
+def test_one_pass_boundaries_equal_prefix_encodings(fixture):
+    """The encoder's one-pass boundary search agrees with tokenising every prefix (the slow oracle)."""
+    from internvl.data.sft import tokenize_segments
+
+    data, encoders = fixture
+    checked = 0
+    for case in data["cases"]:
+        conv = get_conv_template(case["template"])
+        for turn in case["conversations"]:
+            if turn["from"] in ("human", "gpt"):
+                conv.append_message(conv.roles[turn["from"] == "gpt"], turn["value"].replace("<image>", "<img><IMG_CONTEXT></img>"))
+        segments = conv.segments()
+        enc = encoders[case["tokenizer_profile"]]
+        assert enc.encode_with_offsets("ab", [1]) is not None
+        fast = tokenize_segments(enc, segments)
+        assert fast == tokenize_segments(enc, segments, use_offsets=False), case["name"]
+        assert fast[0] == enc.encode("".join(t for t, _ in segments)), case["name"]
+        checked += 1
+    assert checked == len(data["cases"])

@@ -158,11 +158,15 @@ def expand_placeholders(turns: Turns, num_image_tokens: Sequence[int]) -> Turns:
     return Turns(turns.system, out)
 
 
-def tokenize_segments(encoder: TextEncoder, segments: Sequence[tuple[str, bool]]) -> tuple[list[int], list[int]]:
+def tokenize_segments(
+    encoder: TextEncoder, segments: Sequence[tuple[str, bool]], *, use_offsets: bool = True
+) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of the concatenated segments: one tokenisation, boundaries from prefixes.
 
-    A token straddling a boundary (a tokenizer merge across it, e.g. ``"▁The"`` after ``"<bot>: "``)
-    belongs to the segment after the boundary.
+    The boundary token of a segment is the first position where the ids of the text up to it differ
+    from the full ids; a token straddling a boundary (a tokenizer merge across it, e.g. ``"▁The"`` after
+    ``"<bot>: "``) so belongs to the segment after it. Encoders with ``encode_with_offsets`` compute all
+    boundaries in one pass (``use_offsets=False`` forces the prefix encodings, the oracle in the tests).
     """
     merged: list[list] = []
     for text, trainable in segments:  # only changes of the trainable flag are boundaries
@@ -171,17 +175,22 @@ def tokenize_segments(encoder: TextEncoder, segments: Sequence[tuple[str, bool]]
         else:
             merged.append([text, trainable])
     full = "".join(text for text, _ in merged)
-    ids = encoder.encode(full)
+    offsets = np.cumsum([len(text) for text, _ in merged[:-1]]).tolist()
+    fast = getattr(encoder, "encode_with_offsets", None) if use_offsets else None
+    result = fast(full, offsets) if fast is not None else None
+    if result is not None:
+        ids, inner = result
+    else:
+        ids = encoder.encode(full)
+        arr = np.asarray(ids, dtype=np.int64)
+        inner = []
+        for offset in offsets:
+            prefix = np.asarray(encoder.encode(full[:offset]), dtype=np.int64)
+            n = min(len(prefix), len(arr))
+            diff = np.flatnonzero(prefix[:n] != arr[:n])
+            inner.append(int(diff[0]) if diff.size else n)
     arr = np.asarray(ids, dtype=np.int64)
-    starts = [0]
-    offset = 0
-    for text, _ in merged[:-1]:
-        offset += len(text)
-        prefix = np.asarray(encoder.encode(full[:offset]), dtype=np.int64)
-        n = min(len(prefix), len(arr))
-        diff = np.flatnonzero(prefix[:n] != arr[:n])
-        starts.append(int(diff[0]) if diff.size else n)
-    starts.append(len(ids))
+    starts = [0, *inner, len(ids)]
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int64)
     for (_, trainable), lo, hi in zip(merged, starts[:-1], starts[1:]):
         if trainable and hi > lo:

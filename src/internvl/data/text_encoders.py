@@ -156,6 +156,56 @@ class SentencePieceEncoder:
             ids = ids[1:]
         return ([self.bos_token_id] if self.bos_token_id is not None else []) + ids
 
+    def encode_with_offsets(self, text: str, offsets: Sequence[int]) -> tuple[list[int], list[int]] | None:
+        """``encode(text)`` and, per character offset, the first token index where ``encode(text[:offset])``
+        differs from it, in one pass: chunks are encoded independently, so only the chunk an offset falls
+        in is re-encoded up to it. None (use prefix encodings) when an added token strips its neighbours,
+        which moves character offsets."""
+        if any(lstrip or rstrip for _, lstrip, rstrip in self.split_tokens.values()):
+            return None
+        shift = 0
+        if not self.legacy and text:
+            text, shift = SPIECE_UNDERLINE + text.replace(SPIECE_UNDERLINE, " "), 1
+        spans: list[tuple[int, int, bool]] = []  # (start, end, is_added_token), non-empty chunks
+        pos = 0
+        for m in self._split_re.finditer(text) if self._split_re is not None else ():
+            if m.start() > pos:
+                spans.append((pos, m.start(), False))
+            spans.append((m.start(), m.end(), True))
+            pos = m.end()
+        if pos < len(text):
+            spans.append((pos, len(text), False))
+        ids: list[int] = []
+        first: list[int] = []  # token index where each span starts
+        chunk_ids: list[list[int]] = []
+        for start, end, special in spans:
+            first.append(len(ids))
+            cid = [self.split_tokens[text[start:end]][0]] if special else self._encode_chunk(text[start:end])
+            chunk_ids.append(cid)
+            ids += cid
+        trim = int(not self.legacy and len(ids) > 1 and ids[0] == self.sp.piece_to_id(SPIECE_UNDERLINE)
+                   and ids[1] in self.special_ids)
+        bos = [self.bos_token_id] if self.bos_token_id is not None else []
+        out = []
+        for offset in offsets:
+            p = offset + shift
+            index = len(ids)
+            for k, (start, end, special) in enumerate(spans):
+                if p <= start:
+                    index = first[k]
+                    break
+                if p < end:
+                    if special:
+                        index = first[k]
+                    else:
+                        part = self._encode_chunk(text[start:p])
+                        common = next((i for i, (a, b) in enumerate(zip(part, chunk_ids[k])) if a != b),
+                                      min(len(part), len(chunk_ids[k])))
+                        index = first[k] + common
+                    break
+            out.append(max(0, index - trim) + len(bos))
+        return bos + ids[trim:], out
+
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: object) -> SentencePieceEncoder:
         """From a checkpoint/tokenizer directory; ``overrides`` (add_bos_token, legacy, pad_token) win over
