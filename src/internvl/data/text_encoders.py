@@ -232,8 +232,12 @@ class SentencePieceEncoder:
 
         model_file = root / "tokenizer.model"
         sp = spm.SentencePieceProcessor(model_file=str(model_file))
-        # The installed transformers only resolves ids of added tokens that are missing from the files.
-        hf = AutoTokenizer.from_pretrained(str(root))
+        # The installed transformers only resolves ids of special tokens that the files do not list (the
+        # slow tokenizer appends those to the vocabulary); a tokenizer it cannot load (remote code) has none.
+        try:
+            hf = AutoTokenizer.from_pretrained(str(root))
+        except (OSError, ValueError, KeyError, ImportError):
+            hf = _NoExtraTokens()
         split = _slow_split_tokens(root, hf, sp)
         names = ("bos_token", "eos_token", "unk_token", "pad_token")
         specials = [t for t in (setting(n, None) for n in names) if isinstance(t, str)]
@@ -251,6 +255,13 @@ class SentencePieceEncoder:
             pad_token=setting("pad_token", None),  # type: ignore[arg-type]
             special_tokens=specials,
         )
+
+
+class _NoExtraTokens:
+    """Stands in for a transformers tokenizer that could not be loaded: resolves no extra token."""
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return -1
 
 
 class HFEncoder:

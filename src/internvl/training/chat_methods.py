@@ -63,7 +63,7 @@ def _inject_lora(module: nn.Module, targets: tuple[str, ...], rank: int, dropout
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
-        raise ImportError("LoRA needs PEFT: pip install 'internvl[train]'") from None
+        raise ImportError("LoRA needs PEFT: pip install 'internvl[lora]'") from None
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=list(targets), bias="none")
     inject_adapter_in_model(config, module)
 
