@@ -137,3 +137,10 @@ def test_hf_encoder_gives_the_same_labels_structure(tok_dir, encoder):
     sup = [int(i) for i, lab in zip(out["input_ids"], out["labels"]) if lab != IGNORE_INDEX]
     assert hf.tokenizer.decode(sup[:-1]).strip() == "a dog runs" and sup[-1] == hf.token_id("<|im_end|>")
     assert isinstance(encoder, SentencePieceEncoder)
+
+
+def test_literal_image_token_strings_in_text_are_rejected(encoder):
+    conv = [{"from": "human", "value": "what is <IMG_CONTEXT>?"}, {"from": "gpt", "value": "a token"}]
+    with pytest.raises(SFTSampleError, match="1 <IMG_CONTEXT> and 0 </img> ids for 0 visual tokens") as err:
+        preprocess_conversation(conv, "Hermes-2", encoder)
+    assert err.value.kind == "tokenizer"

@@ -2,8 +2,8 @@
 
 `preprocess_conversation` turns one ``conversations`` list into ``input_ids``, ``labels`` and
 ``attention_mask``. The prompt comes from `Conversation.segments` (the renderer the inference prompt
-uses), the whole text is tokenised once, and each segment boundary is located by tokenising the text
-up to it: the boundary token is the first position where that prefix's ids and the full ids differ.
+uses), the whole text is tokenised once, and each segment boundary is the first token where the ids of
+the text up to it differ from the full ids (`tokenize_segments`).
 Labels are the ids of trainable segments (each answer and its end-of-turn token) and ``IGNORE_INDEX``
 elsewhere. Nothing is counted, so the reference's failure modes cannot occur (README "SFT data"):
 no all-masked samples after a "tokenization mismatch", no labels shifted by a BOS or a dummy-prefix
@@ -236,20 +236,17 @@ def preprocess_conversation(
         conv.append_message(conv.roles[0] if role == "user" else conv.roles[1], text)
     ids, labels = tokenize_segments(encoder, conv.segments())
 
-    if num_image_tokens:
-        img_end = encoder.token_id(IMG_END_TOKEN)
-        ctx = encoder.token_id(IMG_CONTEXT_TOKEN)
-        arr = np.asarray(ids)
-        n_ctx, n_end = int((arr == ctx).sum()), int((arr == img_end).sum())
-        if n_ctx != sum(num_image_tokens) or n_end != len(num_image_tokens):
-            raise SFTSampleError(
-                "tokenizer", f"the tokenizer produced {n_ctx} {IMG_CONTEXT_TOKEN} and {n_end} {IMG_END_TOKEN} ids for "
-                f"{sum(num_image_tokens)} visual tokens in {len(num_image_tokens)} image(s); add the InternVL tokens "
-                "to the tokenizer as special tokens",
-            )
-        last_image_end = int(np.flatnonzero(arr == img_end)[-1]) + 1
-    else:
-        last_image_end = 0
+    # Visual tokens must match the images exactly (a literal "<IMG_CONTEXT>" in a text would take a feature).
+    img_end = encoder.token_id(IMG_END_TOKEN)
+    arr = np.asarray(ids)
+    n_ctx, n_end = int((arr == encoder.token_id(IMG_CONTEXT_TOKEN)).sum()), int((arr == img_end).sum())
+    if n_ctx != sum(num_image_tokens) or n_end != len(num_image_tokens):
+        raise SFTSampleError(
+            "tokenizer", f"the tokenized sample has {n_ctx} {IMG_CONTEXT_TOKEN} and {n_end} {IMG_END_TOKEN} ids for "
+            f"{sum(num_image_tokens)} visual tokens in {len(num_image_tokens)} image(s): the text contains these token "
+            "strings, or the tokenizer lacks the InternVL special tokens",
+        )
+    last_image_end = int(np.flatnonzero(arr == img_end)[-1]) + 1 if n_end else 0
     if len(ids) > max_length:
         if last_image_end > max_length:
             raise SFTSampleError(
