@@ -151,3 +151,26 @@ def test_convert_boxes_errors(tmp_path, capsys):
     assert f"{src}:2: invalid JSON" in capsys.readouterr().err
     assert main(["data", "convert-boxes", str(src), "-o", str(src)]) == 2
     assert "must be a new file" in capsys.readouterr().err
+
+
+def test_check_reads_template_and_tiling_from_a_model_dir(world, tok_dir, capsys):
+    import shutil
+
+    from internvl.models.internvl_chat import tiny_chat_config
+
+    model = world / "model"
+    shutil.copytree(tok_dir, model)
+    cfg = tiny_chat_config(vocab_size=512, image_size=28, template="internvl2_5").to_dict()
+    (model / "config.json").write_text(json.dumps(cfg))
+    (world / "a.jsonl").write_text(json.dumps(GOOD) + "\n")
+    (world / "meta.json").write_text(json.dumps({"mix": {"root": "images", "annotation": "a.jsonl"}}))
+    report = world / "r.json"
+    assert main(["data", "check", str(world / "meta.json"), "--model", str(model), "--report", str(report)]) == 0
+    assert "template internvl2_5" in capsys.readouterr().out
+    with_model = json.loads(report.read_text())["datasets"][0]["tokens"]
+    # 28 px tiles with pixel shuffle 0.5 -> 1 visual token per tile; 256 per tile by default
+    assert main(["data", "check", str(world / "meta.json"), "--tokenizer", str(tok_dir), "--template", "internvl2_5",
+                 "--image-size", "28", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["datasets"][0]["tokens"] == with_model + 255
+    assert main(["data", "check", str(world / "meta.json"), "--model", str(world / "images")]) == 2
+    assert "no config.json" in capsys.readouterr().err

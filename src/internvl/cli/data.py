@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o", help="New JSONL with <box>[[...]]</box> in 0-1000."),
         report: Optional[Path] = typer.Option(None, "--report", help="Write the conversion report (JSON) here."),
     ) -> None:
-        """Convert RefCOCO boxes to the V1-2-Plus <box>[[x1, y1, x2, y2]]</box> format (0-1000)."""
+        """Convert RefCOCO boxes (0-1 floats) to the V1-2-Plus <box> format (integers in 0-1000)."""
         from internvl.data.boxes import convert_boxes_file
 
         result = convert_boxes_file(annotation, output)
