@@ -1,10 +1,12 @@
 """Length-grouped sample order for SFT (``--group_by_length``, chat spec §7.7), LLaVA style.
 
-One random permutation is cut into megabatches of one global batch (``batch_size x world_size``,
-with ``batch_size`` = per-device batch x gradient accumulation); each megabatch is sorted by length,
-longest first, and dealt into ``world_size`` chunks of equal count whose total lengths are balanced
-(each sample goes to the chunk with the smallest total that still has room). The flattened order puts
-similar lengths in the same step on every rank, which cuts padding.
+One random permutation is cut into megabatches of one global batch (``batch_size x world_size``, where
+``batch_size`` is the per-device micro-batch and ``world_size`` the number of micro-batches in a global
+batch: devices x gradient accumulation, as the reference passes it); each megabatch is sorted by length,
+longest first, and dealt into ``world_size`` chunks of ``batch_size`` whose total lengths are balanced
+(each sample goes to the chunk with the smallest total that still has room). Flattened and cut into
+consecutive micro-batches (dealt round-robin to the ranks, as accelerate does), every micro-batch of a
+step holds similar lengths, which cuts padding.
 """
 
 from __future__ import annotations
