@@ -82,8 +82,8 @@ def main() -> None:
         with torch.inference_mode():
             row = {"batch": bs}
             for mode in ("InternVL-C", "InternVL-G"):
-                row[mode] = throughput(lambda: model.encode_image(pixels, mode=mode), bs, args.min_seconds, sync)
-            row["text"] = throughput(lambda: model.encode_text(ids), bs, args.min_seconds, sync)
+                row[mode] = throughput(lambda p=pixels, m=mode: model.encode_image(p, mode=m), bs, args.min_seconds, sync)
+            row["text"] = throughput(lambda i=ids: model.encode_text(i), bs, args.min_seconds, sync)
         rows.append(row)
 
     base = rows[0]

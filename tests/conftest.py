@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -43,3 +44,29 @@ def _fp32_default():
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+class _DeprecationNotices(logging.Handler):
+    """Collects transformers' logged deprecation notices (``logger.warning_once(... deprecated ...)``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "deprecat" in message.lower():
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def _no_transformers_deprecations():
+    """transformers announces many renames through its logger rather than `warnings`: fail on those too."""
+    handler = _DeprecationNotices()
+    hf_logger = logging.getLogger("transformers")
+    hf_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        hf_logger.removeHandler(handler)
+    assert not handler.messages, f"transformers logged deprecation notices: {handler.messages}"

@@ -158,6 +158,7 @@ def test_eval_errors_name_the_missing_file(world, tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow  # Java (pycocoevalcap) scoring: 25-80 s here
 def test_caption_cli_writes_coco_results_and_pycocoevalcap_scores(world, tmp_path):
     if shutil.which("java") is None:
         pytest.skip("pycocoevalcap needs Java")
@@ -172,7 +173,7 @@ def test_caption_cli_writes_coco_results_and_pycocoevalcap_scores(world, tmp_pat
     expected = generate_captions(model, tokenizer, pixels[:2]) + generate_captions(model, tokenizer, pixels[2:])
     ids = [391895 + i for i in range(3)]
     gt = {"images": [{"id": i} for i in ids] + [{"id": 391898}],
-          "annotations": [{"image_id": i, "caption": c, "id": n} for n, (i, c) in enumerate(zip(ids, expected))]
+          "annotations": [{"image_id": i, "caption": c, "id": n} for n, (i, c) in enumerate(zip(ids, expected, strict=True))]
           + [{"image_id": 391898, "caption": "unused", "id": 9}]}
     data = tmp_path / "data"
     shutil.copytree(world / "data" / "coco", data / "coco")
@@ -183,7 +184,7 @@ def test_caption_cli_writes_coco_results_and_pycocoevalcap_scores(world, tmp_pat
                "--limit", "3", "--batch-size", "2", "--num-workers", "0", "--output", str(out)])
     assert rc == 0
     results = json.loads((out / "coco_karpathy_test_captions.json").read_text())
-    assert results == [{"image_id": i, "caption": c} for i, c in zip(ids, expected)]
+    assert results == [{"image_id": i, "caption": c} for i, c in zip(ids, expected, strict=True)]
     summary = json.loads((out / "coco_karpathy_test_metrics.json").read_text())
     assert list(summary["metrics"]) == ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
     assert summary["metrics"]["Bleu_1"] == pytest.approx(1.0, abs=1e-6)
@@ -207,7 +208,7 @@ def _coco_with_references(world: Path, tmp_path: Path) -> Path:
     shutil.copytree(world / "data" / "coco", data / "coco")
     entries = json.loads((data / "coco" / "annotations" / "coco_karpathy_test.json").read_text())
     anns = [{"image_id": i, "caption": c, "id": 10 * i + j}
-            for i, e in zip(COCO_IDS, entries) for j, c in enumerate(e["caption"])]
+            for i, e in zip(COCO_IDS, entries, strict=True) for j, c in enumerate(e["caption"])]
     gt = {"images": [{"id": i} for i in COCO_IDS], "annotations": anns}
     (data / "coco" / "annotations" / "coco_karpathy_test_gt.json").write_text(json.dumps(gt))
     return data
@@ -229,6 +230,7 @@ def _needs_java() -> None:
         pytest.skip("pycocoevalcap needs Java")
 
 
+@pytest.mark.slow  # Java (pycocoevalcap) scoring: 25-80 s here
 def test_caption_run_resumes_after_a_crash_without_regenerating(world, tmp_path, capsys):
     _needs_java()
     data, out = _coco_with_references(world, tmp_path), tmp_path / "out"
@@ -266,6 +268,7 @@ def test_caption_run_resumes_after_a_crash_without_regenerating(world, tmp_path,
         [PARTIAL, SETTINGS, "coco_karpathy_test_captions.json", "coco_karpathy_test_metrics.json"])
 
 
+@pytest.mark.slow  # Java (pycocoevalcap) scoring: 25-80 s here
 def test_caption_limit_run_is_continued_by_the_full_run_and_matches_a_fresh_one(world, tmp_path):
     data, out = _coco_with_references(world, tmp_path), tmp_path / "out"
     assert _caption(world, data, out, "--no-score", "--limit", "2") == 0

@@ -19,8 +19,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_cli")
-    return {"root": root, "ckpt": make_checkpoint(root / "ckpt"),
-            "train": make_flickr_set(root / "data", "tiny_flickr_format_train", 4)}
+    return {
+        "root": root,
+        "ckpt": make_checkpoint(root / "ckpt"),
+        "train": make_flickr_set(root / "data", "tiny_flickr_format_train", 4),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -30,20 +33,32 @@ def _clean_dist_env(monkeypatch):
 
 
 def _sets(world, *extra):
-    args = ["--set", f"model.path={world['ckpt']}", "--set", f"data.registry=[{world['train']}]",
-            "--set", f"log.output_dir={world['root'] / 'out'}"]
+    args = [
+        "--set",
+        f"model.path={world['ckpt']}",
+        "--set",
+        f"data.registry=[{world['train']}]",
+        "--set",
+        f"log.output_dir={world['root'] / 'out'}",
+    ]
     for e in extra:
         args += ["--set", e]
     return args
 
 
 def test_dry_run_reports_plan_parameters_and_memory(world, capsys):
-    assert main(["train", "retrieval", "flickr30k_head", *_sets(world, "schedule.per_device_batch_size=16"),
-                 "--dry-run"]) == 0
+    assert (
+        main(["train", "retrieval", "flickr30k_head", *_sets(world, "schedule.per_device_batch_size=16"), "--dry-run"])
+        == 0
+    )
     out = capsys.readouterr().out
     report = json.loads(out.strip().splitlines()[-1])
-    assert report["batch"] == {"global_batch_size": 128, "per_device_batch_size": 16, "world_size": 1,
-                               "gradient_accumulation_steps": 8}
+    assert report["batch"] == {
+        "global_batch_size": 128,
+        "per_device_batch_size": 16,
+        "world_size": 1,
+        "gradient_accumulation_steps": 8,
+    }
     params = report["parameters"]
     assert params["total"]["trainable"] == params["text_projection"]["trainable"] == params["text_projection"]["total"]
     assert params["vision_model"]["trainable"] == 0 and params["vision_model"]["total"] > 0
@@ -54,8 +69,18 @@ def test_dry_run_reports_plan_parameters_and_memory(world, capsys):
 
 
 def test_inconsistent_batch_is_an_error_before_loading(world, capsys):
-    rc = main(["train", "retrieval", "flickr30k_head", "--set", "model.path=/nonexistent",
-               "--set", "schedule.per_device_batch_size=24", "--dry-run"])
+    rc = main(
+        [
+            "train",
+            "retrieval",
+            "flickr30k_head",
+            "--set",
+            "model.path=/nonexistent",
+            "--set",
+            "schedule.per_device_batch_size=24",
+            "--dry-run",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "global batch 128 is not a multiple of per-device batch 24" in err and "nonexistent" not in err
@@ -85,14 +110,18 @@ def test_preflight_names_file_line_and_field(world, tmp_path):
     (tmp_path / "images" / "1001.jpg").unlink()
     with open(tmp_path / "bad_flickr_format_train.txt", "a") as f:
         f.write("1000.jpg,...\n")  # empty after cleaning
-    recipe = load_recipe("tiny_synthetic", [f"model.path={world['ckpt']}", f"data.registry=[{registry}]",
-                                            "data.train=bad_flickr_format_train"])
+    recipe = load_recipe(
+        "tiny_synthetic",
+        [f"model.path={world['ckpt']}", f"data.registry=[{registry}]", "data.train=bad_flickr_format_train"],
+    )
     with pytest.raises(DataFormatError, match=r"bad_flickr_format_train.txt:8: field 'caption': empty after cleaning"):
         RetrievalFinetune(recipe).prepare_data()
     lines = (tmp_path / "bad_flickr_format_train.txt").read_text().splitlines()
     (tmp_path / "bad_flickr_format_train.txt").write_text("\n".join(lines[:-1]) + "\n")
     (tmp_path / "images" / "1002.jpg").write_bytes(b"not a jpeg at all")
-    with pytest.raises(DataFormatError, match=r"(?s)4 of 6 samples have missing or unreadable.*\.txt:4: field 'image'") as e:
+    with pytest.raises(
+        DataFormatError, match=r"(?s)4 of 6 samples have missing or unreadable.*\.txt:4: field 'image'"
+    ) as e:
         RetrievalFinetune(recipe).prepare_data()
     assert "1001.jpg not found" in str(e.value)
     assert "1002.jpg is not a readable image" in str(e.value)

@@ -60,7 +60,10 @@ def test_caption_cleaning(root):
 def test_special_ids(samples, tokenizers):
     tok = tokenizers[0]
     assert (tok.pad_token_id, tok.text.bos_token_id, tok.text.eos_token_id) == (
-        samples["pad_token_id"], samples["bos_token_id"], samples["eos_token_id"])
+        samples["pad_token_id"],
+        samples["bos_token_id"],
+        samples["eos_token_id"],
+    )
 
 
 def test_sample_tokenisation(samples, tokenizers):
@@ -111,7 +114,10 @@ def test_annotation_parsing_and_image_ids(root, tokenizers, kind, tmp_path):
         got = data[item["index"]]["image_ids"]
         assert got.dtype == torch.long and got.tolist() == [item["image_id_parsed"]]  # exact, not float32-rounded
         # The fixture holds the reference's float32 round trip of the same id:
-        assert torch.tensor([float(item["image_id_parsed"])], dtype=torch.float32).long().tolist() == item["image_ids_tensor"]
+        assert (
+            torch.tensor([float(item["image_id_parsed"])], dtype=torch.float32).long().tolist()
+            == item["image_ids_tensor"]
+        )
         rounded += item["image_ids_tensor"] != [item["image_id_parsed"]]
     assert rounded > 0  # the fixture does exercise ids that float32 cannot hold
 

@@ -51,8 +51,9 @@ def test_gradients_reach_the_loss_graph(fx, model):
 def test_param_groups_equal_reference(fx, model):
     ref = json.loads((fx["root"] / "lr_groups.json").read_text())
     base_lr = 1e-6
-    groups = param_groups(model, base_lr, ref["weight_decay"],
-                          {"vit": ref["vit_layer_decay"], "qllama": ref["qllama_layer_decay"]})
+    groups = param_groups(
+        model, base_lr, ref["weight_decay"], {"vit": ref["vit_layer_decay"], "qllama": ref["qllama_layer_decay"]}
+    )
     assert model.num_layer_ids() == {"vit": ref["vit_num_layers_plus_2"], "qllama": ref["qllama_num_layers_plus_2"]}
     seen = {}
     for g in groups:

@@ -15,6 +15,7 @@ from internvl.evaluation.metrics.captioning import CAPTION_METRICS, average_leng
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap needs Java")
 
 
+@pytest.mark.slow  # starts Java for every pycocoevalcap scorer: ~30-60 s here
 def test_identical_captions_and_a_short_one_score_as_computed_by_hand():
     refs = {
         1: ["A dog runs on the grass."],

@@ -30,7 +30,7 @@ def sp(tok_dir):
 def test_layout_bos_pieces_eos_pad(tok, sp):
     ids = tok(TEXTS)
     assert ids.shape == (len(TEXTS), MAX_LENGTH) and ids.dtype == torch.long
-    for row, text in zip(ids, TEXTS):
+    for row, text in zip(ids, TEXTS, strict=True):
         pieces = sp.encode("summarize:" + text)
         n = len(pieces) + 2
         assert row[:n].tolist() == [1, *pieces, 2]
@@ -42,7 +42,7 @@ def test_layout_bos_pieces_eos_pad(tok, sp):
 
 def test_decode_round_trip_including_chinese(tok):
     ids = tok(TEXTS)
-    for row, text in zip(ids, TEXTS):
+    for row, text in zip(ids, TEXTS, strict=True):
         assert tok.decode(row) == "summarize:" + text
 
 

@@ -68,7 +68,7 @@ def test_train_transform_is_seeded_and_covers_flip():
     b = T.build_transform("train_retrieval", 32, generator=torch.Generator().manual_seed(5))
     outs_a = [a(img) for _ in range(6)]
     outs_b = [b(img) for _ in range(6)]
-    for x, y in zip(outs_a, outs_b):
+    for x, y in zip(outs_a, outs_b, strict=True):
         torch.testing.assert_close(x, y, atol=0, rtol=0)
     assert any(not torch.equal(outs_a[0], o) for o in outs_a[1:])
 

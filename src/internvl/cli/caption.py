@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,8 +19,8 @@ def register(app: typer.Typer) -> None:
         min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
         max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),
         prompt: str = typer.Option("English caption:", "--prompt", help="Text after the query tokens."),
-        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
     ) -> None:
         """Caption every image of a folder with the reference settings (beam 5, 8-30 new tokens)."""
         import torch
@@ -45,7 +44,7 @@ def register(app: typer.Typer) -> None:
                 pixel_values = torch.stack([transform(load_image(p)) for p in chunk])
                 texts = generate_captions(model, tokenizer, pixel_values, prompt=prompt, num_beams=num_beams,
                                           min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens)
-                records += [{"image": p.name, "caption": t} for p, t in zip(chunk, texts)]
+                records += [{"image": p.name, "caption": t} for p, t in zip(chunk, texts, strict=True)]
                 progress.advance(task, len(chunk))
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(records, indent=2, ensure_ascii=False))

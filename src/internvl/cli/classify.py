@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,16 +31,16 @@ def register(app: typer.Typer) -> None:
     def classify_cmd(
         model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."),
         images: list[Path] = typer.Argument(..., help="Image files to classify."),
-        classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names."),
-        classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="File with one class name per line."),
-        templates: Optional[list[str]] = typer.Option(
+        classes: str | None = typer.Option(None, "--classes", help="Comma-separated class names."),
+        classes_file: Path | None = typer.Option(None, "--classes-file", help="File with one class name per line."),
+        templates: list[str] | None = typer.Option(
             None, "--templates", help='Prompt template with {} for the class name (repeatable; default "a photo of a {}.").'),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to report per image."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the predictions as JSON here."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Write the predictions as JSON here."),
         mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
-        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."),
     ) -> None:
         """Rank class names for each image (classification transform; classifier = mean of template embeddings)."""
@@ -70,8 +69,8 @@ def register(app: typer.Typer) -> None:
         result = classify(emb, classifier, top_k)
         records = [
             {"image": str(path),
-             "predictions": [{"label": names[int(i)], "score": round(float(p), 6)} for p, i in zip(probs, idx)]}
-            for path, probs, idx in zip(images, result.probs, result.indices)
+             "predictions": [{"label": names[int(i)], "score": round(float(p), 6)} for p, i in zip(probs, idx, strict=True)]}
+            for path, probs, idx in zip(images, result.probs, result.indices, strict=True)
         ]
         table = Table(title=f"zero-shot {mode}, {len(names)} classes")
         table.add_column("image")

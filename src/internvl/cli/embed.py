@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -41,16 +40,16 @@ def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
         model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."),
-        image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="Image file to embed (repeatable)."),
-        images_dir: Optional[Path] = typer.Option(None, "--images-dir", help="Embed every image file in this folder (sorted)."),
-        text: Optional[list[str]] = typer.Option(None, "--text", "-t", help="Text to embed (repeatable)."),
+        image: list[Path] | None = typer.Option(None, "--image", "-i", help="Image file to embed (repeatable)."),
+        images_dir: Path | None = typer.Option(None, "--images-dir", help="Embed every image file in this folder (sorted)."),
+        text: list[str] | None = typer.Option(None, "--text", "-t", help="Text to embed (repeatable)."),
         output: Path = typer.Option(..., "--output", "-o",
                                     help="out.npy (images OR texts) or out.safetensors (image_embeds and/or text_embeds)."),
         mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
         normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise the embeddings."),
-        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."),
     ) -> None:
         """Embed images (retrieval transform) and texts ("summarize:" prefix) into the shared space.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,7 +19,7 @@ DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(help="Benchmarks: image-text retrieval recall@k and zero-shot captioning scores.",
+    sub = typer.Typer(help="Benchmarks: retrieval recall@k, zero-shot captioning, and chat-model benchmarks (bench).",
                       no_args_is_help=True)
     app.add_typer(sub, name="eval")
 
@@ -30,14 +29,14 @@ def register(app: typer.Typer) -> None:
         dataset: str = typer.Option("flickr30k", "--dataset", "-d",
                                     help="flickr30k, coco, mscoco_captions, or any registry entry name."),
         output: Path = typer.Option(..., "--output", "-o", help="Result JSON file (clip_benchmark's schema)."),
-        language: Optional[str] = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),
+        language: str | None = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),
         mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
-        data_root: Optional[Path] = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
-        registry: Optional[list[Path]] = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+        data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
+        registry: list[Path] | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per step (their captions go together)."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
-        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="fp16 autocast on CUDA, as clip_benchmark."),
         num_workers: int = typer.Option(
             DEFAULT_WORKERS, "--num-workers", min=0, help="Image decoding processes (default: min(4, CPU cores))."
@@ -61,13 +60,13 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o",
                                     help="Directory for <dataset>_captions.json, _metrics.json and the resumable "
                                          "_captions.partial.jsonl."),
-        data_root: Optional[Path] = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
-        registry: Optional[list[Path]] = typer.Option(None, "--registry", help=_REGISTRY_HELP),
+        data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
+        registry: list[Path] | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
         batch_size: int = typer.Option(1, "--batch-size", min=1,
                                        help="Images per generate call (reference: 1; larger is faster, equal up to fp16 rounding)."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
-        device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         num_workers: int = typer.Option(
             min(2, DEFAULT_WORKERS), "--num-workers", min=0, help="Image decoding processes (default: min(2, CPU cores))."
         ),
@@ -93,6 +92,62 @@ def register(app: typer.Typer) -> None:
             score=score,
         )
         _print_caption(summary, output)
+
+    @sub.command("bench")
+    def bench(
+        model: Path | None = typer.Option(None, "--model", "-m",
+                                             help="InternVL-Chat checkpoint directory (with tokenizer files)."),
+        benchmark: str = typer.Option(..., "--benchmark", "-b",
+                                      help="Comma-separated names, e.g. mme,pope,mmbench_dev_en ('list' prints them)."),
+        data: Path | None = typer.Option(None, "--data", help="Folder laid out like the reference's "
+                                                                 "internvl_chat/data (README.md, Chat-model benchmarks)."),
+        output: Path | None = typer.Option(None, "--output", "-o",
+                                              help="Results folder: <name>.json, summary.md, answer caches."),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N questions per benchmark."),
+        batch_size: int = typer.Option(1, "--batch-size", min=1, help="Questions per generate call (reference: 1)."),
+        num_beams: int = typer.Option(1, "--num-beams", min=1,
+                                      help="1 for V1-2 (the reference forces 1 above 20B parameters; 5 below)."),
+        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)."),
+        dtype: str | None = typer.Option(None, "--dtype", help="bf16, fp16, fp32 (default: bf16 on CUDA, else fp32)."),
+        device_map: str | None = typer.Option(None, "--device-map",
+                                                 help="'auto' (or balanced) to split one model over the GPUs; one process."),
+        resume: bool = typer.Option(True, "--resume/--overwrite",
+                                    help="Reuse cached answers written with the same settings (default), or discard them."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    ) -> None:
+        """Model-card benchmarks (MME, MMBench, POPE, TextVQA, ...) with the reference's prompts and scoring;
+        shards over `torchrun --nproc_per_node N` ranks and resumes from cached answers."""
+        from internvl.core.distributed import DistContext
+        from internvl.evaluation.mllm.registry import get_benchmark, list_benchmarks
+
+        if benchmark.strip() == "list":
+            for name in list_benchmarks():
+                typer.echo(f"{name:18} {get_benchmark(name).about}")
+            return
+        from internvl.core.errors import ConfigError
+        from internvl.evaluation.mllm.runner import run_benchmarks
+
+        absent = [flag for flag, value in (("--model", model), ("--data", data), ("--output", output)) if value is None]
+        if absent:
+            raise ConfigError(f"eval bench needs {', '.join(absent)} (only '--benchmark list' runs without them)")
+
+        dist = DistContext.from_env()
+        dist.init()
+        try:
+            results = run_benchmarks(
+                model, [b.strip() for b in benchmark.split(",") if b.strip()], data, output, limit=limit,
+                batch_size=batch_size, num_beams=num_beams, dtype=dtype, device=device, device_map=device_map,
+                resume=resume, progress=progress, dist=dist,
+            )
+        finally:
+            dist.close()
+        if dist.is_main:
+            for name, r in results.items():
+                score = "server" if r["score"] is None else f"{r['score']:.2f}"
+                c = r["counts"]
+                typer.echo(f"{name}: {r['metric']} {score} ({c['questions']} questions, {c['problems']} problems, "
+                           f"{c['failed']} failed, {c['unparsed']} unparsed)")
+            typer.echo(f"summary: {output / 'summary.md'}")
 
 
 def _print_retrieval(result: dict, output: Path) -> None:

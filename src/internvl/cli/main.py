@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat", "train"]
+COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat", "data", "train"]
 
 
 def build_app() -> typer.Typer:
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     app = build_app()
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="internvl", standalone_mode=False)
+        # With standalone_mode=False click returns the code of a `typer.Exit` instead of raising it.
+        code = app(args=argv if argv is not None else sys.argv[1:], prog_name="internvl", standalone_mode=False)
     except InternVLError as e:
         typer.echo(f"error: {e}", err=True)
         return 2
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return int(e.exit_code)
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _is_click_exception(e: BaseException) -> bool:

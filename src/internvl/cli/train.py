@@ -8,7 +8,6 @@ arithmetic and a per-device memory estimate without loading any weights.
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
@@ -19,10 +18,16 @@ def register(app: typer.Typer) -> None:
 
     @sub.command("retrieval")
     def retrieval(
-        recipe: str = typer.Argument(..., help="A recipe YAML file, or a shipped recipe name (flickr30k_full_364, "
-                                               "flickr30k_head, flickr30k_lora, coco_full_364, ...)."),
-        overrides: Optional[list[str]] = typer.Option(None, "--set", help="Override a recipe value, e.g. "
-                                                      "--set model.path=DIR --set schedule.global_batch_size=256."),
+        recipe: str = typer.Argument(
+            ...,
+            help="A recipe YAML file, or a shipped recipe name (flickr30k_full_364, "
+            "flickr30k_head, flickr30k_lora, coco_full_364, ...).",
+        ),
+        overrides: list[str] | None = typer.Option(
+            None,
+            "--set",
+            help="Override a recipe value, e.g. --set model.path=DIR --set schedule.global_batch_size=256.",
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and memory estimate; load no weights."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in log.output_dir."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved recipe as YAML and exit."),
@@ -55,21 +60,34 @@ def register(app: typer.Typer) -> None:
             if tdist.is_available() and tdist.is_initialized():
                 tdist.destroy_process_group()
         if dist.is_main:
-            typer.echo(json.dumps({k: info[k] for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint", "val")
-                                   if k in info}))
+            typer.echo(
+                json.dumps(
+                    {
+                        k: info[k]
+                        for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint", "val")
+                        if k in info
+                    }
+                )
+            )
 
 
 def _print_plan(report: dict) -> None:
     b = report["batch"]
-    typer.echo(f"recipe {report['recipe']['name']}: method {report['recipe']['method']['name']}, "
-               f"image size {report['image_size']}")
-    typer.echo(f"batch: {b['per_device_batch_size']} per device x {b['world_size']} device(s) x "
-               f"{b['gradient_accumulation_steps']} accumulation = {b['global_batch_size']} global")
+    typer.echo(
+        f"recipe {report['recipe']['name']}: method {report['recipe']['method']['name']}, "
+        f"image size {report['image_size']}"
+    )
+    typer.echo(
+        f"batch: {b['per_device_batch_size']} per device x {b['world_size']} device(s) x "
+        f"{b['gradient_accumulation_steps']} accumulation = {b['global_batch_size']} global"
+    )
     typer.echo("parameters (trainable / total):")
     for name, row in report["parameters"].items():
         typer.echo(f"  {name:<16} {row['trainable']:>16,} / {row['total']:>16,}")
     m = report["memory_per_device_gib"]
-    typer.echo(f"memory per device (GiB, ZeRO-{m['zero_stage']}, {m['precision']}): weights {m['weights']}, "
-               f"gradients {m['gradients']}, optimizer {m['optimizer']}, activations {m['activations']}, "
-               f"total {m['total']} (estimate; add 10-20% for buffers and the CUDA context)")
+    typer.echo(
+        f"memory per device (GiB, ZeRO-{m['zero_stage']}, {m['precision']}): weights {m['weights']}, "
+        f"gradients {m['gradients']}, optimizer {m['optimizer']}, activations {m['activations']}, "
+        f"total {m['total']} (estimate; add 10-20% for buffers and the CUDA context)"
+    )
     typer.echo(json.dumps(report))

@@ -61,6 +61,9 @@ class Conversation:
     stop_str: str | None = None
     stop_token_ids: list[int] | None = None
     messages: list[list[str | None]] = field(default_factory=list)
+    # Training-side behaviour of the reference preprocess function chosen for this template (spec §7.4):
+    strip_messages: bool = False  # preprocess_internlm strips every message value
+    keep_leading_assistant: bool = False  # preprocess_internvl2_5 keeps (and trains on) a leading gpt turn
 
     def set_system_message(self, system_message: str) -> None:
         self.system_message = system_message
@@ -77,21 +80,50 @@ class Conversation:
         """The end-of-turn string whose token id ends generation (``<|im_end|>`` for Hermes-2)."""
         return self.sep.strip()
 
-    def get_prompt(self) -> str:
-        """Render the prompt. Empty messages count as open turns (the reference's truthiness check)."""
+    @property
+    def end_of_turn(self) -> str:
+        """The part of ``sep`` that closes an answer and is trained on (``<|im_end|>`` of ``"<|im_end|>\\n"``)."""
+        return self.sep.rstrip()
+
+    def segments(self) -> list[tuple[str, bool]]:
+        """The rendered prompt as ``(text, trainable)`` pieces, in order.
+
+        ``"".join(text for text, _ in conv.segments()) == conv.get_prompt()``: inference prompts and
+        training labels come from this one renderer, so they cannot drift apart. Trainable pieces are
+        each non-empty assistant message followed by `end_of_turn`; role prefixes, system and user
+        turns and the rest of the separator (internvl2_5's ``"\\n"``) are not. Empty messages count as
+        open turns (the reference's truthiness check): only the role prefix is rendered.
+        """
         system = self.system_template.format(system_message=self.system_message)
+        assistant = self.roles[1]
+        out: list[tuple[str, bool]] = []
         if self.sep_style is SeparatorStyle.MPT:
-            out = system + self.sep
+            out.append((system + self.sep, False))
             for role, message in self.messages:
-                out += role + message + self.sep if message else role
-            return out
-        if self.sep_style is SeparatorStyle.INTERNVL_ZH:
+                if not message:
+                    out.append((role, False))
+                elif role == assistant:
+                    out += [(role, False), (message + self.end_of_turn, True), (self.sep[len(self.end_of_turn):], False)]
+                else:
+                    out.append((role + message + self.sep, False))
+        elif self.sep_style is SeparatorStyle.INTERNVL_ZH:
             seps = (self.sep2 or "", self.sep)
-            out = system + seps[0]
+            out.append((system + seps[0], False))
             for i, (role, message) in enumerate(self.messages):
-                out += f"{role}: {message}{seps[i % 2]}" if message else f"{role}:"
-            return out
-        raise DataFormatError(f"separator style {self.sep_style} is not supported")
+                if not message:
+                    out.append((f"{role}:", False))
+                elif role == assistant:
+                    end = seps[i % 2]
+                    out += [(f"{role}: ", False), (message + end.rstrip(), True), (end[len(end.rstrip()):], False)]
+                else:
+                    out.append((f"{role}: {message}{seps[i % 2]}", False))
+        else:
+            raise DataFormatError(f"separator style {self.sep_style} is not supported")
+        return [(text, trainable) for text, trainable in out if text]
+
+    def get_prompt(self) -> str:
+        """Render the prompt (the concatenation of `segments`)."""
+        return "".join(text for text, _ in self.segments())
 
     def copy(self) -> Conversation:
         return dataclasses.replace(self, messages=[list(m) for m in self.messages])
@@ -145,6 +177,7 @@ register_conv_template(
         roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
         sep_style=SeparatorStyle.MPT,
         sep="<|im_end|>",
+        strip_messages=True,
     )
 )
 register_conv_template(
@@ -165,6 +198,7 @@ register_conv_template(
         roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
         sep_style=SeparatorStyle.MPT,
         sep="<|im_end|>\n",
+        keep_leading_assistant=True,
     )
 )
 register_conv_template(

@@ -21,7 +21,14 @@ import torch
 from PIL import Image
 
 from internvl.core.errors import DataFormatError
-from internvl.data.transforms import IMAGENET_MEAN, NORMALIZATIONS, build_transform, load_image, to_rgb
+from internvl.data.transforms import (
+    IMAGENET_MEAN,
+    NORMALIZATIONS,
+    ImageTransform,
+    build_transform,
+    load_image,
+    to_rgb,
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ def preprocess_image(
     image: Image.Image | str | os.PathLike,
     settings: ChatImageSettings = ChatImageSettings(),
     max_num: int | None = None,
+    transform: ImageTransform | None = None,
 ) -> torch.Tensor:
     """One image -> float32[T, 3, S, S] tiles (T = 1 for V1-2).
 
@@ -121,12 +129,15 @@ def preprocess_image(
         image: a PIL image or a path.
         settings: from the checkpoint config (`ChatImageSettings.from_config_dict`).
         max_num: per-call override of ``max_dynamic_patch`` (e.g. split among several images).
+        transform: per-tile transform (default: the ``chat`` transform of ``settings``; SFT passes the
+            ``train_chat`` one for ``data_augment`` datasets).
     """
     img = load_image(image) if isinstance(image, (str, os.PathLike)) else to_rgb(image)
     if settings.pad2square:
         mean = NORMALIZATIONS.get(settings.norm, (IMAGENET_MEAN, None))[0]
         img = expand_to_square(img, tuple(int(m * 255) for m in mean))
-    transform = build_transform("chat", settings.image_size, settings.norm)
+    if transform is None:
+        transform = build_transform("chat", settings.image_size, settings.norm)
     if settings.dynamic_image_size:
         tiles = dynamic_preprocess(
             img,

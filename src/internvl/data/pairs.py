@@ -83,17 +83,23 @@ def read_caption_pairs(
         for lineno, stem, caption in iter_flickr_lines(annotation):
             where = f"{annotation}:{lineno}"
             if SEPARATOR in caption:
-                raise DataFormatError(f"{where}: field 'caption': a second '{SEPARATOR}' on the line; expected "
-                                      "'<id>.jpg,<caption>' with exactly one '.jpg,'")
+                raise DataFormatError(
+                    f"{where}: field 'caption': a second '{SEPARATOR}' on the line; expected "
+                    "'<id>.jpg,<caption>' with exactly one '.jpg,'"
+                )
             if not stem.isdigit():
-                raise DataFormatError(f"{where}: field 'image': {stem + '.jpg'!r} has no numeric image id; "
-                                      "training uses the integer file name as the image id")
+                raise DataFormatError(
+                    f"{where}: field 'image': {stem + '.jpg'!r} has no numeric image id; "
+                    "training uses the integer file name as the image id"
+                )
             raw.append((where, int(stem), root / f"{stem}.jpg", caption))
     elif format == "coco_format":
         for where, image, image_id, caption in iter_coco_captions(annotation):
             if not isinstance(image_id, int):
-                raise DataFormatError(f"{where}: field 'image_id': {image_id!r} has no integer id (expected an int or "
-                                      "a string ending in '_<digits>', e.g. 'coco_57870')")
+                raise DataFormatError(
+                    f"{where}: field 'image_id': {image_id!r} has no integer id (expected an int or "
+                    "a string ending in '_<digits>', e.g. 'coco_57870')"
+                )
             raw.append((where, image_id, root / image, caption))
     else:
         raise ConfigError(f"format {format!r}; expected flickr_format or coco_format")
@@ -103,8 +109,10 @@ def read_caption_pairs(
         clean = pre_caption(caption, max_words)
         if not clean:
             if empty == "error":
-                raise DataFormatError(f"{where}: field 'caption': empty after cleaning (raw {caption!r}); fix the line, "
-                                      "or pass skip_bad_samples to skip and count such lines")
+                raise DataFormatError(
+                    f"{where}: field 'caption': empty after cleaning (raw {caption!r}); fix the line, "
+                    "or pass skip_bad_samples to skip and count such lines"
+                )
             if empty == "skip":
                 skipped.append(where)
                 continue
@@ -120,8 +128,13 @@ class PairTokenizer:
     equivalent for the model, spec §9 T2).
     """
 
-    def __init__(self, text_tokenizer: InternVLTextTokenizer, pad_token_id: int, max_length: int = MAX_LENGTH,
-                 pad_to_max_length: bool = True) -> None:
+    def __init__(
+        self,
+        text_tokenizer: InternVLTextTokenizer,
+        pad_token_id: int,
+        max_length: int = MAX_LENGTH,
+        pad_to_max_length: bool = True,
+    ) -> None:
         if max_length < 2:
             raise ConfigError(f"max_length={max_length}; need room for BOS and EOS")
         self.text = text_tokenizer
@@ -134,8 +147,10 @@ class PairTokenizer:
         text = InternVLTextTokenizer.from_pretrained(path, prefix="")
         pad = text.tokenizer.pad_token_id
         if pad is None:
-            raise DataFormatError(f"{path}: the tokenizer has no pad token; the fine-tuning data pads with the "
-                                  "checkpoint's '[PAD]' token (set pad_token in special_tokens_map.json)")
+            raise DataFormatError(
+                f"{path}: the tokenizer has no pad token; the fine-tuning data pads with the "
+                "checkpoint's '[PAD]' token (set pad_token in special_tokens_map.json)"
+            )
         return cls(text, pad, max_length, pad_to_max_length)
 
     def encode(self, text: str, max_length: int | None = None, pad: bool | None = None) -> tuple[list[int], list[int]]:
@@ -182,12 +197,21 @@ class RetrievalPairs(torch.utils.data.Dataset):
     Every random choice is a function of (seed, epoch, index): `set_epoch` before each epoch.
     """
 
-    def __init__(self, pairs: Sequence[CaptionPair], tokenizer: PairTokenizer, image_size: int, *, seed: int = 0,
-                 norm: str = "imagenet") -> None:
+    def __init__(
+        self,
+        pairs: Sequence[CaptionPair],
+        tokenizer: PairTokenizer,
+        image_size: int,
+        *,
+        seed: int = 0,
+        norm: str = "imagenet",
+    ) -> None:
         if len({p.image_id for p in pairs}) < 2:
             # The reference's rejection loop would never terminate.
-            raise DataFormatError(f"{len(pairs)} caption(s) of {len({p.image_id for p in pairs})} image(s): ITM "
-                                  "negatives need captions of at least two different images")
+            raise DataFormatError(
+                f"{len(pairs)} caption(s) of {len({p.image_id for p in pairs})} image(s): ITM "
+                "negatives need captions of at least two different images"
+            )
         self.pairs = list(pairs)
         self.tokenizer = tokenizer
         self.seed = seed

@@ -167,6 +167,24 @@ class RandomHorizontalFlip:
         return img
 
 
+@dataclass
+class RandomJpegReencode:
+    """Re-encode as JPEG at a uniformly drawn quality in [low, high] (the reference's SFT augmentation)."""
+
+    low: int = 75
+    high: int = 100
+    generator: torch.Generator | None = None
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        import io
+
+        quality = int(torch.randint(self.low, self.high + 1, (1,), generator=self.generator).item())
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+
+
 class Compose:
     """Apply PIL-level steps, then ToTensor and Normalize: one callable PIL image -> float32[3, S, S]."""
 
@@ -185,7 +203,7 @@ class Compose:
         return f"Compose(steps={self.steps}, mean={self.mean}, std={self.std})"
 
 
-TRANSFORM_KINDS = ("retrieval", "caption", "classification", "train_retrieval", "chat")
+TRANSFORM_KINDS = ("retrieval", "caption", "classification", "train_retrieval", "chat", "train_chat")
 
 
 def build_transform(
@@ -201,6 +219,7 @@ def build_transform(
     Args:
         kind: ``retrieval``/``caption``/``chat``: resize to (S, S), no crop. ``classification``: shorter
             side to S, then center crop. ``train_retrieval``: random-resized-crop (scale 0.5-1) + flip.
+            ``train_chat``: JPEG re-encoding at quality 75-100, then as ``chat`` (SFT ``data_augment``).
         image_size: S.
         norm: ``imagenet`` (all InternVL checkpoints), ``clip`` or ``siglip`` statistics.
         generator: randomness for the training transform.
@@ -218,6 +237,8 @@ def build_transform(
             RandomResizedCrop(s, scale=(0.5, 1.0), interpolation=interpolation, generator=generator),
             RandomHorizontalFlip(0.5, generator=generator),
         ]
+    elif kind == "train_chat":
+        steps = [RandomJpegReencode(generator=generator), lambda im: resize(im, (s, s), interpolation)]
     else:
         raise ValueError(f"transform kind {kind!r}; expected one of {TRANSFORM_KINDS}")
     return Compose(steps, mean, std)

@@ -29,6 +29,7 @@ from internvl.core.errors import DataFormatError, InternVLError
 from internvl.data.datasets import CaptionImageDataset, ImageCaptions, read_caption_references
 from internvl.data.transforms import build_transform
 from internvl.evaluation.metrics.captioning import CAPTION_METRICS, average_length, score_captions
+from internvl.evaluation.partial_results import PartialResults, file_fingerprint, write_json_atomic
 from internvl.evaluation.runtime import (
     load_model_and_tokenizer,
     pick_device,
@@ -36,7 +37,6 @@ from internvl.evaluation.runtime import (
     read_records,
     resolve_dataset,
 )
-from internvl.evaluation.partial_results import PartialResults, file_fingerprint, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def caption_dataset(
             model, tokenizer, pixels.to(device, dtype), prompt=prompt, num_beams=num_beams,
             min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
         )
-        batch = [{"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions)]
+        batch = [{"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions, strict=True)]
         if on_batch is not None:
             on_batch(batch)
         results.extend(batch)

@@ -135,6 +135,21 @@ class PartialResults:
         self.close()
 
 
+def read_results(
+    path: str | os.PathLike, settings_path: str | os.PathLike, settings: dict, *, key: str, fields: Sequence[str]
+) -> dict:
+    """The complete rows of a results file another process may own, without modifying it.
+
+    Same checks as `PartialResults.open` (settings guard, valid rows), but an unterminated last line is
+    only skipped, never cut off: the file may belong to a process that is still appending (one file per
+    rank in a sharded run).
+    """
+    path, settings_path = Path(path), Path(settings_path)
+    settings = json.loads(json.dumps(settings))
+    _check_settings(path, settings_path, settings)
+    return _read_rows(path, key, fields, truncate=False)
+
+
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as f:
         return sum(1 for _ in f)
@@ -160,11 +175,11 @@ def _check_settings(path: Path, settings_path: Path, settings: dict) -> None:
         )
 
 
-def _read_rows(path: Path, key: str, fields: Sequence[str]) -> dict:
+def _read_rows(path: Path, key: str, fields: Sequence[str], truncate: bool = True) -> dict:
     """The rows of the complete lines; an unterminated last line (a crash mid-write) is cut off the file."""
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1  # bytes after the last newline were never completed
-    if end < len(data):
+    if end < len(data) and truncate:
         fragment = data[end:].decode("utf-8", errors="replace")
         logger.warning(
             "%s: the last line is incomplete (an interrupted write?), ignoring it and redoing that work: %.120r",
@@ -193,4 +208,4 @@ def _read_rows(path: Path, key: str, fields: Sequence[str]) -> dict:
     return done
 
 
-__all__ = ["PartialResults", "file_fingerprint", "write_json_atomic"]
+__all__ = ["PartialResults", "file_fingerprint", "read_results", "write_json_atomic"]

@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from internvl.core.compat import persist_tokenizer_flags, tokenizer_load_kwargs
 from internvl.core.errors import ConfigError, DataFormatError
 from internvl.data.conversation import (
     IMG_CONTEXT_TOKEN,
@@ -40,6 +41,7 @@ from internvl.data.conversation import (
 )
 from internvl.data.image_processing import ChatImageSettings, card_preprocess_image, preprocess_image
 from internvl.data.video import load_video, video_prompt_prefix
+from internvl.inference.streaming import CancelGeneration, TextPieceStreamer, cut_at_stop
 from internvl.models.internvl_chat import InternVLChatModel
 
 log = logging.getLogger(__name__)
@@ -105,21 +107,12 @@ def as_chat_model(model: InternVLChatModel) -> ChatModel:
 def load_tokenizer(path: str | os.PathLike) -> Any:
     """The checkpoint's tokenizer; the slow SentencePiece one like the card (``use_fast=False``) when available.
 
-    A SentencePiece Llama tokenizer whose tokenizer_config.json does not set ``legacy`` gets
-    ``legacy=True``: that is what the reference's transformers (4.37, slow tokenizer) used by default,
-    and it decides whether text right after a special token starts with "▁" (``<|im_start|>user`` ->
-    ``▁user``). transformers 5.x defaults to the non-legacy split, which would change the prompt ids.
+    Loaded with the reference's ``legacy`` split where the config leaves it unset
+    (`internvl.core.compat.tokenizer_load_kwargs`), so prompt ids match on transformers 5.x.
     """
     from transformers import AutoTokenizer
 
-    kwargs: dict[str, Any] = {}
-    config_file = Path(path) / "tokenizer_config.json"
-    if config_file.is_file():
-        import json
-
-        tok_cfg = json.loads(config_file.read_text())
-        if "legacy" not in tok_cfg and str(tok_cfg.get("tokenizer_class", "")).startswith("LlamaTokenizer"):
-            kwargs["legacy"] = True
+    kwargs = tokenizer_load_kwargs(path)
     try:
         return AutoTokenizer.from_pretrained(str(path), use_fast=False, **kwargs)
     except (ValueError, OSError, ImportError):
@@ -163,15 +156,7 @@ def save_chat_model(model: InternVLChatModel, tokenizer: Any, path: str | os.Pat
     """Save model, tokenizer and a generation_config.json whose ``eos_token_id`` holds the end-of-turn ids."""
     model.save_pretrained(path, stop_token_ids=stop_token_ids(model, tokenizer), **kwargs)
     tokenizer.save_pretrained(str(path))
-    legacy = getattr(tokenizer, "legacy", None)
-    config_file = Path(path) / "tokenizer_config.json"
-    if isinstance(legacy, bool) and config_file.is_file():
-        # transformers 5.x drops ``legacy`` when saving; keep it so the reloaded tokenizer splits the same way.
-        import json
-
-        tok_cfg = json.loads(config_file.read_text())
-        tok_cfg["legacy"] = legacy
-        config_file.write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False))
+    persist_tokenizer_flags(tokenizer, path)
     return Path(path)
 
 
@@ -392,16 +377,6 @@ def _left_pad(tokenizer: Any, texts: Sequence[str]) -> tuple[torch.Tensor, torch
 
 
 # -- streaming ---------------------------------------------------------------------------------------
-class _Cancel:
-    """Stopping criterion that ends generation when the consumer stops iterating."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 def stream_chat(
     model: InternVLChatModel,
     tokenizer: Any,
@@ -417,9 +392,10 @@ def stream_chat(
     """Yield the answer in pieces as it is generated; ``"".join(pieces)`` equals `chat`'s answer.
 
     No threads are needed by the caller: ``generate`` runs in a background thread feeding a
-    transformers ``TextIteratorStreamer``; stopping the iteration early cancels generation.
+    `TextPieceStreamer` (which never releases text a later token could change, see
+    `internvl.inference.streaming`); stopping the iteration early cancels generation.
     """
-    from transformers import StoppingCriteriaList, TextIteratorStreamer
+    from transformers import StoppingCriteriaList
 
     inputs, _, sep = _prepare(
         model, tokenizer, pixel_values, question, history, num_patches_list, system_message, template
@@ -427,8 +403,8 @@ def stream_chat(
     gen = _generation_kwargs(model, tokenizer, generation_config, sep)
     if "streamer" in gen:
         raise ValueError("stream_chat creates its own streamer; remove 'streamer' from generation_config")
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout)
-    cancel = _Cancel()
+    streamer = TextPieceStreamer(tokenizer, timeout=timeout)
+    cancel = CancelGeneration()
     gen["stopping_criteria"] = StoppingCriteriaList([*(gen.get("stopping_criteria") or []), cancel])
     errors: list[BaseException] = []
 
@@ -440,6 +416,7 @@ def stream_chat(
             )
         except BaseException as e:  # noqa: BLE001 (re-raised in the consumer's thread)
             errors.append(e)
+        finally:
             streamer.end()
 
     exhausted = False
@@ -457,38 +434,11 @@ def stream_chat(
         cancel.event.set()  # generation stops at its next step
         if not exhausted:
             # Drain to the end signal without the consumer's timeout (the worker always sends it), so
-            # an early stop or a consumer-side timeout never leaves the worker blocked on a full queue.
-            while streamer.text_queue.get() is not streamer.stop_signal:
-                pass
+            # an early stop or a consumer-side timeout never leaves the worker blocked.
+            streamer.drain()
         thread.join()
     if errors:
         raise errors[0]
-
-
-def cut_at_stop(chunks: Iterable[str], stop: str) -> Iterator[str]:
-    """Re-chunk streamed text so the pieces join to ``full.split(stop)[0].strip()``.
-
-    Leading whitespace is dropped, trailing whitespace and any partial ``stop`` prefix are held back
-    until more text shows they belong to the answer.
-    """
-    full, emitted = "", ""
-    for chunk in chunks:
-        full += chunk
-        done = bool(stop) and stop in full
-        text = (full.split(stop)[0] if stop else full).lstrip().rstrip()
-        if not done and stop:
-            for k in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:k]):
-                    text = text[:-k].rstrip()
-                    break
-        if len(text) > len(emitted) and text.startswith(emitted):
-            yield text[len(emitted):]
-            emitted = text
-        if done:
-            return
-    final = (full.split(stop)[0] if stop else full).strip()
-    if len(final) > len(emitted) and final.startswith(emitted):
-        yield final[len(emitted):]
 
 
 # -- video -------------------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def save_state_dict(
     n = len(shards)
     names = [f"{stem}{ext}"] if n == 1 else [f"{stem}-{i + 1:05d}-of-{n:05d}{ext}" for i in range(n)]
     written = []
-    for name, shard in zip(names, shards):
+    for name, shard in zip(names, shards, strict=True):
         target = root / name
         if safe_serialization:
             from safetensors.torch import save_file
@@ -143,7 +143,7 @@ def save_state_dict(
             torch.save(shard, target)
         written.append(target)
     if n > 1:
-        weight_map = {k: name for name, shard in zip(names, shards) for k in shard}
+        weight_map = {k: name for name, shard in zip(names, shards, strict=True) for k in shard}
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (root / (SAFE_INDEX if safe_serialization else BIN_INDEX)).write_text(json.dumps(index, indent=2))

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from internvl.core.compat import cache_kwargs, new_dynamic_cache
 from internvl.core.errors import CheckpointError, ConfigError
 from internvl.models import checkpoint as ckpt
 from internvl.models.intern_vit import InternViT, InternViTConfig
@@ -377,8 +378,6 @@ class InternVLModel(nn.Module):
             attention_mask: prompt mask long[B, P]; default all ones.
             generation_kwargs: forwarded to ``generate`` (num_beams, max_new_tokens, min_new_tokens, ...).
         """
-        from transformers import DynamicCache
-
         vision = self.vision_model(pixel_values).last_hidden_state  # (B, N, Dv)
         b = vision.shape[0]
         if input_ids.ndim == 1:
@@ -398,8 +397,8 @@ class InternVLModel(nn.Module):
                   "pad_token_id": q.pad_token_id if q.pad_token_id is not None else q.eos_token_id}
         kwargs.update(generation_kwargs)
         kwargs.setdefault("do_sample", False)
-        if kwargs.get("use_cache", True):
-            kwargs.setdefault("past_key_values", DynamicCache())
+        if kwargs.get("use_cache", True) and not (set(kwargs) & {"cache", "past_key_values"}):
+            kwargs.update(cache_kwargs(new_dynamic_cache()))  # transformers 4.4x builds none for custom models
         return self.qllama.generate(
             inputs_embeds=inputs_embeds,
             attention_mask=mask,

@@ -30,6 +30,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, GenerationConfig, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from internvl.core.compat import cache_kwargs, model_output, output_cache, pop_cache, split_generation_kwargs
 from internvl.core.errors import CheckpointError, ConfigError, DataFormatError, InternVLError
 from internvl.models import checkpoint as ckpt
 from internvl.models.intern_vit import InternViT, InternViTConfig
@@ -360,7 +361,7 @@ class InternVLChatModel(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         image_flags: torch.Tensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         labels: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
@@ -378,7 +379,9 @@ class InternVLChatModel(PreTrainedModel):
             labels: int[B, N] with -100 on ignored positions; the loss is the reference's mean
                 next-token cross entropy over the full vocabulary, in float32.
             inputs_embeds: precomputed embeddings (PEFT passes them); then pixels are not used.
+            cache: the language model's KV cache (``past_key_values`` is accepted as its older name).
         """
+        cache = pop_cache(kwargs, cache=cache)
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("forward needs input_ids or inputs_embeds")
@@ -387,7 +390,7 @@ class InternVLChatModel(PreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            **cache_kwargs(cache),
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
@@ -401,10 +404,11 @@ class InternVLChatModel(PreTrainedModel):
             loss = F.cross_entropy(
                 shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
             )
-        return CausalLMOutputWithPast(
+        return model_output(
+            CausalLMOutputWithPast,
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=output_cache(outputs),
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -430,8 +434,7 @@ class InternVLChatModel(PreTrainedModel):
         if attention_mask is not None:
             attention_mask = attention_mask.to(inputs_embeds.device)
         # Fold generation settings into one config object (transformers deprecates mixing both styles).
-        config = copy.deepcopy(generation_config or self.generation_config)
-        rest = config.update(**{"use_cache": True, **kwargs})  # returns the keys that are not settings
+        config, rest = split_generation_kwargs(generation_config or self.generation_config, {"use_cache": True, **kwargs})
         return self.language_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, generation_config=config, **rest
         )

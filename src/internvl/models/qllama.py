@@ -28,6 +28,7 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from internvl.core.compat import model_output, output_cache, pop_cache
 from internvl.core.errors import ConfigError
 
 ROPE_BASE = 10000.0  # hard-coded in the reference; config rope_theta / rope_scaling are ignored
@@ -210,7 +211,7 @@ class QLlamaAttention(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor | None,
         cos_sin: tuple[torch.Tensor, torch.Tensor],
-        past_key_values=None,
+        cache=None,
     ) -> torch.Tensor:
         b, n, _ = x.shape
         q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, d)
@@ -219,8 +220,8 @@ class QLlamaAttention(nn.Module):
         cos, sin = cos_sin
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)  # (B, H, past+L, d)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, H, past+L, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, d)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -288,9 +289,9 @@ class QLlamaDecoderLayer(nn.Module):
         cos_sin: tuple[torch.Tensor, torch.Tensor],
         vision_hidden_states: torch.Tensor | None = None,
         repeat_time: int = 1,
-        past_key_values=None,
+        cache=None,
     ) -> torch.Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), mask, cos_sin, past_key_values)
+        h = h + self.self_attn(self.input_layernorm(h), mask, cos_sin, cache)
         nq = self.num_query_token
         if self.cross_attn is not None and vision_hidden_states is not None and h.shape[1] >= nq:
             queries, text = h[:, :nq], h[:, nq:]
@@ -354,11 +355,12 @@ class QLlamaModel(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values=None,
+        cache=None,
         use_cache: bool = False,
         vision_hidden_states: torch.Tensor | None = None,
         repeat_time: int = 1,
         use_zero_attention_mask: bool = False,
+        past_key_values=None,
     ) -> BaseModelOutputWithPast:
         """Run the decoder.
 
@@ -368,7 +370,8 @@ class QLlamaModel(nn.Module):
                 or a ready additive float[B, 1, L, past+L] mask used as given (the reference's
                 ``forward_train``; pass zeros for fully bidirectional attention).
             position_ids: long[B, L]; default ``past .. past+L-1``.
-            past_key_values: a transformers `Cache` (e.g. `DynamicCache`) extended in place.
+            cache: a transformers `Cache` (e.g. `DynamicCache`) extended in place; ``past_key_values``
+                is accepted as its older name.
             vision_hidden_states: float[Bv, Nv, vision_hidden_size] for the cross-attention layers.
             repeat_time: the query batch is ``repeat_time`` chunks of the Bv images (training).
             use_zero_attention_mask: make the query-query block bidirectional (captioning).
@@ -378,10 +381,11 @@ class QLlamaModel(nn.Module):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        cache = pop_cache({}, past_key_values, cache)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         b, n, _ = inputs_embeds.shape
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past_length, past_length + n, device=inputs_embeds.device)[None].expand(b, n)
         mask = self.build_mask(
@@ -394,9 +398,9 @@ class QLlamaModel(nn.Module):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 h = checkpoint(layer, h, mask, cos_sin, vision_hidden_states, repeat_time, None, use_reentrant=False)
             else:
-                h = layer(h, mask, cos_sin, vision_hidden_states, repeat_time, past_key_values)
+                h = layer(h, mask, cos_sin, vision_hidden_states, repeat_time, cache)
         h = self.norm(h)
-        return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=past_key_values if use_cache else None)
+        return model_output(BaseModelOutputWithPast, last_hidden_state=h, cache=cache if use_cache else None)
 
 
 class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
@@ -404,7 +408,7 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
 
     Example:
         >>> out = qllama.generate(inputs_embeds=embeds, attention_mask=mask, vision_hidden_states=v,
-        ...                       use_zero_attention_mask=True, past_key_values=DynamicCache(),
+        ...                       use_zero_attention_mask=True,
         ...                       num_beams=5, max_new_tokens=30, min_new_tokens=8)
     """
 
@@ -454,7 +458,7 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        past_key_values=None,
+        cache=None,
         use_cache: bool | None = None,
         vision_hidden_states: torch.Tensor | None = None,
         use_zero_attention_mask: bool = False,
@@ -462,16 +466,20 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         labels: torch.Tensor | None = None,
         logits_to_keep: int = 0,
         return_dict: bool | None = None,
+        past_key_values=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """Logits float[B, L, V] (only the last ``logits_to_keep`` positions when > 0); shifted CE with ``labels``."""
+        """Logits float[B, L, V] (only the last ``logits_to_keep`` positions when > 0); shifted CE with ``labels``.
+
+        The KV cache comes as ``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier releases).
+        """
         use_cache = self.config.use_cache if use_cache is None else use_cache
         out = self.model(
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=pop_cache(kwargs, past_key_values, cache),
             use_cache=use_cache,
             vision_hidden_states=vision_hidden_states,
             repeat_time=repeat_time,
@@ -484,7 +492,7 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        return model_output(CausalLMOutputWithPast, loss=loss, logits=logits, cache=output_cache(out))
 
     def prepare_inputs_for_generation(
         self,
@@ -495,6 +503,7 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         vision_hidden_states: torch.Tensor | None = None,
         use_zero_attention_mask: bool = False,
         use_cache: bool | None = None,
+        cache=None,
         **kwargs,
     ) -> dict:
         """Inputs of one decoding step, independent of the transformers version's bookkeeping.
@@ -502,9 +511,11 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         First step: the prompt embeddings (queries + prompt text), or ``input_ids``. Later steps with
         a cache: only the newest token. Without a cache the prompt embeddings are re-run followed by
         the embedded generated tokens. Position ids are ``cumsum(mask) - 1`` (padded slots 1), as in
-        the reference.
+        the reference. The cache arrives under the name this transformers release uses (see
+        `internvl.core.compat`).
         """
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        cache = pop_cache(kwargs, past_key_values, cache)
+        past_length = cache.get_seq_length() if cache is not None else 0
         inputs: dict = {}
         if past_length == 0:
             if inputs_embeds is not None:
@@ -528,8 +539,8 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         inputs.update(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=use_cache if use_cache is not None else past_key_values is not None,
+            cache=cache,
+            use_cache=use_cache if use_cache is not None else cache is not None,
             vision_hidden_states=vision_hidden_states,
             use_zero_attention_mask=use_zero_attention_mask,
             logits_to_keep=1,

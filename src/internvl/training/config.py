@@ -112,12 +112,16 @@ class RetrievalRecipe:
 
     def validate(self) -> RetrievalRecipe:
         if not self.model.path:
-            raise ConfigError("model.path is empty; set it to an InternVL-C/G checkpoint directory (--set model.path=DIR)")
+            raise ConfigError(
+                "model.path is empty; set it to an InternVL-C/G checkpoint directory (--set model.path=DIR)"
+            )
         if self.method.name not in METHODS:
             raise ConfigError(f"method.name={self.method.name!r}; expected one of {METHODS}")
         if self.engine.precision not in PRECISIONS:
-            raise ConfigError(f"engine.precision={self.engine.precision!r}; expected one of {PRECISIONS} "
-                              "(fp16 is not supported: DeepSpeed on CPU refuses it and the reference trains in bf16)")
+            raise ConfigError(
+                f"engine.precision={self.engine.precision!r}; expected one of {PRECISIONS} "
+                "(fp16 is not supported: DeepSpeed on CPU refuses it and the reference trains in bf16)"
+            )
         if self.engine.backend not in ("deepspeed", "ddp"):
             raise ConfigError(f"engine.backend={self.engine.backend!r}; expected deepspeed or ddp")
         if self.engine.zero_stage not in ZERO_STAGES:
@@ -125,9 +129,11 @@ class RetrievalRecipe:
         if self.method.name == "lora" and self.method.lora_rank < 1:
             raise ConfigError(f"method.lora_rank={self.method.lora_rank}; expected >= 1 for the lora method")
         if self.method.name != "full" and (self.optim.vit_layer_decay != 1.0 or self.optim.qllama_layer_decay != 1.0):
-            raise ConfigError(f"layer-wise lr decay applies to method 'full' only (the head/LoRA parameters have no "
-                              f"layer order); got method {self.method.name!r} with decay "
-                              f"{self.optim.vit_layer_decay}/{self.optim.qllama_layer_decay}")
+            raise ConfigError(
+                f"layer-wise lr decay applies to method 'full' only (the head/LoRA parameters have no "
+                f"layer order); got method {self.method.name!r} with decay "
+                f"{self.optim.vit_layer_decay}/{self.optim.qllama_layer_decay}"
+            )
         if self.schedule.global_batch_size < 1:
             raise ConfigError(f"schedule.global_batch_size={self.schedule.global_batch_size}; expected >= 1")
         return self
@@ -220,7 +226,9 @@ def resolve_recipe_path(name: str | os.PathLike) -> Path:
     raise ConfigError(f"recipe {str(name)!r} not found: not a file, and not a shipped recipe ({', '.join(names)})")
 
 
-def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), validate: bool = True) -> RetrievalRecipe:
+def load_recipe(
+    path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), validate: bool = True
+) -> RetrievalRecipe:
     """Read a recipe YAML (a path or a shipped recipe's name) and apply ``key=value`` overrides."""
     import yaml
 
@@ -246,8 +254,9 @@ class BatchPlan:
     gradient_accumulation_steps: int
 
 
-def resolve_batch(global_batch: int, world_size: int, per_device: int | None = None,
-                  accumulation: int | None = None) -> BatchPlan:
+def resolve_batch(
+    global_batch: int, world_size: int, per_device: int | None = None, accumulation: int | None = None
+) -> BatchPlan:
     """per-device x devices x accumulation == global, filling in what is not given.
 
     Neither given: accumulation 1 and per-device = global / devices. One given: the other is derived
@@ -263,17 +272,23 @@ def resolve_batch(global_batch: int, world_size: int, per_device: int | None = N
     if per_device is None:
         per_device, rem = divmod(global_batch, world_size * accumulation)
         if rem or per_device == 0:
-            raise ConfigError(f"global batch {global_batch} is not divisible by {world_size} device(s) x "
-                              f"{accumulation} accumulation step(s); choose a global batch that is a multiple of "
-                              f"{world_size * accumulation} or set schedule.per_device_batch_size")
+            raise ConfigError(
+                f"global batch {global_batch} is not divisible by {world_size} device(s) x "
+                f"{accumulation} accumulation step(s); choose a global batch that is a multiple of "
+                f"{world_size * accumulation} or set schedule.per_device_batch_size"
+            )
     elif accumulation is None:
         accumulation, rem = divmod(global_batch, world_size * per_device)
         if rem or accumulation == 0:
-            raise ConfigError(f"global batch {global_batch} is not a multiple of per-device batch {per_device} x "
-                              f"{world_size} device(s) = {per_device * world_size}; change "
-                              "schedule.per_device_batch_size or schedule.global_batch_size")
+            raise ConfigError(
+                f"global batch {global_batch} is not a multiple of per-device batch {per_device} x "
+                f"{world_size} device(s) = {per_device * world_size}; change "
+                "schedule.per_device_batch_size or schedule.global_batch_size"
+            )
     if per_device * world_size * accumulation != global_batch:
-        raise ConfigError(f"per-device batch {per_device} x {world_size} device(s) x {accumulation} accumulation "
-                          f"= {per_device * world_size * accumulation}, but schedule.global_batch_size is "
-                          f"{global_batch}; drop one of the two settings to have it derived")
+        raise ConfigError(
+            f"per-device batch {per_device} x {world_size} device(s) x {accumulation} accumulation "
+            f"= {per_device * world_size * accumulation}, but schedule.global_batch_size is "
+            f"{global_batch}; drop one of the two settings to have it derived"
+        )
     return BatchPlan(global_batch, per_device, world_size, accumulation)

@@ -67,16 +67,27 @@ class EngineSettings:
 
 def deepspeed_config(settings: EngineSettings) -> dict:
     """The shipped ``configs/deepspeed/zero{stage}.json`` (or the user's file), checked for blocks we replace."""
-    path = Path(settings.deepspeed_config) if settings.deepspeed_config else CONFIG_DIR / "deepspeed" / f"zero{settings.zero_stage}.json"
+    path = (
+        Path(settings.deepspeed_config)
+        if settings.deepspeed_config
+        else CONFIG_DIR / "deepspeed" / f"zero{settings.zero_stage}.json"
+    )
     if not path.is_file():
         raise ConfigError(f"DeepSpeed config not found: {path}")
     try:
         cfg = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    for block, why in (("optimizer", "the optimizer (with its layer-decay groups) is built by the recipe"),
-                       ("scheduler", ("DeepSpeed's scheduler writes one lr into every param group, flattening "
-                                     "layer-wise lr decay (the reference's bug)"))):
+    for block, why in (
+        ("optimizer", "the optimizer (with its layer-decay groups) is built by the recipe"),
+        (
+            "scheduler",
+            (
+                "DeepSpeed's scheduler writes one lr into every param group, flattening "
+                "layer-wise lr decay (the reference's bug)"
+            ),
+        ),
+    ):
         if block in cfg:
             raise ConfigError(f"{path}: remove the '{block}' block: {why}")
     return cfg
@@ -87,8 +98,10 @@ def _check_backend_available(settings: EngineSettings) -> None:
         try:
             import deepspeed  # noqa: F401
         except ImportError:
-            raise ConfigError("engine.backend=deepspeed but DeepSpeed is not installed: "
-                              "DS_BUILD_OPS=0 pip install 'internvl[deepspeed]' (or set engine.backend=ddp)") from None
+            raise ConfigError(
+                "engine.backend=deepspeed but DeepSpeed is not installed: "
+                "DS_BUILD_OPS=0 pip install 'internvl[deepspeed]' (or set engine.backend=ddp)"
+            ) from None
 
 
 def training_arguments(settings: EngineSettings, dist: DistContext):
@@ -107,7 +120,9 @@ def training_arguments(settings: EngineSettings, dist: DistContext):
         per_device_train_batch_size=settings.per_device_batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         learning_rate=settings.lr,
-        adam_beta1=settings.betas[0], adam_beta2=settings.betas[1], adam_epsilon=settings.eps,
+        adam_beta1=settings.betas[0],
+        adam_beta2=settings.betas[1],
+        adam_epsilon=settings.eps,
         warmup_steps=settings.warmup_steps,
         lr_scheduler_type="cosine",
         num_train_epochs=settings.epochs,
@@ -141,8 +156,10 @@ class _JsonlLogger(TrainerCallback):
             record = {"step": state.global_step, "epoch": state.epoch, **logs}
             if "loss" in logs and optimizer is not None:
                 # [lr, lr_scale] per group: shows the layer-wise ratios the schedule keeps.
-                record["group_lr"] = {g.get("name", str(i)): [g["lr"], g.get("lr_scale", 1.0)]
-                                      for i, g in enumerate(optimizer.param_groups)}
+                record["group_lr"] = {
+                    g.get("name", str(i)): [g["lr"], g.get("lr_scale", 1.0)]
+                    for i, g in enumerate(optimizer.param_groups)
+                }
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
@@ -171,8 +188,9 @@ class EngineTrainer(Trainer):
             from internvl.training.optim import build_optimizer
 
             a = self.args
-            self.optimizer = build_optimizer(self._param_groups_fn(), a.learning_rate,
-                                             (a.adam_beta1, a.adam_beta2), a.adam_epsilon)
+            self.optimizer = build_optimizer(
+                self._param_groups_fn(), a.learning_rate, (a.adam_beta1, a.adam_beta2), a.adam_epsilon
+            )
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -206,14 +224,26 @@ class EngineTrainer(Trainer):
 class Engine:
     """Trains a loss module with HF Trainer + DeepSpeed/DDP; see the module docstring."""
 
-    def __init__(self, loss_module: nn.Module, train_dataset, settings: EngineSettings, dist: DistContext, *,
-                 param_groups_fn: Callable[[], list[dict]], collate_fn=None) -> None:
+    def __init__(
+        self,
+        loss_module: nn.Module,
+        train_dataset,
+        settings: EngineSettings,
+        dist: DistContext,
+        *,
+        param_groups_fn: Callable[[], list[dict]],
+        collate_fn=None,
+    ) -> None:
         from transformers.integrations import TensorBoardCallback
 
         self.settings = settings
         self.dist = dist
         settings.output_dir.mkdir(parents=True, exist_ok=True)
-        callbacks = [_JsonlLogger(settings.output_dir / METRICS_FILE), _EpochSetter(train_dataset), *settings.extra_callbacks]
+        callbacks = [
+            _JsonlLogger(settings.output_dir / METRICS_FILE),
+            _EpochSetter(train_dataset),
+            *settings.extra_callbacks,
+        ]
         if settings.tensorboard and dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -248,8 +278,12 @@ class Engine:
         """What actually ran: the wrapper type and, for DeepSpeed, the ZeRO stage."""
         t = self.trainer
         wrapped = t.model_wrapped
-        info = {"wrapper": type(wrapped).__name__, "deepspeed": bool(t.is_deepspeed_enabled),
-                "world_size": self.dist.world_size, "device": str(t.args.device)}
+        info = {
+            "wrapper": type(wrapped).__name__,
+            "deepspeed": bool(t.is_deepspeed_enabled),
+            "world_size": self.dist.world_size,
+            "device": str(t.args.device),
+        }
         if t.is_deepspeed_enabled:
             info["zero_stage"] = int(wrapped.zero_optimization_stage())
             info["optimizer"] = type(wrapped.optimizer).__name__

@@ -100,15 +100,28 @@ class RetrievalLoss:
     loss_itc: torch.Tensor
 
 
-def retrieval_loss(model, batch: dict[str, torch.Tensor], rank: int = 0, world_size: int = 1, group=None) -> RetrievalLoss:
+def retrieval_loss(
+    model, batch: dict[str, torch.Tensor], rank: int = 0, world_size: int = 1, group=None
+) -> RetrievalLoss:
     """The reference's stage-2 retrieval loss of an `InternVLModel` on one collated batch."""
     feats = model.retrieval_features(
         batch["pixel_values"],
-        batch["positive_input_ids"], batch["positive_attention_mask"],
-        batch["negative_input_ids"], batch["negative_attention_mask"],
-        batch["summarize_input_ids"], batch["summarize_attention_mask"],
+        batch["positive_input_ids"],
+        batch["positive_attention_mask"],
+        batch["negative_input_ids"],
+        batch["negative_attention_mask"],
+        batch["summarize_input_ids"],
+        batch["summarize_attention_mask"],
     )
     l_itm = itm_loss(feats.itm_logits)
-    l_itc = itc_loss(feats.backbone_embeds, feats.query_embeds, feats.text_embeds, batch["image_ids"],
-                     model.logit_scale, rank, world_size, group)
+    l_itc = itc_loss(
+        feats.backbone_embeds,
+        feats.query_embeds,
+        feats.text_embeds,
+        batch["image_ids"],
+        model.logit_scale,
+        rank,
+        world_size,
+        group,
+    )
     return RetrievalLoss(l_itm + l_itc, l_itm.detach(), l_itc.detach())

@@ -36,7 +36,9 @@ class MemoryEstimate:
         return {k: round(v / GIB, 3) for k, v in {**self.__dict__, "total": self.total}.items()}
 
 
-def model_state_bytes(total: int, trainable: int, precision: str, zero_stage: int, world_size: int) -> tuple[float, float, float]:
+def model_state_bytes(
+    total: int, trainable: int, precision: str, zero_stage: int, world_size: int
+) -> tuple[float, float, float]:
     bw = 2 if precision == "bf16" else 4
     optimizer_per_param = 8 + (4 if precision == "bf16" else 0)
     w = total * bw / (world_size if zero_stage >= 3 else 1)
@@ -45,33 +47,68 @@ def model_state_bytes(total: int, trainable: int, precision: str, zero_stage: in
     return w, g, o
 
 
-def activation_bytes(config, batch: int, text_length: int, image_size: int, precision: str, *,
-                     checkpointing: bool, vision_trains: bool, qllama_trains: bool) -> float:
+def activation_bytes(
+    config,
+    batch: int,
+    text_length: int,
+    image_size: int,
+    precision: str,
+    *,
+    checkpointing: bool,
+    vision_trains: bool,
+    qllama_trains: bool,
+) -> float:
     """Stored activations of one training forward of `InternVLModel.retrieval_features` (see module doc)."""
     a = 2 if precision == "bf16" else 4
     v, q = config.vision_config, config.qllama_config
     n = (image_size // v.patch_size) ** 2 + 1
     rows, t = 3 * batch, config.num_query_token + text_length
     # One block's saved tensors: norms, qkv, attention output, MLP in/hidden/out, scores (eager worst case).
-    vit_block = batch * n * (8 * v.hidden_size + 2 * v.intermediate_size) * a + batch * v.num_attention_heads * n * n * a
+    vit_block = (
+        batch * n * (8 * v.hidden_size + 2 * v.intermediate_size) * a + batch * v.num_attention_heads * n * n * a
+    )
     q_block = rows * t * (8 * q.hidden_size + 3 * q.intermediate_size) * a + rows * q.num_attention_heads * t * t * a
     q_block += rows * n * 2 * q.hidden_size * a / q.cross_attention_frequency  # cross-attention K/V
     total = 0.0
     # The ViT must keep activations when it trains or when the QLLaMA above it needs its output's grad.
     if vision_trains:
-        total += (v.num_hidden_layers * batch * n * v.hidden_size * a + vit_block) if checkpointing else v.num_hidden_layers * vit_block
+        total += (
+            (v.num_hidden_layers * batch * n * v.hidden_size * a + vit_block)
+            if checkpointing
+            else v.num_hidden_layers * vit_block
+        )
     if qllama_trains or vision_trains:
-        total += (q.num_hidden_layers * rows * t * q.hidden_size * a + q_block) if checkpointing else q.num_hidden_layers * q_block
+        total += (
+            (q.num_hidden_layers * rows * t * q.hidden_size * a + q_block)
+            if checkpointing
+            else q.num_hidden_layers * q_block
+        )
     return total
 
 
-def estimate(config, counts: dict[str, tuple[int, int]], *, batch: int, text_length: int, image_size: int,
-             precision: str, zero_stage: int, world_size: int, checkpointing: bool) -> MemoryEstimate:
+def estimate(
+    config,
+    counts: dict[str, tuple[int, int]],
+    *,
+    batch: int,
+    text_length: int,
+    image_size: int,
+    precision: str,
+    zero_stage: int,
+    world_size: int,
+    checkpointing: bool,
+) -> MemoryEstimate:
     """The estimate for one device; ``counts`` from `internvl.training.methods.parameter_counts`."""
     trainable, total = counts["total"]
     w, g, o = model_state_bytes(total, trainable, precision, zero_stage, world_size)
-    act = activation_bytes(config, batch, text_length, image_size, precision, checkpointing=checkpointing,
-                           vision_trains=counts.get("vision_model", (0, 0))[0] > 0,
-                           qllama_trains=counts.get("qllama", (0, 0))[0] > 0
-                           or counts.get("query_tokens", (0, 0))[0] > 0)
+    act = activation_bytes(
+        config,
+        batch,
+        text_length,
+        image_size,
+        precision,
+        checkpointing=checkpointing,
+        vision_trains=counts.get("vision_model", (0, 0))[0] > 0,
+        qllama_trains=counts.get("qllama", (0, 0))[0] > 0 or counts.get("query_tokens", (0, 0))[0] > 0,
+    )
     return MemoryEstimate(w, g, o, act)

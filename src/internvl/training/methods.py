@@ -25,8 +25,15 @@ from torch import nn
 from internvl.core.errors import ConfigError
 
 VISION_LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-QLLAMA_LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                       "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj")
+QLLAMA_LORA_TARGETS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.down_proj",
+    "mlp.up_proj",
+)
 NOT_IN_LOSS_GRAPH = ("qllama.lm_head.weight",)
 
 
@@ -38,8 +45,15 @@ def inject_lora(module: nn.Module, targets: tuple[str, ...], rank: int, dropout:
     inject_adapter_in_model(config, module)
 
 
-def apply_method(model: nn.Module, name: str, *, lora_rank: int = 16, lora_dropout: float = 0.05,
-                 lora_vision: bool = True, lora_qllama: bool = True) -> None:
+def apply_method(
+    model: nn.Module,
+    name: str,
+    *,
+    lora_rank: int = 16,
+    lora_dropout: float = 0.05,
+    lora_vision: bool = True,
+    lora_qllama: bool = True,
+) -> None:
     """Set ``requires_grad`` (and inject adapters for ``lora``) in place."""
     if name == "full":
         for n, p in model.named_parameters():

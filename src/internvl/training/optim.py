@@ -48,8 +48,11 @@ def param_groups(
 
     Each group has ``params``, ``param_names``, ``lr`` (= scale * lr), ``weight_decay``, ``lr_scale``, ``name``.
     """
-    named = list(named_parameters) if named_parameters is not None else [
-        (n, p) for n, p in model.named_parameters() if p.requires_grad]
+    named = (
+        list(named_parameters)
+        if named_parameters is not None
+        else [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    )
     decay = {k: float(v) for k, v in (layer_decay or {}).items()}
     unknown = set(decay) - {"vit", "qllama"}
     if unknown:
@@ -68,8 +71,17 @@ def param_groups(
             scale = 1.0
         nd = no_weight_decay(name, p)
         key = f"{family}_layer_{layer}_{'no_decay' if nd else 'decay'}"
-        g = groups.setdefault(key, {"name": key, "params": [], "param_names": [], "lr": scale * lr,
-                                    "weight_decay": 0.0 if nd else weight_decay, "lr_scale": scale})
+        g = groups.setdefault(
+            key,
+            {
+                "name": key,
+                "params": [],
+                "param_names": [],
+                "lr": scale * lr,
+                "weight_decay": 0.0 if nd else weight_decay,
+                "lr_scale": scale,
+            },
+        )
         g["params"].append(p)
         g["param_names"].append(name)
     return list(groups.values())

@@ -51,9 +51,24 @@ def _port() -> int:
 
 
 def _command(world, nproc: int, out: Path, *sets: str, resume: bool = False) -> list[str]:
-    cmd = [TORCHRUN, "--nproc_per_node", str(nproc), "--master_port", str(_port()), "-m", "internvl.cli.main",
-           "train", "retrieval", "tiny_synthetic", "--set", f"model.path={world['ckpt']}",
-           "--set", f"data.registry=[{world['train']},{world['val']}]", "--set", f"log.output_dir={out}"]
+    cmd = [
+        TORCHRUN,
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(_port()),
+        "-m",
+        "internvl.cli.main",
+        "train",
+        "retrieval",
+        "tiny_synthetic",
+        "--set",
+        f"model.path={world['ckpt']}",
+        "--set",
+        f"data.registry=[{world['train']},{world['val']}]",
+        "--set",
+        f"log.output_dir={out}",
+    ]
     for s in sets:
         cmd += ["--set", s]
     return [*cmd, "--resume"] if resume else cmd
@@ -74,8 +89,14 @@ def _losses(out: Path) -> dict[int, float]:
 
 
 def test_two_processes_equal_one_and_the_checkpoint_evaluates(world):
-    sets = ("schedule.max_steps=4", "optim.vit_layer_decay=0.9", "optim.qllama_layer_decay=0.9",
-            "data.val=tiny_flickr_format_val", "log.save_steps=100", "log.eval_steps=2")
+    sets = (
+        "schedule.max_steps=4",
+        "optim.vit_layer_decay=0.9",
+        "optim.qllama_layer_decay=0.9",
+        "data.val=tiny_flickr_format_val",
+        "log.save_steps=100",
+        "log.eval_steps=2",
+    )
     outs = {n: world["root"] / f"n{n}" for n in (1, 2)}
     for n, out in outs.items():
         _run(_command(world, n, out, *sets), world["root"] / f"n{n}.log")
@@ -91,7 +112,12 @@ def test_two_processes_equal_one_and_the_checkpoint_evaluates(world):
     assert (ddp_info["wrapper"], ddp_info["deepspeed"], ddp_info["world_size"]) == ("DistributedDataParallel", False, 2)
 
     info = json.loads((outs[2] / "run_info.json").read_text())
-    assert (info["wrapper"], info["deepspeed"], info["zero_stage"], info["world_size"]) == ("DeepSpeedEngine", True, 2, 2)
+    assert (info["wrapper"], info["deepspeed"], info["zero_stage"], info["world_size"]) == (
+        "DeepSpeedEngine",
+        True,
+        2,
+        2,
+    )
     assert info["optimizer"] == "DeepSpeedZeroOptimizer"
 
     # group_lr is read after the step's scheduler step: lr_scale x base lr x warm-up/cosine factor.
@@ -113,8 +139,26 @@ def test_two_processes_equal_one_and_the_checkpoint_evaluates(world):
     model = InternVLModel.from_pretrained(final)
     assert model.logit_scale.ndim == 0
     result = world["root"] / "eval.json"
-    rc = main(["eval", "retrieval", "--model", str(final), "--dataset", "tiny_flickr_format_val", "--registry",
-               str(world["val"]), "--output", str(result), "--num-workers", "0", "--device", "cpu", "--dtype", "fp32"])
+    rc = main(
+        [
+            "eval",
+            "retrieval",
+            "--model",
+            str(final),
+            "--dataset",
+            "tiny_flickr_format_val",
+            "--registry",
+            str(world["val"]),
+            "--output",
+            str(result),
+            "--num-workers",
+            "0",
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+        ]
+    )
     assert rc == 0
     metrics = json.loads(result.read_text())["metrics"]
     for key, value in info["val"].items():
@@ -170,13 +214,46 @@ def test_fine_tuning_raises_held_out_recall(tmp_path):
     val = make_flickr_set(tmp_path / "data", "learn_flickr_format_val", 32, seed=7, first_id=9000)
     world = {"ckpt": ckpt, "train": train, "val": val}
     before = tmp_path / "before.json"
-    assert main(["eval", "retrieval", "--model", str(ckpt), "--dataset", "learn_flickr_format_val", "--registry",
-                 str(val), "--output", str(before), "--num-workers", "0", "--device", "cpu", "--dtype", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                str(ckpt),
+                "--dataset",
+                "learn_flickr_format_val",
+                "--registry",
+                str(val),
+                "--output",
+                str(before),
+                "--num-workers",
+                "0",
+                "--device",
+                "cpu",
+                "--dtype",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     start = json.loads(before.read_text())["metrics"]
     out = tmp_path / "out"
-    _run(_command(world, 1, out, "data.train=learn_flickr_format_train", "data.val=learn_flickr_format_val",
-                  "schedule.epochs=15", "schedule.global_batch_size=16", "schedule.warmup_steps=10",
-                  "log.save_steps=1000", "log.logging_steps=10"), tmp_path / "learn.log")
+    _run(
+        _command(
+            world,
+            1,
+            out,
+            "data.train=learn_flickr_format_train",
+            "data.val=learn_flickr_format_val",
+            "schedule.epochs=15",
+            "schedule.global_batch_size=16",
+            "schedule.warmup_steps=10",
+            "log.save_steps=1000",
+            "log.logging_steps=10",
+        ),
+        tmp_path / "learn.log",
+    )
     end = json.loads((out / "run_info.json").read_text())["val"]
     for direction in ("image_retrieval", "text_retrieval"):
         assert end[f"{direction}_recall@1"] >= 3 * start[f"{direction}_recall@1"], (start, end)
@@ -190,18 +267,47 @@ def test_lora_under_zero3_trains_adapters_and_projection_only(world):
     parameters, the full weights are gathered for export, and the merged checkpoint changed exactly
     where the method trains (adapted linears, text_projection) and nowhere else."""
     out = world["root"] / "lora_z3"
-    _run(_command(world, 2, out, "method.name=lora", "method.lora_rank=4", "engine.zero_stage=3",
-                  "schedule.max_steps=3", "log.save_steps=100", "optim.lr=0.01"), world["root"] / "lora_z3.log")
+    _run(
+        _command(
+            world,
+            2,
+            out,
+            "method.name=lora",
+            "method.lora_rank=4",
+            "engine.zero_stage=3",
+            "schedule.max_steps=3",
+            "log.save_steps=100",
+            "optim.lr=0.01",
+        ),
+        world["root"] / "lora_z3.log",
+    )
     info = json.loads((out / "run_info.json").read_text())
     assert (info["wrapper"], info["zero_stage"], info["world_size"]) == ("DeepSpeedEngine", 3, 2)
     before = InternVLModel.from_pretrained(world["ckpt"]).state_dict()
     after = InternVLModel.from_pretrained(out / "final").state_dict()
     assert before.keys() == after.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    adapted = {k for k in before if k.endswith(".weight") and any(
-        f".{t}." in f".{k}" for t in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2", "self_attn.q_proj",
-                                      "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-                                      "mlp.up_proj", "mlp.down_proj"))}
+    adapted = {
+        k
+        for k in before
+        if k.endswith(".weight")
+        and any(
+            f".{t}." in f".{k}"
+            for t in (
+                "attn.qkv",
+                "attn.proj",
+                "mlp.fc1",
+                "mlp.fc2",
+                "self_attn.q_proj",
+                "self_attn.k_proj",
+                "self_attn.v_proj",
+                "self_attn.o_proj",
+                "mlp.gate_proj",
+                "mlp.up_proj",
+                "mlp.down_proj",
+            )
+        )
+    }
     assert "text_projection" in changed
     assert changed - {"text_projection"} <= adapted and len(changed & adapted) > len(adapted) // 2
 
@@ -209,9 +315,20 @@ def test_lora_under_zero3_trains_adapters_and_projection_only(world):
 def test_bf16_zero1_as_the_full_recipe(world):
     """The full recipe's engine settings (ZeRO-1, bf16) on 2 CPU processes; the checkpoint is bf16 and evaluates."""
     out = world["root"] / "bf16"
-    _run(_command(world, 2, out, "engine.zero_stage=1", "engine.precision=bf16", "schedule.max_steps=2",
-                  "log.save_steps=100", "optim.vit_layer_decay=0.9", "optim.qllama_layer_decay=0.9"),
-         world["root"] / "bf16.log")
+    _run(
+        _command(
+            world,
+            2,
+            out,
+            "engine.zero_stage=1",
+            "engine.precision=bf16",
+            "schedule.max_steps=2",
+            "log.save_steps=100",
+            "optim.vit_layer_decay=0.9",
+            "optim.qllama_layer_decay=0.9",
+        ),
+        world["root"] / "bf16.log",
+    )
     info = json.loads((out / "run_info.json").read_text())
     assert (info["wrapper"], info["zero_stage"], info["world_size"]) == ("DeepSpeedEngine", 1, 2)
     losses = _losses(out)
@@ -219,6 +336,26 @@ def test_bf16_zero1_as_the_full_recipe(world):
     model = InternVLModel.from_pretrained(out / "final")
     assert model.dtype == torch.bfloat16
     result = world["root"] / "bf16_eval.json"
-    assert main(["eval", "retrieval", "--model", str(out / "final"), "--dataset", "tiny_flickr_format_val",
-                 "--registry", str(world["val"]), "--output", str(result), "--num-workers", "0", "--device", "cpu",
-                 "--dtype", "fp32"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                str(out / "final"),
+                "--dataset",
+                "tiny_flickr_format_val",
+                "--registry",
+                str(world["val"]),
+                "--output",
+                str(result),
+                "--num-workers",
+                "0",
+                "--device",
+                "cpu",
+                "--dtype",
+                "fp32",
+            ]
+        )
+        == 0
+    )

@@ -35,12 +35,13 @@ def scene(color: str, shape: str, side: str, seed: int, size: int = 56) -> Image
     w, h = (18, 18) if shape == "square" else (10, 34)
     x0 = int(rng.integers(2, size // 2 - w)) if side == "left" else int(rng.integers(size // 2, size - w - 2))
     y0 = int(rng.integers(2, size - h - 2))
-    img[y0:y0 + h, x0:x0 + w] = COLORS[color]
+    img[y0 : y0 + h, x0 : x0 + w] = COLORS[color]
     return Image.fromarray(img)
 
 
-def make_flickr_set(root: Path, name: str, n_images: int, seed: int = 0, captions_per_image: int = 2,
-                    first_id: int = 1000) -> Path:
+def make_flickr_set(
+    root: Path, name: str, n_images: int, seed: int = 0, captions_per_image: int = 2, first_id: int = 1000
+) -> Path:
     """``root/<name>.txt`` + ``root/images/*.jpg`` whose captions describe the images; returns a registry file."""
     rng = np.random.default_rng(seed)
     images = root / "images"
@@ -51,11 +52,17 @@ def make_flickr_set(root: Path, name: str, n_images: int, seed: int = 0, caption
         shape, side = SHAPES[int(rng.integers(2))], SIDES[int(rng.integers(2))]
         image_id = first_id + i
         scene(color, shape, side, seed * 100_003 + i).save(images / f"{image_id}.jpg", quality=95)
-        templates = [f"a {color} {shape} on the {side}", f"the {side} side shows a {color} {shape}",
-                     f"a {shape} in {color} on the {side}"]
+        templates = [
+            f"a {color} {shape} on the {side}",
+            f"the {side} side shows a {color} {shape}",
+            f"a {shape} in {color} on the {side}",
+        ]
         lines += [f"{image_id}.jpg,{t}" for t in templates[:captions_per_image]]
     (root / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     registry = root / f"{name}_registry.yaml"
-    registry.write_text(json.dumps({"datasets": [{"name": name, "root": "images", "annotation": f"{name}.txt",
-                                                  "format": "flickr_format"}]}))
+    registry.write_text(
+        json.dumps(
+            {"datasets": [{"name": name, "root": "images", "annotation": f"{name}.txt", "format": "flickr_format"}]}
+        )
+    )
     return registry

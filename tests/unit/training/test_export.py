@@ -15,15 +15,17 @@ from tests.unit.training.helpers import make_checkpoint
 
 def test_lora_export_merges_to_the_same_function(tmp_path):
     ckpt = make_checkpoint(tmp_path / "ckpt")
-    recipe = load_recipe("tiny_synthetic", [f"model.path={ckpt}", "method.name=lora", "method.lora_rank=4",
-                                            f"log.output_dir={tmp_path / 'out'}"])
+    recipe = load_recipe(
+        "tiny_synthetic",
+        [f"model.path={ckpt}", "method.name=lora", "method.lora_rank=4", f"log.output_dir={tmp_path / 'out'}"],
+    )
     job = RetrievalFinetune(recipe)
     model = job.load_model()
     wrapped = RetrievalLossModule(model, DistContext())
     assert model.logit_scale.shape == (1,)
     with torch.no_grad():  # stand-in for training: move the adapters and the projection
         g = torch.Generator().manual_seed(0)
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
     model.eval()

@@ -34,7 +34,11 @@ def test_guide_values():
     full = load_recipe("flickr30k_full_364")
     assert (full.method.name, full.model.image_size, full.model.drop_path_rate) == ("full", 364, 0.3)
     assert (full.optim.lr, full.optim.weight_decay, full.optim.vit_layer_decay, full.optim.qllama_layer_decay) == (
-        1e-6, 0.05, 0.9, 0.9)
+        1e-6,
+        0.05,
+        0.9,
+        0.9,
+    )
     assert (full.schedule.global_batch_size, full.schedule.warmup_steps, full.schedule.epochs) == (1024, 100, 10)
     assert (full.engine.zero_stage, full.engine.precision) == (1, "bf16")
     assert load_recipe("coco_full_364").schedule.epochs == 5
@@ -60,25 +64,31 @@ def test_overrides_and_errors():
         load_recipe("no_such_recipe")
 
 
-@pytest.mark.parametrize("args,expected", [
-    ((1024, 32), (32, 1)),             # guide: 32 GPUs x 32
-    ((128, 4, 32), (32, 1)),           # guide head/LoRA: 4 GPUs x 32
-    ((128, 4, 8), (8, 4)),             # 4 x 24 GB GPUs: accumulate
-    ((1024, 8, None, 4), (32, 4)),
-    ((4, 2, 1, 2), (1, 2)),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        ((1024, 32), (32, 1)),  # guide: 32 GPUs x 32
+        ((128, 4, 32), (32, 1)),  # guide head/LoRA: 4 GPUs x 32
+        ((128, 4, 8), (8, 4)),  # 4 x 24 GB GPUs: accumulate
+        ((1024, 8, None, 4), (32, 4)),
+        ((4, 2, 1, 2), (1, 2)),
+    ],
+)
 def test_batch_arithmetic(args, expected):
     plan = resolve_batch(*args)
     assert (plan.per_device_batch_size, plan.gradient_accumulation_steps) == expected
     assert plan.per_device_batch_size * plan.world_size * plan.gradient_accumulation_steps == plan.global_batch_size
 
 
-@pytest.mark.parametrize("args,match", [
-    ((128, 3), "not divisible by 3 device"),
-    ((128, 4, 24), "not a multiple of per-device batch 24"),
-    ((128, 4, 8, 2), "= 64, but schedule.global_batch_size is 128"),
-    ((128, 4, 0), "expected >= 1"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((128, 3), "not divisible by 3 device"),
+        ((128, 4, 24), "not a multiple of per-device batch 24"),
+        ((128, 4, 8, 2), "= 64, but schedule.global_batch_size is 128"),
+        ((128, 4, 0), "expected >= 1"),
+    ],
+)
 def test_batch_arithmetic_errors(args, match):
     with pytest.raises(ConfigError, match=match):
         resolve_batch(*args)
@@ -125,7 +135,10 @@ def test_trainable_sets_per_method():
             assert counts[method]["qllama"][0] == q.num_hidden_layers * per_q_layer
     text_projection = cfg.qllama_config.hidden_size * cfg.clip_embed_dim
     assert counts["head"]["total"][0] == text_projection
-    assert counts["full"]["total"][0] == counts["full"]["total"][1] - cfg.qllama_config.vocab_size * cfg.qllama_config.hidden_size
+    assert (
+        counts["full"]["total"][0]
+        == counts["full"]["total"][1] - cfg.qllama_config.vocab_size * cfg.qllama_config.hidden_size
+    )
     assert counts["lora"]["total"][1] > counts["full"]["total"][1]  # adapters add parameters
 
 

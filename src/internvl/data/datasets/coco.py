@@ -201,10 +201,13 @@ def iter_coco_captions(annotation: str | os.PathLike) -> Iterator[tuple[str, str
             image = _field(entry, "image", str, path, where)
             caption = _field(entry, "caption", (str, list), path, where)
             key = "image_id" if "image_id" in entry else "image"
-            image_id = _id_from_name(entry["image_id"] if key == "image_id" else Path(image).stem, f"{path}: {where}", key)
+            raw_id = entry["image_id"] if key == "image_id" else Path(image).stem
+            image_id = _id_from_name(raw_id, f"{path}: {where}", key)
             for j, c in enumerate([caption] if isinstance(caption, str) else caption):
                 if not isinstance(c, str):
-                    raise DataFormatError(f"{path}: {where}: field 'caption'[{j}]: expected a string; got {type(c).__name__}")
+                    raise DataFormatError(
+                        f"{path}: {where}: field 'caption'[{j}]: expected a string; got {type(c).__name__}"
+                    )
                 yield f"{path}: {where}", image, image_id, c
     elif isinstance(data, dict):
         files = {r.image_id: r for r in _read_dict(data, path, Path())}
@@ -212,4 +215,7 @@ def iter_coco_captions(annotation: str | os.PathLike) -> Iterator[tuple[str, str
             image_id = _id(ann["image_id"], f"{path}: annotations[{i}]", "image_id")
             yield f"{path}: annotations[{i}]", str(files[image_id].image_path), image_id, ann["caption"]
     else:
-        raise DataFormatError(f"{path}: top level is a JSON {type(data).__name__}; expected a list of {_LIST_EXPECTED} or {_DICT_EXPECTED}")
+        raise DataFormatError(
+            f"{path}: top level is a JSON {type(data).__name__}; "
+            f"expected a list of {_LIST_EXPECTED} or {_DICT_EXPECTED}"
+        )

@@ -47,7 +47,9 @@ def read_flickr_captions(annotation: str | os.PathLike, image_root: str | os.Pat
     first_line: dict[str, int] = {}
     for lineno, stem, caption in iter_flickr_lines(path):
         if not caption.strip():
-            raise DataFormatError(f"{path}:{lineno}: field 'caption': empty caption for {stem}.jpg; expected {_EXPECTED}")
+            raise DataFormatError(
+                f"{path}:{lineno}: field 'caption': empty caption for {stem}.jpg; expected {_EXPECTED}"
+            )
         if stem not in groups:
             groups[stem] = []
             first_line[stem] = lineno
@@ -98,8 +100,11 @@ def iter_flickr_lines(annotation: str | os.PathLike) -> Iterator[tuple[int, str,
             stem, sep, caption = line.partition(SEPARATOR)
             where = f"{path}:{lineno}"
             if not sep:
-                hint = " (this looks like JSON: use format coco_format for .json files)" if path.suffix == ".json" else ""
-                raise DataFormatError(f"{where}: field 'image': no '{SEPARATOR}' found; expected {_EXPECTED}{hint}; got {line[:80]!r}")
+                json_hint = " (this looks like JSON: use format coco_format for .json files)"
+                hint = json_hint if path.suffix == ".json" else ""
+                raise DataFormatError(
+                    f"{where}: field 'image': no '{SEPARATOR}' found; expected {_EXPECTED}{hint}; got {line[:80]!r}"
+                )
             if not stem:
                 raise DataFormatError(f"{where}: field 'image': empty image name; expected {_EXPECTED}")
             yield lineno, stem, caption

@@ -69,11 +69,11 @@ def score_captions(
             logger.debug("%s: %s", type(scorer).__name__, chatter.getvalue().strip())
         if isinstance(names, str):
             score, scores, names = [score], [scores], [names]
-        for name, value, values in zip(names, score, scores):
+        for name, value, values in zip(names, score, scores, strict=True):
             if name not in metrics:
                 continue
             corpus[name] = float(value)
-            for image_id, v in zip(gts.keys(), values):
+            for image_id, v in zip(gts.keys(), values, strict=True):
                 images[image_id][name] = float(v)
     ordered = {m: corpus[m] for m in metrics}
     return (ordered, images) if per_image else ordered

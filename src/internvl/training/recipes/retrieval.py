@@ -42,11 +42,27 @@ from internvl.training.optim import param_groups
 logger = logging.getLogger(__name__)
 RECIPE_FILE = "recipe.json"
 FINAL_DIR = "final"
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 # Recipe values a resumed run must share with the checkpoint it continues (everything that changes the math).
-RESUME_KEYS = ("model", "method", "optim", "schedule.global_batch_size", "schedule.warmup_steps", "schedule.epochs",
-               "schedule.max_steps", "engine.precision", "data.train", "data.max_length", "seed")
+RESUME_KEYS = (
+    "model",
+    "method",
+    "optim",
+    "schedule.global_batch_size",
+    "schedule.warmup_steps",
+    "schedule.epochs",
+    "schedule.max_steps",
+    "engine.precision",
+    "data.train",
+    "data.max_length",
+    "seed",
+)
 
 
 class RetrievalLossModule(nn.Module):
@@ -85,7 +101,13 @@ class ValidationCallback(TrainerCallback):
     """
 
     def __init__(self, model: InternVLModel, tokenizer, records, every: int, output_dir: Path) -> None:
-        self.model, self.tokenizer, self.records, self.every, self.output_dir = model, tokenizer, records, every, output_dir
+        self.model, self.tokenizer, self.records, self.every, self.output_dir = (
+            model,
+            tokenizer,
+            records,
+            every,
+            output_dir,
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every or not state.is_world_process_zero or state.global_step >= state.max_steps:
@@ -94,7 +116,9 @@ class ValidationCallback(TrainerCallback):
 
         self.model.eval()
         with torch.no_grad():
-            metrics = evaluate_retrieval(self.model, self.tokenizer, self.records, batch_size=32, progress=False, amp=False)
+            metrics = evaluate_retrieval(
+                self.model, self.tokenizer, self.records, batch_size=32, progress=False, amp=False
+            )
         self.model.train()
         _append_metrics(self.output_dir, {"step": state.global_step, **{f"val/{k}": v for k, v in metrics.items()}})
 
@@ -115,8 +139,9 @@ class RetrievalFinetune:
     # -- before any model is loaded -------------------------------------------------------------------
     def batch_plan(self) -> BatchPlan:
         s = self.recipe.schedule
-        return resolve_batch(s.global_batch_size, self.dist.world_size, s.per_device_batch_size,
-                             s.gradient_accumulation_steps)
+        return resolve_batch(
+            s.global_batch_size, self.dist.world_size, s.per_device_batch_size, s.gradient_accumulation_steps
+        )
 
     def model_config(self) -> InternVLConfig:
         path = Path(self.recipe.model.path)
@@ -135,10 +160,12 @@ class RetrievalFinetune:
         if bad:
             if not d.skip_bad_samples:
                 listed = "\n".join(f"  {p.source}: field 'image': {why}" for p, why in bad[:5])
-                raise DataFormatError(f"dataset '{spec.name}': {len(bad)} of {len(pairs)} samples have missing or "
-                                      f"unreadable images under {spec.root}; first ones:\n{listed}\nFix the files or "
-                                      "the root (--set data.data_root=DIR or the registry entry), or set "
-                                      "data.skip_bad_samples=true to skip and count them")
+                raise DataFormatError(
+                    f"dataset '{spec.name}': {len(bad)} of {len(pairs)} samples have missing or "
+                    f"unreadable images under {spec.root}; first ones:\n{listed}\nFix the files or "
+                    "the root (--set data.data_root=DIR or the registry entry), or set "
+                    "data.skip_bad_samples=true to skip and count them"
+                )
             skipped += [p.source for p, _ in bad]
             gone = {id(p) for p, _ in bad}
             pairs = [p for p in pairs if id(p) not in gone]
@@ -160,9 +187,17 @@ class RetrievalFinetune:
         counts = parameter_counts(model)
         e = self.recipe.engine
         stage = e.zero_stage if e.backend == "deepspeed" else 0
-        est = memory.estimate(cfg, counts, batch=plan.per_device_batch_size, text_length=self.recipe.data.max_length,
-                              image_size=size, precision=e.precision, zero_stage=stage, world_size=plan.world_size,
-                              checkpointing=self.recipe.model.gradient_checkpointing)
+        est = memory.estimate(
+            cfg,
+            counts,
+            batch=plan.per_device_batch_size,
+            text_length=self.recipe.data.max_length,
+            image_size=size,
+            precision=e.precision,
+            zero_stage=stage,
+            world_size=plan.world_size,
+            checkpointing=self.recipe.model.gradient_checkpointing,
+        )
         return {
             "recipe": self.recipe.to_dict(),
             "batch": dataclasses.asdict(plan),
@@ -174,8 +209,14 @@ class RetrievalFinetune:
     # -- training -------------------------------------------------------------------------------------
     def _apply_method(self, model: InternVLModel) -> None:
         m = self.recipe.method
-        apply_method(model, m.name, lora_rank=m.lora_rank, lora_dropout=m.lora_dropout,
-                     lora_vision=m.lora_vision, lora_qllama=m.lora_qllama)
+        apply_method(
+            model,
+            m.name,
+            lora_rank=m.lora_rank,
+            lora_dropout=m.lora_dropout,
+            lora_vision=m.lora_vision,
+            lora_qllama=m.lora_qllama,
+        )
 
     def load_model(self) -> InternVLModel:
         r = self.recipe.model
@@ -206,8 +247,11 @@ class RetrievalFinetune:
             if a != b:
                 diffs += [f"{key}{sub}: checkpoint {x!r} vs now {y!r}" for sub, x, y in _diff(a, b)]
         if diffs:
-            raise ConfigError(f"--resume: {self.output_dir} holds a run of another recipe/model; differences:\n  "
-                              + "\n  ".join(diffs) + "\nUse another log.output_dir or the original settings.")
+            raise ConfigError(
+                f"--resume: {self.output_dir} holds a run of another recipe/model; differences:\n  "
+                + "\n  ".join(diffs)
+                + "\nUse another log.output_dir or the original settings."
+            )
 
     def run(self, resume: bool = False) -> dict:
         plan = self.batch_plan()
@@ -215,7 +259,9 @@ class RetrievalFinetune:
             self.check_resume()
         data = self.prepare_data()
         if data.skipped and self.dist.is_main:
-            logger.warning("skipped %d bad samples (data.skip_bad_samples): first %s", len(data.skipped), data.skipped[:5])
+            logger.warning(
+                "skipped %d bad samples (data.skip_bad_samples): first %s", len(data.skipped), data.skipped[:5]
+            )
         tokenizer = PairTokenizer.from_pretrained(self.recipe.model.path, self.recipe.data.max_length)
         model = self.load_model()
         dataset = RetrievalPairs(data.pairs, tokenizer, model.image_size, seed=self.recipe.seed)
@@ -224,28 +270,56 @@ class RetrievalFinetune:
         if self.dist.is_main:
             (self.output_dir / RECIPE_FILE).write_text(json.dumps(r.to_dict(), indent=2))
         zero3 = r.engine.backend == "deepspeed" and r.engine.zero_stage == 3
-        decay = {"vit": r.optim.vit_layer_decay, "qllama": r.optim.qllama_layer_decay} if r.method.name == "full" else None
+        decay = (
+            {"vit": r.optim.vit_layer_decay, "qllama": r.optim.qllama_layer_decay} if r.method.name == "full" else None
+        )
         settings = EngineSettings(
-            output_dir=self.output_dir, per_device_batch_size=plan.per_device_batch_size,
-            gradient_accumulation_steps=plan.gradient_accumulation_steps, lr=r.optim.lr,
-            warmup_steps=r.schedule.warmup_steps, epochs=r.schedule.epochs, max_steps=r.schedule.max_steps,
-            max_grad_norm=r.optim.max_grad_norm, betas=tuple(r.optim.betas), eps=r.optim.eps,
-            precision=r.engine.precision, backend=r.engine.backend, zero_stage=r.engine.zero_stage,
-            deepspeed_config=r.engine.deepspeed_config, logging_steps=r.log.logging_steps,
-            save_steps=r.log.save_steps, save_total_limit=r.log.save_total_limit, tensorboard=r.log.tensorboard,
-            seed=r.seed, num_workers=r.data.num_workers,
+            output_dir=self.output_dir,
+            per_device_batch_size=plan.per_device_batch_size,
+            gradient_accumulation_steps=plan.gradient_accumulation_steps,
+            lr=r.optim.lr,
+            warmup_steps=r.schedule.warmup_steps,
+            epochs=r.schedule.epochs,
+            max_steps=r.schedule.max_steps,
+            max_grad_norm=r.optim.max_grad_norm,
+            betas=tuple(r.optim.betas),
+            eps=r.optim.eps,
+            precision=r.engine.precision,
+            backend=r.engine.backend,
+            zero_stage=r.engine.zero_stage,
+            deepspeed_config=r.engine.deepspeed_config,
+            logging_steps=r.log.logging_steps,
+            save_steps=r.log.save_steps,
+            save_total_limit=r.log.save_total_limit,
+            tensorboard=r.log.tensorboard,
+            seed=r.seed,
+            num_workers=r.data.num_workers,
         )
         if data.val and r.log.eval_steps > 0:
             if zero3:
-                logger.warning("log.eval_steps: in-loop validation needs full weights on rank 0, which ZeRO-3 "
-                               "shards; validating the final checkpoint only")
+                logger.warning(
+                    "log.eval_steps: in-loop validation needs full weights on rank 0, which ZeRO-3 "
+                    "shards; validating the final checkpoint only"
+                )
             else:
                 from internvl.data.tokenization import InternVLTextTokenizer
 
-                settings.extra_callbacks.append(ValidationCallback(
-                    model, InternVLTextTokenizer.from_pretrained(r.model.path), data.val, r.log.eval_steps, self.output_dir))
-        engine = Engine(RetrievalLossModule(model, self.dist, zero3), dataset, settings, self.dist,
-                        param_groups_fn=lambda: param_groups(model, r.optim.lr, r.optim.weight_decay, decay))
+                settings.extra_callbacks.append(
+                    ValidationCallback(
+                        model,
+                        InternVLTextTokenizer.from_pretrained(r.model.path),
+                        data.val,
+                        r.log.eval_steps,
+                        self.output_dir,
+                    )
+                )
+        engine = Engine(
+            RetrievalLossModule(model, self.dist, zero3),
+            dataset,
+            settings,
+            self.dist,
+            param_groups_fn=lambda: param_groups(model, r.optim.lr, r.optim.weight_decay, decay),
+        )
         info = engine.train(resume=resume)
         state = engine.full_state_dict()
         final = self.output_dir / FINAL_DIR
@@ -254,12 +328,16 @@ class RetrievalFinetune:
             info["final_checkpoint"] = str(final)
             if data.val:
                 info["val"] = self.validate(final, data.val)
-                _append_metrics(self.output_dir, {"step": info["global_step"], **{f"val/{k}": v for k, v in info["val"].items()}})
+                _append_metrics(
+                    self.output_dir, {"step": info["global_step"], **{f"val/{k}": v for k, v in info["val"].items()}}
+                )
             (self.output_dir / "run_info.json").write_text(json.dumps(info, indent=2))
         engine.barrier()
         return info
 
-    def export(self, model: InternVLModel, state: dict[str, torch.Tensor], tokenizer: PairTokenizer, path: Path) -> None:
+    def export(
+        self, model: InternVLModel, state: dict[str, torch.Tensor], tokenizer: PairTokenizer, path: Path
+    ) -> None:
         """Save the merged checkpoint (and, for LoRA, the adapter) in the reference layout, plus the tokenizer."""
         state = {k.removeprefix("model."): v for k, v in state.items()}
         state["logit_scale"] = state["logit_scale"].reshape(())
@@ -267,13 +345,21 @@ class RetrievalFinetune:
         config = model.config
         if m.name == "lora":
             rank = m.lora_rank
-            lora_cfg = dataclasses.replace(config, use_backbone_lora=rank if m.lora_vision else 0,
-                                           use_qllama_lora=rank if m.lora_qllama else 0)
+            lora_cfg = dataclasses.replace(
+                config, use_backbone_lora=rank if m.lora_vision else 0, use_qllama_lora=rank if m.lora_qllama else 0
+            )
             adapters = {k: state[k] for k in lora_state_dict(model)}
-            ckpt.save_checkpoint(path / "adapter", {"r": rank, "lora_alpha": 2 * rank, "lora_dropout": m.lora_dropout,
-                                                    "vision_targets": list(VISION_LORA_TARGETS) if m.lora_vision else [],
-                                                    "qllama_targets": list(QLLAMA_LORA_TARGETS) if m.lora_qllama else []},
-                                 adapters)
+            ckpt.save_checkpoint(
+                path / "adapter",
+                {
+                    "r": rank,
+                    "lora_alpha": 2 * rank,
+                    "lora_dropout": m.lora_dropout,
+                    "vision_targets": list(VISION_LORA_TARGETS) if m.lora_vision else [],
+                    "qllama_targets": list(QLLAMA_LORA_TARGETS) if m.lora_qllama else [],
+                },
+                adapters,
+            )
             state = merge_lora_state_dict(state, lora_cfg)
         cfg = {**config.to_dict(), "use_backbone_lora": 0, "use_qllama_lora": 0}
         ckpt.save_checkpoint(path, cfg, state)
