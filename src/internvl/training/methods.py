@@ -18,31 +18,20 @@ gradients; the reference's reentrant checkpointing starved them (spec §9 T3).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 from torch import nn
 
 from internvl.core.errors import ConfigError
 
-VISION_LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-QLLAMA_LORA_TARGETS = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.down_proj",
-    "mlp.up_proj",
-)
+# One LoRA implementation for both trainers: the SFT module's injector, targets and counter (the QLLaMA
+# decoder names its linears like LLaMA, so the LLM targets are QLLaMA's self-attention + MLP targets).
+from internvl.training.chat_methods import LLM_LORA_TARGETS as QLLAMA_LORA_TARGETS
+from internvl.training.chat_methods import VISION_LORA_TARGETS
+from internvl.training.chat_methods import _inject_lora as inject_lora
+from internvl.training.chat_methods import trainable_summary as parameter_counts
+
 NOT_IN_LOSS_GRAPH = ("qllama.lm_head.weight",)
-
-
-def inject_lora(module: nn.Module, targets: tuple[str, ...], rank: int, dropout: float) -> None:
-    """Add rank-``rank`` adapters (alpha 2r, the reference's) to the linears whose names end in ``targets``."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules=list(targets), bias="none")
-    inject_adapter_in_model(config, module)
+__all__ = ["NOT_IN_LOSS_GRAPH", "QLLAMA_LORA_TARGETS", "VISION_LORA_TARGETS", "apply_method", "inject_lora",
+           "lora_state_dict", "parameter_counts"]
 
 
 def apply_method(
@@ -72,18 +61,6 @@ def apply_method(
         for n, p in model.named_parameters():
             p.requires_grad_(".lora_A." in n or ".lora_B." in n)
     model.text_projection.requires_grad_(True)
-
-
-def parameter_counts(model: nn.Module) -> OrderedDict[str, tuple[int, int]]:
-    """(trainable, total) parameters per top-level module, plus ``total``."""
-    out: OrderedDict[str, list[int]] = OrderedDict()
-    for n, p in model.named_parameters():
-        key = n.split(".", 1)[0]
-        row = out.setdefault(key, [0, 0])
-        row[0] += p.numel() if p.requires_grad else 0
-        row[1] += p.numel()
-    out["total"] = [sum(v[0] for v in out.values()), sum(v[1] for v in out.values())]
-    return OrderedDict((k, (v[0], v[1])) for k, v in out.items())
 
 
 def lora_state_dict(model: nn.Module) -> dict:
