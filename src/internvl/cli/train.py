@@ -88,6 +88,6 @@ def _print_plan(report: dict) -> None:
     typer.echo(
         f"memory per device (GiB, ZeRO-{m['zero_stage']}, {m['precision']}): weights {m['weights']}, "
         f"gradients {m['gradients']}, optimizer {m['optimizer']}, activations {m['activations']}, "
-        f"total {m['total']} (estimate; add 10-20% for buffers and the CUDA context)"
+        f"buffers {m['buffers']}, total {m['total']} (estimate; add 10-20% for the allocator and CUDA context)"
     )
     typer.echo(json.dumps(report))

@@ -197,6 +197,7 @@ class RetrievalFinetune:
             zero_stage=stage,
             world_size=plan.world_size,
             checkpointing=self.recipe.model.gradient_checkpointing,
+            zero3_live_params=_zero3_live_params(self.recipe) if stage == 3 else 0.0,
         )
         return {
             "recipe": self.recipe.to_dict(),
@@ -410,6 +411,17 @@ def find_bad_images(pairs: list[CaptionPair], verify: bool = True, workers: int 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         reasons = dict(zip(paths, pool.map(check, paths), strict=True))
     return [(p, reasons[p.image_path]) for p in pairs if reasons[p.image_path]]
+
+
+def _zero3_live_params(recipe: RetrievalRecipe) -> float:
+    """ZeRO-3's gathered-parameter budget from the DeepSpeed config the run would use."""
+    from internvl.training.engine import EngineSettings, deepspeed_config
+
+    e = recipe.engine
+    settings = EngineSettings(output_dir=Path(), per_device_batch_size=1, gradient_accumulation_steps=1, lr=0.0,
+                              warmup_steps=0, zero_stage=e.zero_stage, deepspeed_config=e.deepspeed_config)
+    z = deepspeed_config(settings).get("zero_optimization", {})
+    return float(z.get("stage3_max_live_parameters", 1e9)) + float(z.get("stage3_prefetch_bucket_size", 5e7))
 
 
 def _lookup(d: dict, dotted: str):
