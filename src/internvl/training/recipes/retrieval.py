@@ -258,6 +258,11 @@ class RetrievalFinetune:
         plan = self.batch_plan()
         if resume:
             self.check_resume()
+        elif any(self.output_dir.glob("checkpoint-*")):
+            raise ConfigError(
+                f"{self.output_dir} already holds checkpoints of a run; pass --resume to continue it, "
+                "or set another log.output_dir (nothing is overwritten)"
+            )
         data = self.prepare_data()
         if data.skipped and self.dist.is_main:
             logger.warning(
@@ -418,8 +423,15 @@ def _zero3_live_params(recipe: RetrievalRecipe) -> float:
     from internvl.training.engine import EngineSettings, deepspeed_config
 
     e = recipe.engine
-    settings = EngineSettings(output_dir=Path(), per_device_batch_size=1, gradient_accumulation_steps=1, lr=0.0,
-                              warmup_steps=0, zero_stage=e.zero_stage, deepspeed_config=e.deepspeed_config)
+    settings = EngineSettings(
+        output_dir=Path(),
+        per_device_batch_size=1,
+        gradient_accumulation_steps=1,
+        lr=0.0,
+        warmup_steps=0,
+        zero_stage=e.zero_stage,
+        deepspeed_config=e.deepspeed_config,
+    )
     z = deepspeed_config(settings).get("zero_optimization", {})
     return float(z.get("stage3_max_live_parameters", 1e9)) + float(z.get("stage3_prefetch_bucket_size", 5e7))
 
