@@ -75,7 +75,7 @@ def test_batches_train_the_tiny_model(setup):
             losses.append(_loss(model, one))
             counts.append(int((one["labels"][:, 1:] != -100).sum()))
         joint = _loss(model, batch)
-    expected = sum(loss * c for loss, c in zip(losses, counts)) / sum(counts)
+    expected = sum(loss * c for loss, c in zip(losses, counts, strict=True)) / sum(counts)
     torch.testing.assert_close(joint, expected, rtol=1e-4, atol=1e-5)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None

@@ -106,7 +106,7 @@ def test_length_estimates(fixture, tmp_path):
         addend = spec["num_image_token"] * (spec["max_dynamic_patch"] + int(spec["use_thumbnail"]))
         seen: set[int] = set()
         enc = encoders[spec["tokenizer_profile"]]
-        for rec, ref, ours in zip(records, spec["lengths"], ds.lengths):
+        for rec, ref, ours in zip(records, spec["lengths"], ds.lengths, strict=True):
             joined = "\n".join(t["value"] for t in rec["conversations"])
             own = len(enc.encode(joined)) + (addend if rec.get("image") else 0)
             if "length" in rec:

@@ -71,7 +71,7 @@ def _expected_answers(case: dict) -> tuple[list[str], str | None]:
 
 def _labels_problem(case: dict, encoder: SentencePieceEncoder, ids: list[int], labels: list[int]) -> str | None:
     """Why these labels are not "each answer + its end token and nothing else" (None when they are)."""
-    if any(lab != IGNORE_INDEX and lab != tok for lab, tok in zip(labels, ids)):
+    if any(lab != IGNORE_INDEX and lab != tok for lab, tok in zip(labels, ids, strict=True)):
         return "a label differs from its input id"
     runs, start = [], None
     for pos, lab in enumerate([*labels, IGNORE_INDEX]):
@@ -163,7 +163,7 @@ def test_every_case(fixture):
             assert all(ours["attention_mask"][i] == 1 for i in ref_inner_zeros), name
         _, system = _expected_answers(case)
         if system is not None:  # a leading system turn becomes the system prompt (the reference raised KeyError)
-            prompt = _decode(enc, [t for t, lab in zip(ours["input_ids"], ours["labels"]) if lab == IGNORE_INDEX])
+            prompt = _decode(enc, [t for t, lab in zip(ours["input_ids"], ours["labels"], strict=True) if lab == IGNORE_INDEX])
             assert _squash(system) in _squash(prompt), name
         outcome["better"].append(name)
     # Every template contributes reference-identical cases; every kind of deviation is exercised.

@@ -73,6 +73,10 @@ def test_mmbench(data, tmp_path):
     rows = list(sheet.values)
     assert rows[0] == ("index", "question", "A", "B", "C", "D", "prediction", "answer", "split")
     assert [(r[0], r[6]) for r in rows[1:]] == [(0, "A"), (1000000, "D"), (1, "B"), (1000001, "B"), (2, "(C)")]
+    # an unparsed answer with control characters (a garbled generation) is written without them
+    garbled = dict(answers, **{"2": "\x00(C)\x0b\x1f ok"})
+    rows = list(load_workbook(bench.submission(items, garbled, tmp_path)).active.values)
+    assert rows[-1][6] == "(C) ok"
 
 
 def test_mmbench_cn_prompt_and_pandas_quirks(tmp_path):

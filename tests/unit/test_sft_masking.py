@@ -72,7 +72,7 @@ def test_parse_turns_rules():
 
 
 def _supervised_text(encoder, out) -> str:
-    ids = [int(i) for i, lab in zip(out["input_ids"], out["labels"]) if lab != IGNORE_INDEX]
+    ids = [int(i) for i, lab in zip(out["input_ids"], out["labels"], strict=True) if lab != IGNORE_INDEX]
     return encoder.sp.decode([i for i in ids if i < encoder.sp.get_piece_size()]), ids
 
 
@@ -134,7 +134,7 @@ def test_hf_encoder_gives_the_same_labels_structure(tok_dir, encoder):
     hf = HFEncoder(AutoTokenizer.from_pretrained(str(tok_dir)))
     conv = [{"from": "human", "value": "what?"}, {"from": "gpt", "value": "a dog runs"}]
     out = preprocess_conversation(conv, "Hermes-2", hf)
-    sup = [int(i) for i, lab in zip(out["input_ids"], out["labels"]) if lab != IGNORE_INDEX]
+    sup = [int(i) for i, lab in zip(out["input_ids"], out["labels"], strict=True) if lab != IGNORE_INDEX]
     assert hf.tokenizer.decode(sup[:-1]).strip() == "a dog runs" and sup[-1] == hf.token_id("<|im_end|>")
     assert isinstance(encoder, SentencePieceEncoder)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,22 +21,22 @@ def register(app: typer.Typer) -> None:
     @sub.command("check")
     def check(
         meta: Path = typer.Argument(..., help="Meta JSON {name: {root, annotation, repeat_time, ...}}."),
-        model: Optional[Path] = typer.Option(
+        model: Path | None = typer.Option(
             None, "--model", "-m", help="Chat checkpoint: template, tiling and tokens per tile from its config.json, "
             "tokenizer from its files (the options below override)."),
-        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer directory (default: --model)."),
-        template: Optional[str] = typer.Option(None, "--template", help="Conversation template (default: the model's, "
+        tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer directory (default: --model)."),
+        template: str | None = typer.Option(None, "--template", help="Conversation template (default: the model's, "
                                                "else Hermes-2)."),
         max_length: int = typer.Option(2048, "--max-length", min=1, help="max_seq_length of the run."),
-        num_image_token: Optional[int] = typer.Option(None, "--num-image-token", min=1, help="Visual tokens per tile "
+        num_image_token: int | None = typer.Option(None, "--num-image-token", min=1, help="Visual tokens per tile "
                                                       "(default: the model's, else 256)."),
-        image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Tile size (default 448)."),
-        dynamic: Optional[bool] = typer.Option(None, "--dynamic/--no-dynamic", help="Dynamic tiling (V1-2: off)."),
-        max_dynamic_patch: Optional[int] = typer.Option(None, "--max-dynamic-patch", min=1),
-        use_thumbnail: Optional[bool] = typer.Option(None, "--thumbnail/--no-thumbnail"),
+        image_size: int | None = typer.Option(None, "--image-size", min=1, help="Tile size (default 448)."),
+        dynamic: bool | None = typer.Option(None, "--dynamic/--no-dynamic", help="Dynamic tiling (V1-2: off)."),
+        max_dynamic_patch: int | None = typer.Option(None, "--max-dynamic-patch", min=1),
+        use_thumbnail: bool | None = typer.Option(None, "--thumbnail/--no-thumbnail"),
         decode_images: bool = typer.Option(True, "--decode-images/--headers-only",
                                            help="Decode every image fully (finds truncated files) or read headers only."),
-        report: Optional[Path] = typer.Option(None, "--report", "-o", help="Write the full JSON report here."),
+        report: Path | None = typer.Option(None, "--report", "-o", help="Write the full JSON report here."),
         strict: bool = typer.Option(False, "--strict", help="Count truncated (over max_length, text-only cut) samples "
                                     "as problems."),
     ) -> None:
@@ -104,7 +103,7 @@ def register(app: typer.Typer) -> None:
     def convert_boxes(
         annotation: Path = typer.Argument(..., help="Input JSONL (LLaVA-1.5 [x1, y1, x2, y2] boxes in 0-1)."),
         output: Path = typer.Option(..., "--output", "-o", help="New JSONL with <box>[[...]]</box> in 0-1000."),
-        report: Optional[Path] = typer.Option(None, "--report", help="Write the conversion report (JSON) here."),
+        report: Path | None = typer.Option(None, "--report", help="Write the conversion report (JSON) here."),
     ) -> None:
         """Convert RefCOCO boxes (0-1 floats) to the V1-2-Plus <box> format (integers in 0-1000)."""
         from internvl.data.boxes import convert_boxes_file

@@ -192,7 +192,7 @@ def tokenize_segments(
     arr = np.asarray(ids, dtype=np.int64)
     starts = [0, *inner, len(ids)]
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int64)
-    for (_, trainable), lo, hi in zip(merged, starts[:-1], starts[1:]):
+    for (_, trainable), lo, hi in zip(merged, starts[:-1], starts[1:], strict=True):
         if trainable and hi > lo:
             labels[lo:hi] = arr[lo:hi]
     return ids, labels.tolist()

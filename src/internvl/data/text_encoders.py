@@ -199,7 +199,7 @@ class SentencePieceEncoder:
                         index = first[k]
                     else:
                         part = self._encode_chunk(text[start:p])
-                        common = next((i for i, (a, b) in enumerate(zip(part, chunk_ids[k])) if a != b),
+                        common = next((i for i, (a, b) in enumerate(zip(part, chunk_ids[k], strict=False)) if a != b),
                                       min(len(part), len(chunk_ids[k])))
                         index = first[k] + common
                     break

@@ -31,6 +31,7 @@ from internvl.training.engine import last_complete_checkpoint, read_metrics
 from tests.unit.training.helpers import make_checkpoint, make_flickr_set
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytest.importorskip("deepspeed", reason="the training engine's ZeRO backend: DS_BUILD_OPS=0 pip install deepspeed")
 REPO = Path(__file__).resolve().parents[3]
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 

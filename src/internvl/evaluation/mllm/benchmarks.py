@@ -4,6 +4,8 @@ spec §10). Paths are relative to ``--data``, which plays the role of the refere
 
 from __future__ import annotations
 
+import re
+
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -260,9 +262,16 @@ class MMBench(_Choice):
         return path
 
 
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def _cell(value: Any) -> Any:
+    """An xlsx cell value: integer strings as numbers; control characters (which XML, hence openpyxl,
+    refuses) dropped, so one garbled answer cannot fail the whole submission file."""
     if isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
+    if isinstance(value, str):
+        return _XML_ILLEGAL.sub("", value)
     return value
 
 
