@@ -129,3 +129,31 @@ def test_preflight_names_file_line_and_field(world, tmp_path):
     plan = RetrievalFinetune(recipe).prepare_data()
     assert len(plan.pairs) == 2 and len(plan.skipped) == 4
     assert {p.image_id for p in plan.pairs} == {1000}
+
+
+def test_coco_format_dataset_from_a_registry_file(world, tmp_path):
+    """A user's coco_format (LAVIS train list) dataset is trained on through the registry, no code edits."""
+    from PIL import Image
+
+    (tmp_path / "imgs" / "train2014").mkdir(parents=True)
+    entries = []
+    for i, caption in enumerate(["A red square.", "A blue bar!", "A red square on the left", "a green bar"]):
+        rel = f"train2014/COCO_train2014_{i // 2:012d}.jpg"
+        Image.new("RGB", (8, 8), (40 * i, 9, 9)).save(tmp_path / "imgs" / rel)
+        entries.append({"image": rel, "caption": caption, "image_id": f"coco_{i // 2}"})
+    (tmp_path / "train.json").write_text(json.dumps(entries))
+    (tmp_path / "reg.yaml").write_text(
+        "datasets:\n  - {name: my_coco_format_train, root: imgs, annotation: train.json}\n"
+    )
+    recipe = load_recipe(
+        "tiny_synthetic",
+        [f"model.path={world['ckpt']}", f"data.registry=[{tmp_path / 'reg.yaml'}]", "data.train=my_coco_format_train"],
+    )
+    plan = RetrievalFinetune(recipe).prepare_data()
+    assert [(p.image_id, p.caption) for p in plan.pairs] == [
+        (0, "a red square"),
+        (0, "a blue bar"),
+        (1, "a red square on the left"),
+        (1, "a green bar"),
+    ]
+    assert plan.skipped == []

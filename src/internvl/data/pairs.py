@@ -26,10 +26,12 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from internvl.core.errors import ConfigError, DataFormatError
 from internvl.data.datasets.coco import iter_coco_captions
@@ -118,6 +120,35 @@ def read_caption_pairs(
                 continue
         pairs.append(CaptionPair(int(image_id), path, clean, where))
     return pairs, skipped
+
+
+def find_bad_images(pairs: list[CaptionPair], verify: bool = True, workers: int = 8) -> list[tuple[CaptionPair, str]]:
+    """(pair, reason) for every sample whose image is missing, empty or (``verify``) not a readable image.
+
+    One stat per distinct file, plus PIL's header check when ``verify``; threads overlap the I/O.
+    """
+
+    def check(path: Path) -> str | None:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"{path} not found"
+        except OSError as e:
+            return f"{path}: {e.strerror or e}"
+        if size == 0:
+            return f"{path} is empty (0 bytes)"
+        if verify:
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+            except Exception as e:  # PIL raises many types for corrupt files
+                return f"{path} is not a readable image ({type(e).__name__}: {e})"
+        return None
+
+    paths = sorted({p.image_path for p in pairs})
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        reasons = dict(zip(paths, pool.map(check, paths), strict=True))
+    return [(p, reasons[p.image_path]) for p in pairs if reasons[p.image_path]]
 
 
 class PairTokenizer:

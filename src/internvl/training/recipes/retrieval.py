@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 from internvl.core.distributed import DistContext
 from internvl.core.errors import CheckpointError, ConfigError, DataFormatError
 from internvl.data.datasets import load_registry
-from internvl.data.pairs import CaptionPair, PairTokenizer, RetrievalPairs, read_caption_pairs
+from internvl.data.pairs import CaptionPair, PairTokenizer, RetrievalPairs, find_bad_images, read_caption_pairs
 from internvl.evaluation.runtime import read_records
 from internvl.models import checkpoint as ckpt
 from internvl.models.internvl_cg import InternVLConfig, InternVLModel, merge_lora_state_dict
@@ -384,38 +384,6 @@ class RetrievalFinetune:
         tok = InternVLTextTokenizer.from_pretrained(checkpoint)
         with torch.no_grad():
             return evaluate_retrieval(model, tok, records, batch_size=32, progress=False, amp=False)
-
-
-def find_bad_images(pairs: list[CaptionPair], verify: bool = True, workers: int = 8) -> list[tuple[CaptionPair, str]]:
-    """(pair, reason) for every sample whose image is missing, empty or (``verify``) not a readable image.
-
-    One stat per distinct file, plus PIL's header check when ``verify``; threads overlap the I/O.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    def check(path: Path) -> str | None:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return f"{path} not found"
-        except OSError as e:
-            return f"{path}: {e.strerror or e}"
-        if size == 0:
-            return f"{path} is empty (0 bytes)"
-        if verify:
-            try:
-                with Image.open(path) as im:
-                    im.verify()
-            except Exception as e:  # PIL raises many types for corrupt files
-                return f"{path} is not a readable image ({type(e).__name__}: {e})"
-        return None
-
-    paths = sorted({p.image_path for p in pairs})
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = dict(zip(paths, pool.map(check, paths), strict=True))
-    return [(p, reasons[p.image_path]) for p in pairs if reasons[p.image_path]]
 
 
 def _zero3_live_params(recipe: RetrievalRecipe) -> float:
