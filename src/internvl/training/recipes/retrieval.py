@@ -220,8 +220,16 @@ class RetrievalFinetune:
         )
 
     def load_model(self) -> InternVLModel:
+        """The checkpoint in the run's precision, on this rank's device (``cuda:LOCAL_RANK`` when CUDA is present).
+
+        Loading bf16 directly is what the reference computes (DeepSpeed casts the module to bf16 before it
+        builds the fp32 master weights) at half the host memory of an fp32 load per rank; the position table
+        is still resized in float32.
+        """
         r = self.recipe.model
-        model = InternVLModel.from_pretrained(r.path, dtype="fp32")
+        device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"
+        dtype = "bf16" if self.recipe.engine.precision == "bf16" else "fp32"
+        model = InternVLModel.from_pretrained(r.path, dtype=dtype, device=device)
         force = model.config.force_image_size
         if r.image_size and r.image_size != model.vision_model.image_size:
             model.vision_model.resize_position_embeddings(r.image_size)  # bicubic, as the reference script
