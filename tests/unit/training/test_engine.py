@@ -54,3 +54,33 @@ def test_launcher_environments():
     ctx.export_torch_env(slurm, master_port=1234)
     assert (slurm["RANK"], slurm["WORLD_SIZE"], slurm["LOCAL_RANK"], slurm["MASTER_PORT"]) == ("5", "16", "5", "1234")
     assert DistContext.from_env({}) == DistContext()
+
+
+def test_single_process_ddp_backend_logs_jsonl_and_tensorboard(tmp_path):
+    """The engine on a toy loss module (no process group): metrics.jsonl, TensorBoard events, run_info."""
+    import torch
+    from torch import nn
+
+    from internvl.training.engine import Engine, read_metrics
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Linear(3, 1)
+
+        def forward(self, x, y):
+            loss = ((self.w(x).squeeze(-1) - y) ** 2).mean()
+            return {"loss": loss, "part": loss.detach() * 2}
+
+    g = torch.Generator().manual_seed(0)
+    data = [{"x": torch.randn(3, generator=g), "y": torch.randn((), generator=g)} for _ in range(8)]
+    toy = Toy()
+    settings = _settings(tmp_path, backend="ddp", precision="fp32", max_steps=3, save_steps=2, tensorboard=True)
+    engine = Engine(toy, data, settings, DistContext(), param_groups_fn=lambda: [{"params": list(toy.parameters())}])
+    info = engine.train()
+    assert (info["wrapper"], info["deepspeed"], info["global_step"]) == ("Toy", False, 3)
+    records = [r for r in read_metrics(tmp_path) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(abs(r["part"] - 2 * r["loss"]) < 1e-6 for r in records)  # extra outputs logged, averaged
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert last_complete_checkpoint(tmp_path, 1) == str(tmp_path / "checkpoint-3")
