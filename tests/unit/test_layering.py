@@ -50,3 +50,9 @@ def test_import_internvl_is_light():
     code = "import sys, internvl; print(','.join(m for m in ('torch', 'transformers', 'fastapi') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_configs_hold_data_only():
+    """``src/internvl/configs`` is package data (YAML/JSON/Markdown), never code."""
+    files = [p for p in (SRC / "configs").rglob("*") if p.is_file()]
+    assert files and all(p.suffix in {".yaml", ".json", ".md"} for p in files), files

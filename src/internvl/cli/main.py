@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat", "data"]
+COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat", "data", "train"]
 
 
 def build_app() -> typer.Typer:

@@ -1,7 +1,9 @@
 """Rank and world size of a ``torchrun`` launch, and the few collectives the sharded evaluation needs.
 
 Read once from the environment by the CLI (``DistContext.from_env()``) and passed down, so library code
-never reads globals. A single process (no ``WORLD_SIZE``) needs no process group at all.
+never reads globals. A single process (no ``WORLD_SIZE``) needs no process group at all. Under slurm's
+``srun`` (no torchrun), ``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID`` are read instead, and
+`export_torch_env` sets the torch variables from them, as the reference's ``init_dist`` does.
 """
 
 from __future__ import annotations
@@ -19,10 +21,29 @@ class DistContext:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls) -> DistContext:
-        """From torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` (a single process when unset)."""
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-                   int(os.environ.get("LOCAL_RANK", "0")))
+    def from_env(cls, environ: dict[str, str] | None = None) -> DistContext:
+        """From torchrun's ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``, else slurm's; a single process when unset."""
+        env = os.environ if environ is None else environ
+        if "WORLD_SIZE" not in env and "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+            return cls(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
+        return cls(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
+
+    def export_torch_env(self, environ: dict[str, str] | None = None, master_port: int = 29500) -> None:
+        """Set RANK/WORLD_SIZE/LOCAL_RANK and MASTER_ADDR/PORT defaults (slurm launches, single processes):
+        what ``torch.distributed`` and DeepSpeed read. Values already set (torchrun's) are kept."""
+        env = os.environ if environ is None else environ
+        env.setdefault("RANK", str(self.rank))
+        env.setdefault("WORLD_SIZE", str(self.world_size))
+        env.setdefault("LOCAL_RANK", str(self.local_rank))
+        if "SLURM_JOB_NODELIST" in env and "MASTER_ADDR" not in env:
+            import subprocess
+
+            nodes = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
+                                   capture_output=True, text=True, check=False).stdout.split()
+            if nodes:
+                env["MASTER_ADDR"] = nodes[0]
+        env.setdefault("MASTER_ADDR", "127.0.0.1")
+        env.setdefault("MASTER_PORT", str(master_port))
 
     @property
     def distributed(self) -> bool:

@@ -314,6 +314,14 @@ class InternViT(nn.Module):
         """Recompute each block in backward (non-reentrant), trading compute for activation memory."""
         self.encoder.gradient_checkpointing = enabled
 
+    def set_drop_path_rate(self, rate: float) -> None:
+        """Stochastic depth for fine-tuning: layer i gets ``rate * i / (n - 1)``, as at construction."""
+        n = len(self.encoder.layers)
+        for i, layer in enumerate(self.encoder.layers):
+            layer.drop_path_rate = rate * i / (n - 1) if n > 1 else 0.0
+        self.config = dataclasses.replace(self.config, drop_path_rate=rate)
+        self.embeddings.config = self.config
+
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> VisionOutput:
         """Encode images.

@@ -31,7 +31,7 @@ from internvl.core.compat import cache_kwargs, new_dynamic_cache
 from internvl.core.errors import CheckpointError, ConfigError
 from internvl.models import checkpoint as ckpt
 from internvl.models.intern_vit import InternViT, InternViTConfig
-from internvl.models.qllama import QLlamaConfig, QLlamaForCausalLM
+from internvl.models.qllama import QLlamaConfig, QLlamaForCausalLM, causal_mask, combine_masks, padding_mask
 
 MODES = ("InternVL-C", "InternVL-G")
 # Stored RoPE inv_freq buffers of older checkpoints are not state in this implementation.
@@ -131,6 +131,22 @@ class ContrastiveOutput:
     logits_per_text: torch.Tensor
     image_embeds: torch.Tensor
     text_embeds: torch.Tensor
+
+
+@dataclass
+class RetrievalFeatures:
+    """What the stage-2 retrieval losses read (spec §7.1), all unnormalised.
+
+    ``backbone_embeds`` float[B, D]: ``clip_projector`` over the ViT tokens (the InternVL-C image
+    embedding); ``query_embeds`` float[B, D]: ``clip_projector2`` over the queries of the contrastive
+    chunk; ``text_embeds`` float[B, D]: EOS hidden state of the ``summarize:`` text times
+    ``text_projection``; ``itm_logits`` float[2B, 2]: negatives first, then positives.
+    """
+
+    backbone_embeds: torch.Tensor
+    query_embeds: torch.Tensor
+    text_embeds: torch.Tensor
+    itm_logits: torch.Tensor
 
 
 class AttentionPoolingCrossAttention(nn.Module):
@@ -264,6 +280,81 @@ class InternVLModel(nn.Module):
         text_n = text / text.norm(dim=1, keepdim=True)
         logits_per_image = self.logit_scale.exp() * image_n @ text_n.t()
         return ContrastiveOutput(logits_per_image, logits_per_image.t(), image, text)
+
+    # -- stage-2 training ---------------------------------------------------------------------------
+    def retrieval_features(
+        self,
+        pixel_values: torch.Tensor,
+        positive_input_ids: torch.Tensor,
+        positive_attention_mask: torch.Tensor,
+        negative_input_ids: torch.Tensor,
+        negative_attention_mask: torch.Tensor,
+        summarize_input_ids: torch.Tensor,
+        summarize_attention_mask: torch.Tensor,
+    ) -> RetrievalFeatures:
+        """The training forward of the reference's stage-2 retrieval model (spec §7.1-7.2), without the losses.
+
+        One QLLaMA pass over 3B rows ``[negative ; positive ; summarize]`` (row b of each chunk pairs
+        with image b through the repeated cross-attention keys), each row ``[queries ; text]``. The two
+        ITM chunks attend bidirectionally over queries and non-pad text; in the contrastive chunk the
+        queries see only queries and the text is causal over text only, so the text feature does not
+        see the image. Text ids: long[B, L]; masks: 0/1 long[B, L] from the tokenizer.
+        """
+        vision = self.vision_model(pixel_values).last_hidden_state  # (B, N, Dv)
+        b = vision.shape[0]
+        nq = self.config.num_query_token
+        ids = torch.cat([negative_input_ids, positive_input_ids, summarize_input_ids])  # (3B, L)
+        text_mask = torch.cat([negative_attention_mask, positive_attention_mask, summarize_attention_mask])
+        embeds = torch.cat([self.query_tokens.expand(3 * b, -1, -1), self.qllama.get_input_embeddings()(ids)], dim=1)
+        length = ids.shape[1]
+        m2d = torch.cat([torch.ones(3 * b, nq, dtype=text_mask.dtype, device=text_mask.device), text_mask], dim=1)
+        mask = padding_mask(m2d, embeds.dtype, nq + length)  # (3B, 1, nq+L, nq+L)
+        itc = mask[2 * b:].clone()
+        low = torch.finfo(embeds.dtype).min
+        itc[:, :, :nq, nq:] = low
+        itc[:, :, nq:, :nq] = low
+        itc[:, :, nq:, nq:] = combine_masks(itc[:, :, nq:, nq:], causal_mask(b, length, 0, embeds.dtype, embeds.device))
+        mask = torch.cat([mask[: 2 * b], itc])
+        hidden = self.qllama.model(inputs_embeds=embeds, attention_mask=mask, vision_hidden_states=vision,
+                                   repeat_time=3).last_hidden_state  # (3B, nq+L, h)
+        queries, text = hidden[:, :nq], hidden[:, nq:]
+        itm_logits = self.itm_head(queries[: 2 * b]).mean(dim=1)  # (2B, 2)
+        last = summarize_attention_mask.sum(1) - 1
+        text_embeds = text[2 * b:][torch.arange(b, device=text.device), last] @ self.text_projection
+        return RetrievalFeatures(
+            backbone_embeds=self.clip_projector(vision),
+            query_embeds=self.clip_projector2(queries[2 * b:]),
+            text_embeds=text_embeds,
+            itm_logits=itm_logits,
+        )
+
+    def layer_id(self, name: str) -> tuple[str, int]:
+        """(family, layer id) of a parameter for layer-wise lr decay, the reference's rule (spec §7.5).
+
+        Families ``vit`` (ids 0..num_vit_layers+1) and ``qllama`` (0..num_qllama_layers+1); parameters
+        matching no rule are ``other`` with id 0. Embeddings are 0, block i is i+1, and the heads read
+        by the losses are the top id. Names may carry LoRA infixes (``...qkv.lora_A.default.weight``).
+        """
+        top = self.num_layer_ids()
+        if name in ("query_tokens", "logit_scale"):
+            return "qllama", 0
+        if name.startswith("clip_projector."):
+            return "vit", top["vit"]
+        if name.startswith(("clip_projector2.", "itm_head.")) or name == "text_projection":
+            return "qllama", top["qllama"]
+        for prefix, family, embed in (("vision_model.", "vit", "embeddings."), ("qllama.", "qllama", "embed_tokens")):
+            if name.startswith(prefix):
+                if embed in name:
+                    return family, 0
+                if "layers." in name:
+                    return family, int(name.rsplit("layers.", 1)[1].split(".", 1)[0]) + 1
+                return (family, top[family]) if family == "qllama" else ("other", 0)
+        return "other", 0
+
+    def num_layer_ids(self) -> dict[str, int]:
+        """The top layer id per family: number of blocks + 2 (the reference's ``Lv``/``Lq``)."""
+        return {"vit": self.config.vision_config.num_hidden_layers + 2,
+                "qllama": self.config.qllama_config.num_hidden_layers + 2}
 
     # -- captioning -------------------------------------------------------------------------------
     @torch.no_grad()

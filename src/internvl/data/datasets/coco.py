@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,40 @@ def _id_from_name(value: int | str, where: str, field: str) -> ImageId:
         raise DataFormatError(f"{where}: field '{field}': expected a string or int; got {type(value).__name__}")
     tail = value.rsplit("_", 1)[-1]
     return int(tail) if tail.isdigit() else value
+
+
+def iter_coco_captions(annotation: str | os.PathLike) -> Iterator[tuple[str, str, ImageId, str]]:
+    """Yield ``(entry, image path relative to the root, image id, raw caption)`` per caption, in file order.
+
+    The per-caption view the fine-tuning pairs need (one sample per caption, `internvl.data.pairs`),
+    for both layouts: LAVIS list entries (ids as `read_coco_captions` derives them) and COCO caption
+    dicts (annotation order). ``entry`` names the file and entry for error messages.
+    """
+    path = Path(annotation)
+    data = load_json(path, f"a COCO-style caption file: a JSON list of {_LIST_EXPECTED}, or {_DICT_EXPECTED}")
+    if isinstance(data, list):
+        for i, entry in enumerate(data):
+            where = f"entry [{i}]"
+            if not isinstance(entry, dict):
+                raise DataFormatError(f"{path}: {where}: expected {_LIST_EXPECTED}; got a {type(entry).__name__}")
+            image = _field(entry, "image", str, path, where)
+            caption = _field(entry, "caption", (str, list), path, where)
+            key = "image_id" if "image_id" in entry else "image"
+            raw_id = entry["image_id"] if key == "image_id" else Path(image).stem
+            image_id = _id_from_name(raw_id, f"{path}: {where}", key)
+            for j, c in enumerate([caption] if isinstance(caption, str) else caption):
+                if not isinstance(c, str):
+                    raise DataFormatError(
+                        f"{path}: {where}: field 'caption'[{j}]: expected a string; got {type(c).__name__}"
+                    )
+                yield f"{path}: {where}", image, image_id, c
+    elif isinstance(data, dict):
+        files = {r.image_id: r for r in _read_dict(data, path, Path())}
+        for i, ann in _annotations(data, path):
+            image_id = _id(ann["image_id"], f"{path}: annotations[{i}]", "image_id")
+            yield f"{path}: annotations[{i}]", str(files[image_id].image_path), image_id, ann["caption"]
+    else:
+        raise DataFormatError(
+            f"{path}: top level is a JSON {type(data).__name__}; "
+            f"expected a list of {_LIST_EXPECTED} or {_DICT_EXPECTED}"
+        )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from internvl.core.errors import DataFormatError
@@ -42,13 +43,44 @@ def read_flickr_captions(annotation: str | os.PathLike, image_root: str | os.Pat
     """
     path = Path(annotation)
     root = Path(image_root)
+    groups: dict[str, list[str]] = {}
+    first_line: dict[str, int] = {}
+    for lineno, stem, caption in iter_flickr_lines(path):
+        if not caption.strip():
+            raise DataFormatError(
+                f"{path}:{lineno}: field 'caption': empty caption for {stem}.jpg; expected {_EXPECTED}"
+            )
+        if stem not in groups:
+            groups[stem] = []
+            first_line[stem] = lineno
+        groups[stem].append(caption)
+    return [
+        ImageCaptions(
+            image_id=int(stem) if stem.isdigit() else stem,
+            image_path=root / f"{stem}.jpg",
+            captions=tuple(captions),
+            source=f"{path}:{first_line[stem]}",
+        )
+        for stem, captions in groups.items()
+    ]
+
+
+def iter_flickr_lines(annotation: str | os.PathLike) -> Iterator[tuple[int, str, str]]:
+    """Yield ``(line number, image stem, raw caption)`` per caption line, in file order.
+
+    The one parser of the format, shared by the evaluation reader (grouped per image) and the
+    fine-tuning pairs (one sample per line, `internvl.data.pairs`). Lines are stripped and split at the
+    first ``.jpg,``; blank lines are skipped; the caption may be empty (callers decide).
+
+    Raises:
+        DataFormatError: missing file, undecodable bytes, a line without ``.jpg,`` or an empty image name.
+    """
+    path = Path(annotation)
     if not path.is_file():
         raise DataFormatError(
             f"annotation file not found: {path} (expected a Flickr30K Karpathy caption file such as "
             f"flickr30k_test_karpathy.txt: a header line, then {_EXPECTED})"
         )
-    groups: dict[str, list[str]] = {}
-    first_line: dict[str, int] = {}
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
@@ -68,22 +100,11 @@ def read_flickr_captions(annotation: str | os.PathLike, image_root: str | os.Pat
             stem, sep, caption = line.partition(SEPARATOR)
             where = f"{path}:{lineno}"
             if not sep:
-                hint = " (this looks like JSON: use format coco_format for .json files)" if path.suffix == ".json" else ""
-                raise DataFormatError(f"{where}: field 'image': no '{SEPARATOR}' found; expected {_EXPECTED}{hint}; got {line[:80]!r}")
+                json_hint = " (this looks like JSON: use format coco_format for .json files)"
+                hint = json_hint if path.suffix == ".json" else ""
+                raise DataFormatError(
+                    f"{where}: field 'image': no '{SEPARATOR}' found; expected {_EXPECTED}{hint}; got {line[:80]!r}"
+                )
             if not stem:
                 raise DataFormatError(f"{where}: field 'image': empty image name; expected {_EXPECTED}")
-            if not caption.strip():
-                raise DataFormatError(f"{where}: field 'caption': empty caption for {stem}.jpg; expected {_EXPECTED}")
-            if stem not in groups:
-                groups[stem] = []
-                first_line[stem] = lineno
-            groups[stem].append(caption)
-    return [
-        ImageCaptions(
-            image_id=int(stem) if stem.isdigit() else stem,
-            image_path=root / f"{stem}.jpg",
-            captions=tuple(captions),
-            source=f"{path}:{first_line[stem]}",
-        )
-        for stem, captions in groups.items()
-    ]
+            yield lineno, stem, caption

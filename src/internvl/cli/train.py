@@ -1,0 +1,93 @@
+"""`internvl train retrieval RECIPE [--set key=value ...]`: stage-2 retrieval fine-tuning.
+
+Launch one process per device with ``torchrun --nproc_per_node N`` (or ``srun`` under slurm: the
+SLURM_* variables are mapped to torch's). ``--dry-run`` reports the resolved recipe, parameters, batch
+arithmetic and a per-device memory estimate without loading any weights.
+"""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(help="Fine-tuning recipes (stage-2 retrieval: full, head, LoRA).", no_args_is_help=True)
+    app.add_typer(sub, name="train")
+
+    @sub.command("retrieval")
+    def retrieval(
+        recipe: str = typer.Argument(
+            ...,
+            help="A recipe YAML file, or a shipped recipe name (flickr30k_full_364, "
+            "flickr30k_head, flickr30k_lora, coco_full_364, ...).",
+        ),
+        overrides: list[str] | None = typer.Option(
+            None,
+            "--set",
+            help="Override a recipe value, e.g. --set model.path=DIR --set schedule.global_batch_size=256.",
+        ),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and memory estimate; load no weights."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in log.output_dir."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved recipe as YAML and exit."),
+    ) -> None:
+        """Fine-tune InternVL-C/G for image-text retrieval (ITM + ITC)."""
+        from internvl.core.distributed import DistContext
+        from internvl.training.config import load_recipe
+
+        cfg = load_recipe(recipe, overrides or [], validate=not print_config)
+        if print_config:
+            import yaml
+
+            typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            return
+        dist = DistContext.from_env()
+        from internvl.training.recipes.retrieval import RetrievalFinetune
+
+        job = RetrievalFinetune(cfg, dist)
+        if dry_run:
+            report = job.describe()
+            if dist.is_main:
+                _print_plan(report)
+            return
+        dist.export_torch_env()
+        try:
+            info = job.run(resume=resume)
+        finally:
+            import torch.distributed as tdist
+
+            if tdist.is_available() and tdist.is_initialized():
+                tdist.destroy_process_group()
+        if dist.is_main:
+            typer.echo(
+                json.dumps(
+                    {
+                        k: info[k]
+                        for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint", "val")
+                        if k in info
+                    }
+                )
+            )
+
+
+def _print_plan(report: dict) -> None:
+    b = report["batch"]
+    typer.echo(
+        f"recipe {report['recipe']['name']}: method {report['recipe']['method']['name']}, "
+        f"image size {report['image_size']}"
+    )
+    typer.echo(
+        f"batch: {b['per_device_batch_size']} per device x {b['world_size']} device(s) x "
+        f"{b['gradient_accumulation_steps']} accumulation = {b['global_batch_size']} global"
+    )
+    typer.echo("parameters (trainable / total):")
+    for name, row in report["parameters"].items():
+        typer.echo(f"  {name:<16} {row['trainable']:>16,} / {row['total']:>16,}")
+    m = report["memory_per_device_gib"]
+    typer.echo(
+        f"memory per device (GiB, ZeRO-{m['zero_stage']}, {m['precision']}): weights {m['weights']}, "
+        f"gradients {m['gradients']}, optimizer {m['optimizer']}, activations {m['activations']}, "
+        f"buffers {m['buffers']}, total {m['total']} (estimate; add 10-20% for the allocator and CUDA context)"
+    )
+    typer.echo(json.dumps(report))

@@ -1,0 +1,1 @@
+"""One module per training task (setup, train, export); the shared machinery is in internvl.training."""
