@@ -5,7 +5,6 @@ spec §10). Paths are relative to ``--data``, which plays the role of the refere
 from __future__ import annotations
 
 import re
-
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
