@@ -57,10 +57,11 @@ def register(app: typer.Typer) -> None:
         Rows follow the order given (images from --image first, then --images-dir). A .safetensors output
         also records the image paths and texts in its metadata.
         """
+        from internvl.core.devices import pick_device, pick_dtype
         from internvl.core.errors import ConfigError
         from internvl.data.transforms import build_transform
-        from internvl.evaluation.runtime import load_model_and_tokenizer, pick_device, pick_dtype
         from internvl.inference.embedding import embed_images, embed_texts
+        from internvl.inference.loading import load_pretrained
 
         images = [*(image or []), *(list_images(images_dir) if images_dir else [])]
         texts = list(text or [])
@@ -72,7 +73,8 @@ def register(app: typer.Typer) -> None:
         if suffix == ".npy" and images and texts:
             raise ConfigError("a .npy file holds one array; embed images and texts separately or use .safetensors")
         dev = pick_device(device)
-        model, tokenizer = load_model_and_tokenizer(model_dir, dtype=pick_dtype(dtype, dev), device=dev)
+        loaded = load_pretrained(model_dir, dtype=pick_dtype(dtype, dev), device=dev, model_types=("internvl",))
+        model, tokenizer = loaded.model, loaded.tokenizer
         result = {}
         bar, start = progress_bar("embedding")
         with bar:

@@ -1,5 +1,8 @@
-"""Loading and saving InternVL-Chat checkpoints with their tokenizer, and binding the two together.
+"""The one loader: checkpoint directory -> model + tokenizer + image settings; chat saving and binding.
 
+`load_pretrained(path)` reads ``config.json``, dispatches on ``model_type`` (``intern_vit_6b``,
+``internvl`` for C/G, ``internvl_chat``) through `internvl.models.registry` and returns a `LoadedModel`.
+The per-family loaders it uses are public too (`load_cg_model`, `load_chat_model`).
 `load_chat_model` returns the card-compatible `ChatModel` (`internvl.inference.card`) and the slow
 SentencePiece tokenizer the card uses; `bind_tokenizer` writes the tokenizer's ``<IMG_CONTEXT>`` id into
 the model once (a pipeline does it at construction, never per request); `save_chat_model` writes the
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +23,10 @@ import torch
 from internvl.core.compat import persist_tokenizer_flags, tokenizer_load_kwargs
 from internvl.core.errors import ConfigError
 from internvl.data.conversation import IMG_CONTEXT_TOKEN, get_conv_template
+from internvl.data.image_processing import ChatImageSettings
 from internvl.inference.card import ChatModel
 from internvl.models.internvl_chat import InternVLChatModel
+from internvl.models.registry import model_class, model_type_of
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +114,94 @@ def save_chat_model(model: InternVLChatModel, tokenizer: Any, path: str | os.Pat
     tokenizer.save_pretrained(str(path))
     persist_tokenizer_flags(tokenizer, path)
     return Path(path)
+
+
+def load_cg_model(model_dir: str | os.PathLike, *, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"):
+    """The InternVL-C/G model and its text tokenizer from one checkpoint directory.
+
+    The tokenizer is read first (cheap), so a directory without one fails before the weights are read;
+    a tokenizer larger than the embedding table (one from another checkpoint) is refused.
+    """
+    from internvl.data.tokenization import InternVLTextTokenizer
+    from internvl.models.internvl_cg import InternVLModel
+
+    tokenizer = InternVLTextTokenizer.from_pretrained(model_dir)
+    model = InternVLModel.from_pretrained(model_dir, dtype=dtype, device=device)
+    rows = model.config.qllama_config.vocab_size
+    if tokenizer.vocab_size > rows:
+        raise ConfigError(
+            f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding table "
+            f"{rows} rows (qllama_config.vocab_size); the tokenizer files do not belong to this checkpoint"
+        )
+    return model, tokenizer
+
+
+@dataclass
+class LoadedModel:
+    """What `load_pretrained` returns.
+
+    Attributes:
+        model: `InternViT`, `InternVLModel` (C/G) or the card-compatible `ChatModel`, in eval mode.
+        tokenizer: the C/G text tokenizer, the chat tokenizer (bound to the model), or None for InternViT.
+        model_type: config.json's ``model_type``.
+        image_size: the input resolution the model was built for.
+        image_settings: the chat checkpoint's preprocessing settings (None for the other families).
+    """
+
+    model: Any
+    tokenizer: Any
+    model_type: str
+    image_size: int
+    image_settings: ChatImageSettings | None = None
+
+
+_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def load_pretrained(
+    path: str | os.PathLike,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    device_map: str | dict | None = None,
+    model_types: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> LoadedModel:
+    """Load any supported checkpoint directory with its tokenizer and image settings.
+
+    Args:
+        dtype: "fp32" / "bf16" / "fp16" (or a torch dtype); None keeps the stored dtype.
+        device: where the weights go (default CPU); see `internvl.core.devices.pick_device` for "auto".
+        device_map: chat checkpoints only: "auto"/"balanced"/... (accelerate) or a ``{module: device}`` dict;
+            a plain device string is the same as ``device``.
+        model_types: the model types the caller can use (e.g. ``("internvl",)`` for embeddings); another
+            type fails before any weight is read.
+        **kwargs: chat only, passed to `InternVLChatModel.from_pretrained` (``load_in_8bit``, ``max_memory``,
+            config overrides).
+
+    Raises:
+        CheckpointError: unreadable directory, unsupported or unexpected ``model_type``, key mismatch.
+        ConfigError: a device map for a family that does not support one.
+    """
+    model_type = model_type_of(path)
+    if model_types is not None and model_type not in model_types:
+        raise ConfigError(
+            f"{path} is a {model_type!r} checkpoint; this command needs {' or '.join(repr(t) for t in model_types)}"
+        )
+    if model_type == "internvl_chat":
+        if device_map is None and device is not None:
+            device_map = str(device)
+        model, tokenizer = load_chat_model(path, dtype=dtype, device_map=device_map, **kwargs)
+        return LoadedModel(model, tokenizer, model_type, model.config.image_size, ChatImageSettings.from_config_dict(model.config.to_dict()))
+    if device_map is not None:
+        if isinstance(device_map, dict) or device_map in _STRATEGIES:
+            raise ConfigError(f"device_map={device_map!r} is supported for internvl_chat checkpoints only; pass device=")
+        device = device_map
+    device = device if device is not None else "cpu"
+    if kwargs:
+        raise ConfigError(f"{model_type} checkpoints take no loading options {sorted(kwargs)}")
+    if model_type == "internvl":
+        model, tokenizer = load_cg_model(path, dtype=dtype, device=device)
+        return LoadedModel(model, tokenizer, model_type, model.image_size)
+    model = model_class(model_type).from_pretrained(path, dtype=dtype, device=device)
+    return LoadedModel(model, None, model_type, model.image_size)

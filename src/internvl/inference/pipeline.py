@@ -147,11 +147,11 @@ class ChatPipeline:
         system_message: str | None = None,
         **load_kwargs: Any,
     ) -> ChatPipeline:
-        """Load a chat checkpoint (see `internvl.inference.loading.load_chat_model`) and wrap it."""
-        from internvl.inference.loading import load_chat_model
+        """Load a chat checkpoint with `internvl.inference.loading.load_pretrained` and wrap it."""
+        from internvl.inference.loading import load_pretrained
 
-        model, tokenizer = load_chat_model(path, dtype=dtype, device_map=device_map, **load_kwargs)
-        return cls(model, tokenizer, template=template, system_message=system_message)
+        loaded = load_pretrained(path, dtype=dtype, device_map=device_map, model_types=("internvl_chat",), **load_kwargs)
+        return cls(loaded.model, loaded.tokenizer, template=template, system_message=system_message)
 
     @property
     def conversation(self) -> Conversation:

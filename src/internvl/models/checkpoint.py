@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from internvl.core.devices import DTYPES, resolve_dtype  # noqa: F401 (re-exported: the one dtype table)
 from internvl.core.errors import CheckpointError
 
 SAFE_SINGLE = "model.safetensors"
@@ -26,27 +27,6 @@ SAFE_INDEX = "model.safetensors.index.json"
 BIN_SINGLE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG_NAME = "config.json"
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """Accept ``"bf16"``/``"bfloat16"``/``torch.bfloat16``/None (keep the stored dtype)."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return None
-    try:
-        return DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise CheckpointError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}") from None
 
 
 def read_config(path: str | os.PathLike) -> dict:

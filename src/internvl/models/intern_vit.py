@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from internvl.core.errors import ConfigError
 from internvl.models import checkpoint as ckpt
+from internvl.models.registry import register_preset
 
 
 @dataclass(frozen=True)
@@ -444,3 +445,13 @@ PRESETS: dict[str, InternViTConfig] = {
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=56, patch_size=14,
     ),
 }
+
+
+def _register_presets() -> None:
+    for name, config in PRESETS.items():
+        register_preset(name, "intern_vit", f"InternViT {name.removeprefix('intern_vit_')}")(
+            lambda _config=config, **overrides: dataclasses.replace(_config, **overrides)
+        )
+
+
+_register_presets()

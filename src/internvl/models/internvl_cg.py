@@ -32,6 +32,7 @@ from internvl.core.errors import CheckpointError, ConfigError
 from internvl.models import checkpoint as ckpt
 from internvl.models.intern_vit import InternViT, InternViTConfig
 from internvl.models.qllama import QLlamaConfig, QLlamaForCausalLM
+from internvl.models.registry import register_preset
 
 MODES = ("InternVL-C", "InternVL-G")
 # Stored RoPE inv_freq buffers of older checkpoints are not state in this implementation.
@@ -454,6 +455,7 @@ def build_internvl(config: InternVLConfig, seed: int | None = 0) -> InternVLMode
     return InternVLModel(config).init_weights(gen).eval()
 
 
+@register_preset("internvl_cg_tiny", "internvl_cg")
 def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternVLConfig:
     """A tiny config (width 32-64, 2 layers each) that builds in milliseconds, for tests and demos."""
     vision = InternViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -465,6 +467,7 @@ def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternV
                           num_query_token=num_query_token)
 
 
+@register_preset("internvl_cg_14b_224", "internvl_cg")
 def internvl_14b_224() -> InternVLConfig:
     """The InternVL-14B-224px layout (spec §8); the official checkpoint's own config.json is authoritative."""
     return InternVLConfig(vision_config=InternViTConfig(), qllama_config=QLlamaConfig())

@@ -35,6 +35,7 @@ from internvl.core.errors import CheckpointError, ConfigError, DataFormatError, 
 from internvl.models import checkpoint as ckpt
 from internvl.models.intern_vit import InternViT, InternViTConfig
 from internvl.models.projector import PS_VERSIONS, build_mlp_projector, pixel_shuffle
+from internvl.models.registry import register_preset
 
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 IMG_START_TOKEN = "<img>"
@@ -777,6 +778,30 @@ def tiny_chat_config(
     return InternVLChatConfig(
         vision_config=vision, llm_config=llm, template=template, ps_version=ps_version,
         force_image_size=image_size, system_message=system_message,
+    )
+
+
+@register_preset("internvl_chat_tiny", "internvl_chat")
+def internvl_chat_tiny(vocab_size: int = 512, **kwargs: Any) -> InternVLChatConfig:
+    """Tiny V1-2-layout chat model (56px, 4 visual tokens per tile); pass the tokenizer's ``len()`` as vocab_size."""
+    return tiny_chat_config(vocab_size, **kwargs)
+
+
+@register_preset("internvl_chat_v1_2", "internvl_chat")
+def internvl_chat_v1_2(vocab_size: int = 64007) -> InternVLChatConfig:
+    """InternVL-Chat-V1-2: InternViT-6B-448px-V1-2 (45 layers) + Nous-Hermes-2-Yi-34B (chat spec §1); the
+    official checkpoint's config.json is authoritative."""
+    from internvl.models.intern_vit import PRESETS
+
+    llm = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab_size,
+        "hidden_size": 7168, "intermediate_size": 20480, "num_hidden_layers": 60, "num_attention_heads": 56,
+        "num_key_value_heads": 8, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 5_000_000.0,
+        "attention_bias": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "tie_word_embeddings": False,
+    }
+    return InternVLChatConfig(
+        vision_config=PRESETS["intern_vit_6b_448_v1_2"].to_dict(), llm_config=llm, template="Hermes-2",
+        ps_version="v1", force_image_size=448, downsample_ratio=0.5, select_layer=-1,
     )
 
 
