@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from internvl.core.errors import DataFormatError
+from internvl.core.specs import served_image_size
 from internvl.data.transforms import IMAGENET_MEAN, NORMALIZATIONS, build_transform, load_image, to_rgb
 
 
@@ -39,10 +40,8 @@ class ChatImageSettings:
     @classmethod
     def from_config_dict(cls, config: dict) -> ChatImageSettings:
         """From an internvl_chat ``config.json`` dict (or ``InternVLChatConfig.to_dict()``)."""
-        vision = config.get("vision_config") or {}
-        size = config.get("force_image_size") or vision.get("image_size") or 448
         return cls(
-            image_size=int(size),
+            image_size=served_image_size(config, default=448),
             dynamic_image_size=bool(config.get("dynamic_image_size", False)),
             use_thumbnail=bool(config.get("use_thumbnail", False)),
             min_dynamic_patch=int(config.get("min_dynamic_patch", 1)),

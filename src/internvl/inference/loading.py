@@ -25,7 +25,7 @@ from internvl.core.errors import ConfigError
 from internvl.data.conversation import IMG_CONTEXT_TOKEN, get_conv_template
 from internvl.data.image_processing import ChatImageSettings
 from internvl.inference.card import ChatModel
-from internvl.models.internvl_chat import InternVLChatModel
+from internvl.models.internvl_chat import InternVLChatModel, register_auto_classes
 from internvl.models.registry import model_class, model_type_of
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def load_tokenizer(path: str | os.PathLike) -> Any:
     """
     from transformers import AutoTokenizer
 
+    register_auto_classes()  # config.json's model_type internvl_chat resolves without remote code
     kwargs = tokenizer_load_kwargs(path)
     try:
         return AutoTokenizer.from_pretrained(str(path), use_fast=False, **kwargs)

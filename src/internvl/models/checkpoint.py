@@ -10,6 +10,7 @@ missing and unexpected keys rather than a shape error deep inside a module.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections import Counter
@@ -145,9 +146,25 @@ def save_checkpoint(
     first_float = next((t for t in state_dict.values() if t.is_floating_point()), None)
     if first_float is not None:
         cfg["torch_dtype"] = str(first_float.dtype).removeprefix("torch.")
-    (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False), encoding="utf-8")
     save_state_dict(state_dict, root, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
     return root
+
+
+def plan_position_table(
+    target: int | None, built: int, table: torch.Tensor | None, patch_size: int
+) -> tuple[int, int | None]:
+    """How to load a vision position table when the config asks to serve ``target`` px (``force_image_size``).
+
+    Returns (image size to build the model at, size to resize the table to after loading, or None): a
+    stored table of ``target`` px loads directly; any other stored size loads as stored and is resized
+    afterwards (bicubic in float32, as the reference fine-tuning script). Without ``target`` the model
+    is built at ``built`` px and a table of another size is a key-shape error.
+    """
+    if not target:
+        return built, None
+    stored = math.isqrt(table.shape[1] - 1) * patch_size if table is not None else built
+    return (target, None) if stored == target else (stored, target)
 
 
 def check_keys(

@@ -407,16 +407,16 @@ class InternViT(nn.Module):
             prefix = "vision_model." if any(k.startswith("vision_model.") for k in state) else ""
         if prefix:
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if force_image_size and force_image_size != config.image_size:
-            # Position-table size follows force_image_size; vision_config.image_size keeps its stored value.
-            table = state.get("embeddings.position_embedding")
-            if table is not None and table.shape[1] == (force_image_size // config.patch_size) ** 2 + 1:
-                config = dataclasses.replace(config, image_size=force_image_size)
+        build_size, resize_to = ckpt.plan_position_table(
+            force_image_size, config.image_size, state.get("embeddings.position_embedding"), config.patch_size
+        )
+        if build_size != config.image_size:  # vision_config.image_size keeps its stored value otherwise
+            config = dataclasses.replace(config, image_size=build_size)
         with torch.device("meta"):
             model = cls(config)
         ckpt.load_into(model, state, dtype=ckpt.resolve_dtype(dtype), source=f"{path}")
-        if force_image_size and model.image_size != force_image_size:
-            model.resize_position_embeddings(force_image_size)  # e.g. a 224px table asked to serve 448px
+        if resize_to is not None:
+            model.resize_position_embeddings(resize_to)  # e.g. a 224px table asked to serve 448px
         return model.to(device).eval()
 
     def save_pretrained(

@@ -29,6 +29,7 @@ from torch import nn
 
 from internvl.core.compat import cache_kwargs, new_dynamic_cache
 from internvl.core.errors import CheckpointError, ConfigError
+from internvl.core.specs import served_image_size
 from internvl.models import checkpoint as ckpt
 from internvl.models.intern_vit import InternViT, InternViTConfig
 from internvl.models.qllama import QLlamaConfig, QLlamaForCausalLM
@@ -42,11 +43,11 @@ _QLLAMA_DROP = ("architectures", "_name_or_path", "transformers_version", "model
 
 
 @dataclass(frozen=True)
-class InternVLConfig:
+class InternVLCGConfig:
     """Composite configuration; reads and writes the official ``config.json`` schema (``model_type: internvl``)."""
 
     vision_config: InternViTConfig = field(default_factory=InternViTConfig)
-    qllama_config: QLlamaConfig = field(default_factory=QLlamaConfig, compare=False)
+    qllama_config: QLlamaConfig = field(default_factory=QLlamaConfig)
     clip_embed_dim: int = 768
     attn_pool_num_heads: int = 16
     num_query_token: int = 96
@@ -62,8 +63,12 @@ class InternVLConfig:
     def __post_init__(self) -> None:
         q, v = self.qllama_config, self.vision_config
         if q.num_query_token != self.num_query_token:
-            # The reference copies the top-level value into the QLLaMA config.
-            q.num_query_token = self.num_query_token
+            # `from_dict` copies the top-level value into the QLLaMA half (as the reference constructor);
+            # a config built in code must say the same thing twice rather than be silently rewritten.
+            raise ConfigError(
+                f"num_query_token={self.num_query_token} but qllama_config.num_query_token={q.num_query_token}; "
+                "set both to the same value (from_dict copies the top-level one into qllama_config)"
+            )
         if q.vision_hidden_size != v.hidden_size:
             raise ConfigError(
                 f"qllama_config.vision_hidden_size={q.vision_hidden_size} but vision_config.hidden_size="
@@ -77,10 +82,11 @@ class InternVLConfig:
 
     @property
     def image_size(self) -> int:
-        return self.force_image_size or self.vision_config.image_size
+        """``force_image_size`` when set, else ``vision_config.image_size`` (the one rule in core.specs)."""
+        return served_image_size({"force_image_size": self.force_image_size, "vision_config": self.vision_config})
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InternVLConfig:
+    def from_dict(cls, d: dict[str, Any]) -> InternVLCGConfig:
         """Build from the official dict. ``cross_attention_frequency`` and ``num_query_token`` given at the
         top level override the QLLaMA sub-config (as the reference constructor does)."""
         if "vision_config" not in d or "qllama_config" not in d:
@@ -104,7 +110,7 @@ class InternVLConfig:
         return cls(vision_config=vision, qllama_config=qllama, **known, extra=extra)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> InternVLConfig:
+    def from_pretrained(cls, path: str | os.PathLike) -> InternVLCGConfig:
         return cls.from_dict(ckpt.read_config(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,16 +184,16 @@ class AttentionPoolingBlock(nn.Module):
         return out.squeeze(1)
 
 
-class InternVLModel(nn.Module):
+class InternVLCG(nn.Module):
     """InternVL-C / InternVL-G.
 
     Example:
-        >>> model = InternVLModel.from_pretrained("InternVL-14B-224px", dtype="fp16", device="cuda")
+        >>> model = InternVLCG.from_pretrained("InternVL-14B-224px", dtype="fp16", device="cuda")
         >>> img = model.encode_image(pixel_values, mode="InternVL-G")   # float[B, 768]
         >>> txt = model.encode_text(input_ids)                           # float[B, 768]
     """
 
-    def __init__(self, config: InternVLConfig) -> None:
+    def __init__(self, config: InternVLCGConfig) -> None:
         super().__init__()
         self.config = config
         vcfg = config.vision_config
@@ -319,7 +325,7 @@ class InternVLModel(nn.Module):
 
     # -- construction and I/O ---------------------------------------------------------------------
     @torch.no_grad()
-    def init_weights(self, generator: torch.Generator | None = None) -> InternVLModel:
+    def init_weights(self, generator: torch.Generator | None = None) -> InternVLCG:
         """Deterministic random initialisation (for tests, demos and training from scratch)."""
         std = self.config.initializer_range
         self.vision_model.init_weights(generator)
@@ -349,7 +355,7 @@ class InternVLModel(nn.Module):
         path: str | os.PathLike,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device = "cpu",
-    ) -> InternVLModel:
+    ) -> InternVLCG:
         """Load an official checkpoint directory (any weight layout; LoRA checkpoints are merged).
 
         Built on the meta device and filled by assignment, so a 14B checkpoint needs memory for the
@@ -360,18 +366,14 @@ class InternVLModel(nn.Module):
             CheckpointError: unreadable directory or keys that do not match the architecture.
             ConfigError: inconsistent config values.
         """
-        config = InternVLConfig.from_pretrained(path)
+        config = InternVLCGConfig.from_pretrained(path)
         state = ckpt.read_state_dict(path)
         state = merge_lora_state_dict(state, config, dtype=ckpt.resolve_dtype(dtype))
-        pos = state.get("vision_model.embeddings.position_embedding")
-        build_config = config
-        resize_to = None
-        if config.force_image_size and pos is not None:
-            stored_grid = math.isqrt(pos.shape[1] - 1)
-            stored_size = stored_grid * config.vision_config.patch_size
-            if stored_size != config.force_image_size:
-                build_config = dataclasses.replace(config, force_image_size=stored_size)
-                resize_to = config.force_image_size
+        build_size, resize_to = ckpt.plan_position_table(
+            config.force_image_size, config.image_size, state.get("vision_model.embeddings.position_embedding"),
+            config.vision_config.patch_size,
+        )
+        build_config = config if resize_to is None else dataclasses.replace(config, force_image_size=build_size)
         with torch.device("meta"):
             model = cls(build_config)
         ckpt.load_into(model, state, dtype=ckpt.resolve_dtype(dtype), source=str(path), ignore_unexpected=IGNORED_KEYS)
@@ -401,7 +403,7 @@ _LORA_A = re.compile(r"^(?P<module>.+)\.lora_A\.(?P<adapter>[^.]+)\.weight$")
 
 
 def merge_lora_state_dict(
-    state: dict[str, torch.Tensor], config: InternVLConfig, dtype: torch.dtype | None = None
+    state: dict[str, torch.Tensor], config: InternVLCGConfig, dtype: torch.dtype | None = None
 ) -> dict[str, torch.Tensor]:
     """Fold peft LoRA adapters into their base weights and strip the peft key prefixes.
 
@@ -449,25 +451,30 @@ def merge_lora_state_dict(
 
 
 # -- presets ----------------------------------------------------------------------------------------
-def build_internvl(config: InternVLConfig, seed: int | None = 0) -> InternVLModel:
+def build_internvl(config: InternVLCGConfig, seed: int | None = 0) -> InternVLCG:
     """A randomly initialised model (deterministic for a given seed)."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return InternVLModel(config).init_weights(gen).eval()
+    return InternVLCG(config).init_weights(gen).eval()
 
 
 @register_preset("internvl_cg_tiny", "internvl_cg")
-def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternVLConfig:
+def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternVLCGConfig:
     """A tiny config (width 32-64, 2 layers each) that builds in milliseconds, for tests and demos."""
     vision = InternViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                              image_size=56, patch_size=14)
     qllama = QLlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                           num_attention_heads=4, max_position_embeddings=256, num_query_token=num_query_token,
                           vision_hidden_size=64)
-    return InternVLConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=32, attn_pool_num_heads=4,
+    return InternVLCGConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=32, attn_pool_num_heads=4,
                           num_query_token=num_query_token)
 
 
 @register_preset("internvl_cg_14b_224", "internvl_cg")
-def internvl_14b_224() -> InternVLConfig:
+def internvl_14b_224() -> InternVLCGConfig:
     """The InternVL-14B-224px layout (spec §8); the official checkpoint's own config.json is authoritative."""
-    return InternVLConfig(vision_config=InternViTConfig(), qllama_config=QLlamaConfig())
+    return InternVLCGConfig(vision_config=InternViTConfig(), qllama_config=QLlamaConfig())
+
+
+# The historical names (they sound generic but mean C/G only); kept so existing imports keep working.
+InternVLConfig = InternVLCGConfig
+InternVLModel = InternVLCG
