@@ -82,12 +82,17 @@ def find_closest_aspect_ratio(
     return best
 
 
+def choose_grid(width: int, height: int, min_num: int = 1, max_num: int = 6, image_size: int = 448) -> tuple[int, int]:
+    """The (cols, rows) grid `dynamic_preprocess` cuts a ``width`` x ``height`` image into."""
+    return find_closest_aspect_ratio(width / height, target_ratios(min_num, max_num), width, height, image_size)
+
+
 def dynamic_preprocess(
     image: Image.Image, min_num: int = 1, max_num: int = 6, image_size: int = 448, use_thumbnail: bool = False
 ) -> list[Image.Image]:
     """Split ``image`` into 448px tiles on the best grid (row-major), plus a thumbnail if asked and >1 tile."""
     width, height = image.size
-    cols, rows = find_closest_aspect_ratio(width / height, target_ratios(min_num, max_num), width, height, image_size)
+    cols, rows = choose_grid(width, height, min_num, max_num, image_size)
     resized = image.resize((image_size * cols, image_size * rows))  # PIL default filter, as the reference
     tiles = []
     for k in range(cols * rows):
