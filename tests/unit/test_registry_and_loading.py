@@ -105,7 +105,7 @@ def test_load_pretrained_refuses_before_reading_weights(checkpoints, tmp_path):
     only_config = tmp_path / "only_config"
     only_config.mkdir()
     (only_config / "config.json").write_text((root / "chat" / "config.json").read_text())
-    with pytest.raises(ConfigError, match="is a 'internvl_chat' checkpoint; this command needs 'internvl'"):
+    with pytest.raises(ConfigError, match="holds a model_type 'internvl_chat' checkpoint; this command needs model_type 'internvl'"):
         load_pretrained(only_config, model_types=("internvl",))
     (only_config / "config.json").write_text(json.dumps({"model_type": "clip"}))
     with pytest.raises(CheckpointError, match="model_type 'clip'; supported: intern_vit_6b, internvl, internvl_chat"):

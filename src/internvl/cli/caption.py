@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         import torch
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from internvl.cli.embed import list_images
+        from internvl.cli._common import list_images
         from internvl.core.devices import pick_device, pick_dtype
         from internvl.data.transforms import build_transform, load_image
         from internvl.inference.captioning import generate_captions

@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from internvl.cli.embed import progress_bar
+        from internvl.cli._common import progress_bar
         from internvl.core.devices import pick_device, pick_dtype
         from internvl.core.errors import ConfigError
         from internvl.data.transforms import build_transform

@@ -42,8 +42,8 @@ def _vision_step(output: Path, seed: int, console) -> dict:
 
     from internvl.data.synthetic import synthetic_image
     from internvl.data.transforms import build_transform
-    from internvl.inference.inspect import describe_checkpoint
     from internvl.inference.loading import load_pretrained
+    from internvl.models.checkpoint_info import describe_checkpoint
     from internvl.models.registry import create_model
 
     model = create_model("intern_vit_tiny", seed=seed)

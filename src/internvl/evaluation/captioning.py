@@ -69,14 +69,13 @@ def caption_dataset(
 
     from internvl.inference.captioning import generate_captions
 
-    device, dtype = model.device, model.dtype
     dataset = CaptionImageDataset(records, build_transform("caption", model.image_size))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     results: list[dict] = []
     bar = tqdm(total=len(records), desc="captioning", unit="img", disable=not progress)
     for pixels, indices in loader:
         captions = generate_captions(
-            model, tokenizer, pixels.to(device, dtype), prompt=prompt, num_beams=num_beams,
+            model, tokenizer, pixels, prompt=prompt, num_beams=num_beams,  # generate_captions casts
             min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
         )
         batch = [{"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions, strict=True)]

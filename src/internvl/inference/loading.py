@@ -187,7 +187,8 @@ def load_pretrained(
     model_type = model_type_of(path)
     if model_types is not None and model_type not in model_types:
         raise ConfigError(
-            f"{path} is a {model_type!r} checkpoint; this command needs {' or '.join(repr(t) for t in model_types)}"
+            f"{path} holds a model_type {model_type!r} checkpoint; this command needs model_type "
+            f"{' or '.join(repr(t) for t in model_types)}"
         )
     if model_type == "internvl_chat":
         if device_map is None and device is not None:

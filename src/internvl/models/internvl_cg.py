@@ -255,9 +255,13 @@ class InternVLCG(nn.Module):
         # L2 normalisation without eps, as in the reference.
         return backbone / backbone.norm(dim=1, keepdim=True) + queries / queries.norm(dim=1, keepdim=True)
 
-    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Text embedding float[B, clip_embed_dim] from right-padded ids long[B, L] (pad id 0, mask ``ids > 0``)."""
-        mask = input_ids > 0
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text embedding float[B, clip_embed_dim] from right-padded ids long[B, L].
+
+        ``attention_mask`` (1 = token) defaults to ``input_ids > 0``: the C/G tokenizer pads with id 0, the
+        reference's rule; pass it explicitly for a tokenizer with another pad id.
+        """
+        mask = input_ids > 0 if attention_mask is None else attention_mask.to(torch.bool)
         hidden = self.get_text_features(input_ids, mask)  # (B, L, h)
         last = mask.sum(1) - 1  # index of EOS (the last non-pad token)
         eos_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, h)
@@ -366,9 +370,10 @@ class InternVLCG(nn.Module):
             CheckpointError: unreadable directory or keys that do not match the architecture.
             ConfigError: inconsistent config values.
         """
+        dtype = ckpt.resolve_dtype(dtype)
         config = InternVLCGConfig.from_pretrained(path)
         state = ckpt.read_state_dict(path)
-        state = merge_lora_state_dict(state, config, dtype=ckpt.resolve_dtype(dtype))
+        state = merge_lora_state_dict(state, config, dtype=dtype)
         build_size, resize_to = ckpt.plan_position_table(
             config.force_image_size, config.image_size, state.get("vision_model.embeddings.position_embedding"),
             config.vision_config.patch_size,
@@ -376,7 +381,7 @@ class InternVLCG(nn.Module):
         build_config = config if resize_to is None else dataclasses.replace(config, force_image_size=build_size)
         with torch.device("meta"):
             model = cls(build_config)
-        ckpt.load_into(model, state, dtype=ckpt.resolve_dtype(dtype), source=str(path), ignore_unexpected=IGNORED_KEYS)
+        ckpt.load_into(model, state, dtype=dtype, source=str(path), ignore_unexpected=IGNORED_KEYS)
         model.to(device)
         if resize_to is not None:
             model.vision_model.resize_position_embeddings(resize_to)
