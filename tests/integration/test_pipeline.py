@@ -233,3 +233,28 @@ def test_request_validation(pipe, images):
         pipe.stream(ChatRequest("a", options={"streamer": object()}))
     with pytest.raises(ValueError, match="finish_reason"):
         ChatResponse("a", "cancelled", 1, 1, ())
+
+
+class _FailAt:
+    """A logits processor that raises once ``n`` tokens have been generated (an error inside generate)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] >= self.n:
+            raise RuntimeError("boom inside generate")
+        return scores
+
+
+def test_stream_reraises_a_generation_error_in_the_caller_and_joins_the_thread(pipe):
+    import threading
+
+    from transformers import LogitsProcessorList
+
+    options = GenerationOptions(max_new_tokens=20, do_sample=False, extra={"logits_processor": LogitsProcessorList([_FailAt(3)])})
+    stream = pipe.stream(ChatRequest("hello", options=options))
+    with pytest.raises(RuntimeError, match="boom inside generate"):
+        list(stream)
+    assert stream.response is None
+    assert not [t for t in threading.enumerate() if t.name == "internvl-generate"]

@@ -42,7 +42,7 @@ from internvl.inference.loading import (
 )
 from internvl.inference.pipeline import ChatPipeline, image_settings, load_tiles
 from internvl.inference.requests import ChatRequest, GenerationOptions, Visuals
-from internvl.inference.streaming import cut_at_stop
+from internvl.inference.streaming import CancelGeneration, TextPieceStreamer, cut_at_stop  # noqa: F401
 from internvl.models.internvl_chat import InternVLChatModel
 
 __all__ = [

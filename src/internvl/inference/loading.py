@@ -31,6 +31,11 @@ from internvl.models.registry import model_class, model_type_of
 log = logging.getLogger(__name__)
 
 
+def image_settings(model: InternVLChatModel) -> ChatImageSettings:
+    """Preprocessing settings of a chat checkpoint, from its config (448px single tile for V1-2)."""
+    return ChatImageSettings.from_config_dict(model.config.to_dict())
+
+
 def load_tokenizer(path: str | os.PathLike) -> Any:
     """The checkpoint's tokenizer; the slow SentencePiece one like the card (``use_fast=False``) when available.
 
@@ -194,7 +199,7 @@ def load_pretrained(
         if device_map is None and device is not None:
             device_map = str(device)
         model, tokenizer = load_chat_model(path, dtype=dtype, device_map=device_map, **kwargs)
-        return LoadedModel(model, tokenizer, model_type, model.config.image_size, ChatImageSettings.from_config_dict(model.config.to_dict()))
+        return LoadedModel(model, tokenizer, model_type, model.config.image_size, image_settings(model))
     if device_map is not None:
         if isinstance(device_map, dict) or device_map in _STRATEGIES:
             raise ConfigError(f"device_map={device_map!r} is supported for internvl_chat checkpoints only; pass device=")

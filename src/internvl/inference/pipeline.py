@@ -40,17 +40,12 @@ from internvl.data.conversation import (
 )
 from internvl.data.image_processing import ChatImageSettings, card_preprocess_image, preprocess_image
 from internvl.data.video import load_video, video_prompt_prefix
-from internvl.inference.loading import bind_tokenizer, end_of_turn_id, template_name
+from internvl.inference.loading import bind_tokenizer, end_of_turn_id, image_settings, template_name
 from internvl.inference.requests import ChatRequest, ChatResponse, GenerationOptions, ImageInput, Visuals
 from internvl.inference.streaming import TextPieceStreamer, stream_generate
 from internvl.models.internvl_chat import InternVLChatModel
 
 log = logging.getLogger(__name__)
-
-
-def image_settings(model: InternVLChatModel) -> ChatImageSettings:
-    """Preprocessing settings of this checkpoint (448px single tile for V1-2)."""
-    return ChatImageSettings.from_config_dict(model.config.to_dict())
 
 
 def load_tiles(
