@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from internvl.core.errors import DataFormatError, RequestError
+from internvl.core.errors import ConfigError, DataFormatError, RequestError
 from internvl.data.conversation import build_query
 from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
 from internvl.inference.loading import load_tokenizer
@@ -258,3 +258,18 @@ def test_stream_reraises_a_generation_error_in_the_caller_and_joins_the_thread(p
         list(stream)
     assert stream.response is None
     assert not [t for t in threading.enumerate() if t.name == "internvl-generate"]
+
+
+def test_load_and_the_cli_share_one_path(pipe, tmp_path):
+    from internvl.inference.loading import save_chat_model
+
+    save_chat_model(pipe.model, pipe.tokenizer, tmp_path / "ckpt")
+    loaded = ChatPipeline.load(tmp_path / "ckpt", device="cpu")
+    req = ChatRequest("hello", options=GREEDY)
+    assert loaded.answer(req) == pipe.answer(req)
+    assert (loaded.template, loaded.system_message, loaded.end_of_turn_id) == (pipe.template, pipe.system_message, pipe.end_of_turn_id)
+    from internvl.models.registry import create_model
+
+    create_model("intern_vit_tiny").save_pretrained(tmp_path / "vit")
+    with pytest.raises(ConfigError, match="this command needs model_type 'internvl_chat'"):
+        ChatPipeline.load(tmp_path / "vit")

@@ -107,6 +107,9 @@ class ChatStream:
 class ChatPipeline:
     """One loaded InternVL-Chat model with its tokenizer and everything resolved once (see the module doc).
 
+    Calls do not share per-request state, but they share the model: a server runs one generation at a
+    time per pipeline (or one pipeline per device).
+
     Args:
         model: an `InternVLChatModel` (any device / device map / dtype).
         tokenizer: its tokenizer (must contain ``<IMG_CONTEXT>`` and the template's end-of-turn token).
@@ -137,15 +140,21 @@ class ChatPipeline:
         path: str | os.PathLike,
         *,
         dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
         device_map: str | dict | None = None,
         template: str | None = None,
         system_message: str | None = None,
         **load_kwargs: Any,
     ) -> ChatPipeline:
-        """Load a chat checkpoint with `internvl.inference.loading.load_pretrained` and wrap it."""
+        """Load a chat checkpoint with `internvl.inference.loading.load_pretrained` and wrap it.
+
+        ``load_kwargs`` go to `InternVLChatModel.from_pretrained` (``load_in_8bit``, ``max_memory``, ...).
+        """
         from internvl.inference.loading import load_pretrained
 
-        loaded = load_pretrained(path, dtype=dtype, device_map=device_map, model_types=("internvl_chat",), **load_kwargs)
+        loaded = load_pretrained(
+            path, dtype=dtype, device=device, device_map=device_map, model_types=("internvl_chat",), **load_kwargs
+        )
         return cls(loaded.model, loaded.tokenizer, template=template, system_message=system_message)
 
     @property

@@ -111,7 +111,7 @@ class GenerationOptions:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: comparing tensors elementwise has no single truth value
 class Visuals:
     """Preprocessed images of one request: float32[sum tiles, 3, S, S], tiles per image, prompt prefix.
 
