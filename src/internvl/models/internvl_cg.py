@@ -31,9 +31,9 @@ from internvl.core.compat import cache_kwargs, new_dynamic_cache
 from internvl.core.errors import CheckpointError, ConfigError
 from internvl.core.specs import served_image_size
 from internvl.models import checkpoint as ckpt
+from internvl.models import registry
 from internvl.models.intern_vit import InternViT, InternViTConfig
 from internvl.models.qllama import QLlamaConfig, QLlamaForCausalLM
-from internvl.models.registry import register_preset
 
 MODES = ("InternVL-C", "InternVL-G")
 # Stored RoPE inv_freq buffers of older checkpoints are not state in this implementation.
@@ -43,7 +43,7 @@ _QLLAMA_DROP = ("architectures", "_name_or_path", "transformers_version", "model
 
 
 @dataclass(frozen=True)
-class InternVLCGConfig:
+class InternVLConfig:
     """Composite configuration; reads and writes the official ``config.json`` schema (``model_type: internvl``)."""
 
     vision_config: InternViTConfig = field(default_factory=InternViTConfig)
@@ -86,7 +86,7 @@ class InternVLCGConfig:
         return served_image_size({"force_image_size": self.force_image_size, "vision_config": self.vision_config})
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InternVLCGConfig:
+    def from_dict(cls, d: dict[str, Any]) -> InternVLConfig:
         """Build from the official dict. ``cross_attention_frequency`` and ``num_query_token`` given at the
         top level override the QLLaMA sub-config (as the reference constructor does)."""
         if "vision_config" not in d or "qllama_config" not in d:
@@ -110,7 +110,7 @@ class InternVLCGConfig:
         return cls(vision_config=vision, qllama_config=qllama, **known, extra=extra)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> InternVLCGConfig:
+    def from_pretrained(cls, path: str | os.PathLike) -> InternVLConfig:
         return cls.from_dict(ckpt.read_config(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,16 +184,16 @@ class AttentionPoolingBlock(nn.Module):
         return out.squeeze(1)
 
 
-class InternVLCG(nn.Module):
+class InternVLModel(nn.Module):
     """InternVL-C / InternVL-G.
 
     Example:
-        >>> model = InternVLCG.from_pretrained("InternVL-14B-224px", dtype="fp16", device="cuda")
+        >>> model = InternVLModel.from_pretrained("InternVL-14B-224px", dtype="fp16", device="cuda")
         >>> img = model.encode_image(pixel_values, mode="InternVL-G")   # float[B, 768]
         >>> txt = model.encode_text(input_ids)                           # float[B, 768]
     """
 
-    def __init__(self, config: InternVLCGConfig) -> None:
+    def __init__(self, config: InternVLConfig) -> None:
         super().__init__()
         self.config = config
         vcfg = config.vision_config
@@ -329,7 +329,7 @@ class InternVLCG(nn.Module):
 
     # -- construction and I/O ---------------------------------------------------------------------
     @torch.no_grad()
-    def init_weights(self, generator: torch.Generator | None = None) -> InternVLCG:
+    def init_weights(self, generator: torch.Generator | None = None) -> InternVLModel:
         """Deterministic random initialisation (for tests, demos and training from scratch)."""
         std = self.config.initializer_range
         self.vision_model.init_weights(generator)
@@ -359,7 +359,7 @@ class InternVLCG(nn.Module):
         path: str | os.PathLike,
         dtype: str | torch.dtype | None = None,
         device: str | torch.device = "cpu",
-    ) -> InternVLCG:
+    ) -> InternVLModel:
         """Load an official checkpoint directory (any weight layout; LoRA checkpoints are merged).
 
         Built on the meta device and filled by assignment, so a 14B checkpoint needs memory for the
@@ -371,7 +371,7 @@ class InternVLCG(nn.Module):
             ConfigError: inconsistent config values.
         """
         dtype = ckpt.resolve_dtype(dtype)
-        config = InternVLCGConfig.from_pretrained(path)
+        config = InternVLConfig.from_pretrained(path)
         state = ckpt.read_state_dict(path)
         state = merge_lora_state_dict(state, config, dtype=dtype)
         build_size, resize_to = ckpt.plan_position_table(
@@ -408,7 +408,7 @@ _LORA_A = re.compile(r"^(?P<module>.+)\.lora_A\.(?P<adapter>[^.]+)\.weight$")
 
 
 def merge_lora_state_dict(
-    state: dict[str, torch.Tensor], config: InternVLCGConfig, dtype: torch.dtype | None = None
+    state: dict[str, torch.Tensor], config: InternVLConfig, dtype: torch.dtype | None = None
 ) -> dict[str, torch.Tensor]:
     """Fold peft LoRA adapters into their base weights and strip the peft key prefixes.
 
@@ -456,30 +456,31 @@ def merge_lora_state_dict(
 
 
 # -- presets ----------------------------------------------------------------------------------------
-def build_internvl(config: InternVLCGConfig, seed: int | None = 0) -> InternVLCG:
+def build_internvl(config: InternVLConfig, seed: int | None = 0) -> InternVLModel:
     """A randomly initialised model (deterministic for a given seed)."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return InternVLCG(config).init_weights(gen).eval()
+    return InternVLModel(config).init_weights(gen).eval()
 
 
-@register_preset("internvl_cg_tiny", "internvl_cg")
-def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternVLCGConfig:
+@registry.register_preset("internvl_cg_tiny", "internvl_cg")
+def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternVLConfig:
     """A tiny config (width 32-64, 2 layers each) that builds in milliseconds, for tests and demos."""
     vision = InternViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                              image_size=56, patch_size=14)
     qllama = QLlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                           num_attention_heads=4, max_position_embeddings=256, num_query_token=num_query_token,
                           vision_hidden_size=64)
-    return InternVLCGConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=32, attn_pool_num_heads=4,
+    return InternVLConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=32, attn_pool_num_heads=4,
                           num_query_token=num_query_token)
 
 
-@register_preset("internvl_cg_14b_224", "internvl_cg")
-def internvl_14b_224() -> InternVLCGConfig:
+@registry.register_preset("internvl_cg_14b_224", "internvl_cg")
+def internvl_14b_224() -> InternVLConfig:
     """The InternVL-14B-224px layout (spec §8); the official checkpoint's own config.json is authoritative."""
-    return InternVLCGConfig(vision_config=InternViTConfig(), qllama_config=QLlamaConfig())
+    return InternVLConfig(vision_config=InternViTConfig(), qllama_config=QLlamaConfig())
 
 
-# The historical names (they sound generic but mean C/G only); kept so existing imports keep working.
-InternVLConfig = InternVLCGConfig
-InternVLModel = InternVLCG
+# Names that say what these are (C/G only; the historical names sound generic). Both spellings are the
+# same objects; new code should use these.
+InternVLCG = InternVLModel
+InternVLCGConfig = InternVLConfig

@@ -21,7 +21,7 @@ from internvl.core.errors import CheckpointError, UnknownModelError
 # model_type -> (module, class name, preset family). Imported lazily: `import internvl` stays light.
 MODEL_TYPES: dict[str, tuple[str, str, str]] = {
     "intern_vit_6b": ("internvl.models.intern_vit", "InternViT", "intern_vit"),
-    "internvl": ("internvl.models.internvl_cg", "InternVLCG", "internvl_cg"),
+    "internvl": ("internvl.models.internvl_cg", "InternVLModel", "internvl_cg"),
     "internvl_chat": ("internvl.models.internvl_chat", "InternVLChatModel", "internvl_chat"),
 }
 _FAMILY_MODULES = tuple(module for module, _, _ in MODEL_TYPES.values())
