@@ -130,8 +130,12 @@ def test_streaming_pieces_join_to_answer(model, tokenizer, pixels):
     pieces = list(api.stream_chat(model, tokenizer, pixels[:1], "what is in the image?", GEN))
     assert "".join(pieces) == api.chat(model, tokenizer, pixels[:1], "what is in the image?", GEN)
     stream = api.stream_chat(model, tokenizer, None, "hello", {"max_new_tokens": 200, "do_sample": False})
-    next(stream, None)
+    assert next(stream, None) is not None
     stream.close()  # stopping early cancels generation and joins the worker without hanging
+    assert next(stream, None) is None
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "internvl-generate"]
 
 
 def test_cut_at_stop_rechunks_exactly():
@@ -412,7 +416,10 @@ def test_peft_causal_lm_task_type_forward_and_generate(model, tokenizer, pixels)
     query, _ = build_query("Hermes-2", "hi", num_patches_list=[1], num_image_token=4, system_message=SYSTEM)
     enc = tokenizer(query, return_tensors="pt")
     out = peft_model(pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, labels=enc.input_ids)
-    assert torch.isfinite(out.loss)
+    with torch.no_grad():
+        base_loss = model(pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask,
+                          labels=enc.input_ids).loss
+    torch.testing.assert_close(out.loss.detach(), base_loss)  # LoRA B starts at zero: the base model's loss
     ids = peft_model.generate(
         pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, max_new_tokens=4, do_sample=False
     )

@@ -31,7 +31,21 @@ def test_help_lists_commands(capsys):
 def test_demo_runs_and_writes_report(tmp_path):
     assert main(["demo", "--output", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "demo_report.json").read_text())
-    assert report and all(isinstance(v, dict) for v in report.values())
+    from internvl.cli.demo import STEPS
+    from internvl.models.registry import create_model
+
+    assert list(report) == [title for title, _ in STEPS]
+    vision, cg, chat = report.values()
+    tiny = create_model("intern_vit_tiny")
+    grid = tiny.config.image_size // tiny.config.patch_size
+    assert vision["parameters"] == sum(p.numel() for p in tiny.parameters())
+    assert vision["last_hidden_state"] == [4, grid * grid + 1, tiny.config.hidden_size]
+    sims = cg["similarity"]
+    assert len(sims) == 3 and all(len(row) == 3 and all(-1.0 <= v <= 1.0 for v in row) for row in sims)
+    assert len(cg["classification"]) == 3 and set(cg["classification"]) <= {"dog", "cat", "square"}
+    assert len(cg["captions"]) == 3 and all(isinstance(c, str) for c in cg["captions"])
+    assert len(chat["batch"]) == 2
+    assert "".join(chat["streamed pieces"]) == chat["one image"]  # the same question, streamed and not
 
 
 def test_usage_errors_print_usage_and_return_2(capsys):

@@ -84,10 +84,19 @@ def test_classify_writes_ranked_predictions(model_dir, images_dir, tmp_path):
                  "--device", "cpu"]) == 0
     records = json.loads(out.read_text())
     assert [r["image"] for r in records] == images
-    for rec in records:
-        scores = [p["score"] for p in rec["predictions"]]
-        assert len(scores) == 2 and scores == sorted(scores, reverse=True)
-        assert {p["label"] for p in rec["predictions"]} <= {"dog", "cat", "red square"}
+    # The same through the Python API (as the embed and caption tests do)
+    from internvl.inference.embedding import classify, zero_shot_classifier
+
+    names = ["dog", "cat", "red square"]
+    model = InternVLModel.from_pretrained(model_dir)
+    tok = InternVLTextTokenizer.from_pretrained(model_dir)
+    classifier = zero_shot_classifier(model, tok, names, ["a photo of a {}.", "a {}"])
+    emb = embed_images(model, images, build_transform("classification", model.image_size))
+    result = classify(emb, classifier, top_k=2)
+    for rec, probs, idx in zip(records, result.probs, result.indices, strict=True):
+        assert [p["label"] for p in rec["predictions"]] == [names[int(i)] for i in idx]
+        assert [p["score"] for p in rec["predictions"]] == [round(float(p), 6) for p in probs]
+        assert rec["predictions"][0]["score"] >= rec["predictions"][1]["score"]
 
 
 def test_classify_needs_classes(model_dir, images_dir, capsys):

@@ -37,21 +37,42 @@ def test_config_is_read_from_fixture(fx, model):
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_vit_embeds(fx, model, version):
-    model.config.ps_version = version
+def test_vit_embeds(fx, model, version, monkeypatch):
+    monkeypatch.setattr(model.config, "ps_version", version)  # restored after the test (module-scoped model)
     with torch.no_grad():
         out = model.extract_feature(fx["inputs"]["pixel_values"])
     torch.testing.assert_close(out, fx["outputs"][f"{version}.vit_embeds"], atol=ATOL, rtol=RTOL)
 
 
-def test_v1_and_v2_differ_only_in_token_order(fx):
+def test_v1_is_our_pixel_shuffle_transpose_of_v2(fx, model):
+    """The reference's v1 tokens are v2's with the merged grid transposed; check that *our* pixel_shuffle
+    produces exactly that relation on the fixture's ViT features, and that the fixture tells them apart."""
+    import math
+    import warnings
+
+    from internvl.models.projector import pixel_shuffle
+
     v1, v2 = fx["outputs"]["v1.vit_embeds"], fx["outputs"]["v2.vit_embeds"]
-    assert not torch.allclose(v1, v2)  # the fixture distinguishes the two orders
+    assert not torch.allclose(v1, v2)
+    with torch.no_grad():
+        vit = model.vision_model(fx["inputs"]["pixel_values"]).last_hidden_state[:, 1:]
+        t, n, c = vit.shape
+        side = math.isqrt(n)
+        grid = vit.reshape(t, side, side, c)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the v1 notice
+            ours_v1 = pixel_shuffle(grid, model.config.downsample_ratio, "v1")
+        ours_v2 = pixel_shuffle(grid, model.config.downsample_ratio, "v2")
+        assert torch.equal(ours_v1, ours_v2.transpose(1, 2))
+        out_v1 = model.mlp1(ours_v1.reshape(t, -1, ours_v1.shape[-1]))
+        out_v2 = model.mlp1(ours_v2.reshape(t, -1, ours_v2.shape[-1]))
+    torch.testing.assert_close(out_v1, v1, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(out_v2, v2, atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_training_forward_logits_and_loss(fx, model, version):
-    model.config.ps_version = version
+def test_training_forward_logits_and_loss(fx, model, version, monkeypatch):
+    monkeypatch.setattr(model.config, "ps_version", version)
     x = fx["inputs"]
     with torch.no_grad():
         out = model(
@@ -62,8 +83,8 @@ def test_training_forward_logits_and_loss(fx, model, version):
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_generate_greedy_ids(fx, model, version):
-    model.config.ps_version = version
+def test_generate_greedy_ids(fx, model, version, monkeypatch):
+    monkeypatch.setattr(model.config, "ps_version", version)
     x = fx["inputs"]
     n = int(x["attention_mask"][0].sum())
     expected = fx["outputs"][f"{version}.generate_greedy"]

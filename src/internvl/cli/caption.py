@@ -26,14 +26,16 @@ def register(app: typer.Typer) -> None:
         import torch
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from internvl.cli.embed import list_images
+        from internvl.cli._common import list_images
+        from internvl.core.devices import pick_device, pick_dtype
         from internvl.data.transforms import build_transform, load_image
-        from internvl.evaluation.runtime import load_model_and_tokenizer, pick_device, pick_dtype
         from internvl.inference.captioning import generate_captions
+        from internvl.inference.loading import load_pretrained
 
         files = list_images(images_dir)
         dev = pick_device(device)
-        model, tokenizer = load_model_and_tokenizer(model_dir, dtype=pick_dtype(dtype, dev), device=dev)
+        loaded = load_pretrained(model_dir, dtype=pick_dtype(dtype, dev), device=dev, model_types=("internvl",))
+        model, tokenizer = loaded.model, loaded.tokenizer
         transform = build_transform("caption", model.image_size)
         records = []
         columns = (TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -37,33 +37,24 @@ def register(app: typer.Typer) -> None:
         history; `/exit` or end of input quits.
         """
         from internvl.core.errors import DataFormatError
-        from internvl.data.conversation import add_image_placeholder
-        from internvl.inference import chat as api
+        from internvl.inference.pipeline import ChatPipeline
+        from internvl.inference.requests import ChatRequest, GenerationOptions
 
         if image and video:
             raise DataFormatError("give either --image or --video, not both")
-        model, tokenizer = api.load_chat_model(model_dir, dtype=dtype, device_map=device_map, load_in_8bit=load_in_8bit)
-        gen: dict = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
-        if do_sample:
-            gen.update(temperature=temperature, top_p=top_p)
-
-        pixel_values, patches, prefix = None, None, ""
+        pipe = ChatPipeline.load(model_dir, dtype=dtype, device_map=device_map, load_in_8bit=load_in_8bit)
+        options = GenerationOptions(
+            max_new_tokens=max_new_tokens, do_sample=do_sample,
+            temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
+        )
+        visuals = None  # preprocessed once, reused by every turn
         if video is not None:
-            from internvl.data.video import load_video, video_prompt_prefix
-
-            pixel_values, patches = load_video(video, num_segments=num_segments, settings=api.image_settings(model))
-            prefix = video_prompt_prefix(len(patches))
+            visuals = pipe.prepare_video(video, num_segments=num_segments)
         elif image:
-            pixel_values, patches = api.load_images(model, [str(p) for p in image])
-            if len(image) > 1:
-                prefix = "".join(f"Image-{k + 1}: <image>\n" for k in range(len(image)))
+            visuals = pipe.prepare_images([str(p) for p in image])
 
         if question is not None:
-            answer = api.chat(
-                model, tokenizer, pixel_values, prefix + question, gen,
-                num_patches_list=patches, system_message=system,
-            )
-            typer.echo(answer)
+            typer.echo(pipe.answer(ChatRequest(question, visuals=visuals, system_message=system, options=options)).text)
             return
 
         history = None
@@ -79,15 +70,9 @@ def register(app: typer.Typer) -> None:
                 break
             if not text.strip():
                 continue
-            asked = prefix + text if history is None else text
             typer.echo("assistant> ", nl=False)
-            pieces = []
-            for piece in api.stream_chat(
-                model, tokenizer, pixel_values, asked, gen,
-                history=history, num_patches_list=patches, system_message=system,
-            ):
-                pieces.append(piece)
+            stream = pipe.stream(ChatRequest(text, visuals=visuals, history=history, system_message=system, options=options))
+            for piece in stream:
                 typer.echo(piece, nl=False)
             typer.echo("")
-            stored = add_image_placeholder(asked, bool(patches), history)
-            history = [*(history or []), (stored, "".join(pieces))]
+            history = stream.response.history

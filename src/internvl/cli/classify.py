@@ -47,11 +47,12 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from internvl.cli.embed import progress_bar
+        from internvl.cli._common import progress_bar
+        from internvl.core.devices import pick_device, pick_dtype
         from internvl.core.errors import ConfigError
         from internvl.data.transforms import build_transform
-        from internvl.evaluation.runtime import load_model_and_tokenizer, pick_device, pick_dtype
         from internvl.inference.embedding import DEFAULT_TEMPLATES, classify, embed_images, zero_shot_classifier
+        from internvl.inference.loading import load_pretrained
 
         names = read_classes(classes, classes_file)
         temps = list(templates or DEFAULT_TEMPLATES)
@@ -59,7 +60,8 @@ def register(app: typer.Typer) -> None:
         if bad:
             raise ConfigError(f"--templates must contain '{{}}' for the class name; got {bad}")
         dev = pick_device(device)
-        model, tokenizer = load_model_and_tokenizer(model_dir, dtype=pick_dtype(dtype, dev), device=dev)
+        loaded = load_pretrained(model_dir, dtype=pick_dtype(dtype, dev), device=dev, model_types=("internvl",))
+        model, tokenizer = loaded.model, loaded.tokenizer
         bar, start = progress_bar("classifying")
         with bar:
             classifier = zero_shot_classifier(model, tokenizer, names, temps, batch_size,

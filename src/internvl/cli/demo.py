@@ -42,13 +42,14 @@ def _vision_step(output: Path, seed: int, console) -> dict:
 
     from internvl.data.synthetic import synthetic_image
     from internvl.data.transforms import build_transform
-    from internvl.inference.inspect import describe_checkpoint
-    from internvl.models.intern_vit import PRESETS, InternViT, build_intern_vit
+    from internvl.inference.loading import load_pretrained
+    from internvl.models.checkpoint_info import describe_checkpoint
+    from internvl.models.registry import create_model
 
-    model = build_intern_vit(PRESETS["intern_vit_tiny"], seed=seed)
+    model = create_model("intern_vit_tiny", seed=seed)
     model_dir = output / "intern_vit_tiny"
     model.save_pretrained(model_dir)
-    reloaded = InternViT.from_pretrained(model_dir)
+    reloaded = load_pretrained(model_dir).model
     info = describe_checkpoint(model_dir)
     console.print(f"saved and reloaded {model_dir}: {info['parameters']:,} parameters, image size {info['image_size']}")
     transform = build_transform("retrieval", reloaded.config.image_size)
@@ -75,14 +76,15 @@ def _cg_step(output: Path, seed: int, console) -> dict:
     from internvl.data.transforms import build_transform
     from internvl.inference.captioning import generate_captions
     from internvl.inference.embedding import classify, embed_images, embed_texts, zero_shot_classifier
-    from internvl.models.internvl_cg import InternVLModel, build_internvl, internvl_cg_tiny
+    from internvl.inference.loading import load_pretrained
+    from internvl.models.registry import create_model
 
     model_dir = output / "internvl_cg_tiny"
     build_tokenizer(model_dir)
     vocab = len(InternVLTextTokenizer.from_pretrained(model_dir).tokenizer)
-    build_internvl(internvl_cg_tiny(vocab_size=vocab), seed=seed).save_pretrained(model_dir)
-    model = InternVLModel.from_pretrained(model_dir)
-    tok = InternVLTextTokenizer.from_pretrained(model_dir)
+    create_model("internvl_cg_tiny", seed=seed, vocab_size=vocab).save_pretrained(model_dir)
+    loaded = load_pretrained(model_dir)
+    model, tok = loaded.model, loaded.tokenizer
     images = [synthetic_image(seed + i) for i in range(3)]
     texts = ["a red square", "two cats sit on a red sofa", "一只狗在草地上奔跑"]
     img = embed_images(model, images, build_transform("retrieval", model.image_size), mode="InternVL-G")
@@ -106,15 +108,18 @@ def _chat_step(output: Path, seed: int, console) -> dict:
 
     from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
     from internvl.inference import chat as api
-    from internvl.models.internvl_chat import build_internvl_chat, tiny_chat_config
+    from internvl.inference.loading import load_pretrained
+    from internvl.models.registry import create_model
 
     model_dir = output / "internvl_chat_tiny"
     build_tokenizer(model_dir, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
                     add_bos_token=False)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    config = tiny_chat_config(len(tokenizer), eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
-    api.save_chat_model(build_internvl_chat(config, seed=seed), tokenizer, model_dir)
-    model, tokenizer = api.load_chat_model(model_dir)
+    tiny = create_model("internvl_chat_tiny", seed=seed, vocab_size=len(tokenizer),
+                        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    api.save_chat_model(tiny, tokenizer, model_dir)
+    loaded = load_pretrained(model_dir)
+    model, tokenizer = loaded.model, loaded.tokenizer
     gen = {"max_new_tokens": 8, "do_sample": False}
     pixels, patches = api.load_images(model, [synthetic_image(seed + i) for i in range(2)])
     text = model.chat(tokenizer, None, "hello, who are you?", gen)

@@ -7,33 +7,7 @@ from pathlib import Path
 
 import typer
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-def list_images(images_dir: Path) -> list[Path]:
-    """Image files directly inside ``images_dir``, sorted by name."""
-    from internvl.core.errors import DataFormatError
-
-    if not images_dir.is_dir():
-        raise DataFormatError(f"{images_dir}: not a directory")
-    files = sorted(p for p in images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataFormatError(f"{images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
-def progress_bar(label: str):
-    """A transient rich progress bar; returns (context manager, start(total) -> advance(n) callback)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        transient=True)
-
-    def start(description: str, total: int):
-        task = progress.add_task(f"{label}: {description}", total=total)
-        return lambda n: progress.advance(task, n)
-
-    return progress, start
+from internvl.cli._common import IMAGE_SUFFIXES, list_images, progress_bar  # noqa: F401 (re-exported)
 
 
 def register(app: typer.Typer) -> None:
@@ -57,10 +31,11 @@ def register(app: typer.Typer) -> None:
         Rows follow the order given (images from --image first, then --images-dir). A .safetensors output
         also records the image paths and texts in its metadata.
         """
+        from internvl.core.devices import pick_device, pick_dtype
         from internvl.core.errors import ConfigError
         from internvl.data.transforms import build_transform
-        from internvl.evaluation.runtime import load_model_and_tokenizer, pick_device, pick_dtype
         from internvl.inference.embedding import embed_images, embed_texts
+        from internvl.inference.loading import load_pretrained
 
         images = [*(image or []), *(list_images(images_dir) if images_dir else [])]
         texts = list(text or [])
@@ -72,7 +47,8 @@ def register(app: typer.Typer) -> None:
         if suffix == ".npy" and images and texts:
             raise ConfigError("a .npy file holds one array; embed images and texts separately or use .safetensors")
         dev = pick_device(device)
-        model, tokenizer = load_model_and_tokenizer(model_dir, dtype=pick_dtype(dtype, dev), device=dev)
+        loaded = load_pretrained(model_dir, dtype=pick_dtype(dtype, dev), device=dev, model_types=("internvl",))
+        model, tokenizer = loaded.model, loaded.tokenizer
         result = {}
         bar, start = progress_bar("embedding")
         with bar:

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from internvl.inference.inspect import describe_checkpoint
+        from internvl.models.checkpoint_info import describe_checkpoint
 
         summary = describe_checkpoint(model_dir)
         if json_out:

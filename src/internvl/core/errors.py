@@ -22,5 +22,13 @@ class DataFormatError(InternVLError, ValueError):
     """A data or annotation file does not have the expected format (names file, line and field)."""
 
 
-class UnknownModelError(InternVLError, KeyError):
-    """A registry lookup for a name that is not registered."""
+class RequestError(InternVLError, ValueError):
+    """A chat request or generation option is invalid (a server answers it with HTTP 400)."""
+
+
+class UnknownNameError(InternVLError, KeyError):
+    """A registry lookup (model preset, dataset, template) for a name that is not registered."""
+
+
+class UnknownModelError(UnknownNameError):
+    """A lookup for a model / preset name that is not registered (kept as the historical name)."""

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from internvl.core.errors import DataFormatError
+from internvl.core.specs import served_image_size
 from internvl.data.transforms import (
     IMAGENET_MEAN,
     NORMALIZATIONS,
@@ -46,10 +47,8 @@ class ChatImageSettings:
     @classmethod
     def from_config_dict(cls, config: dict) -> ChatImageSettings:
         """From an internvl_chat ``config.json`` dict (or ``InternVLChatConfig.to_dict()``)."""
-        vision = config.get("vision_config") or {}
-        size = config.get("force_image_size") or vision.get("image_size") or 448
         return cls(
-            image_size=int(size),
+            image_size=served_image_size(config, default=448),
             dynamic_image_size=bool(config.get("dynamic_image_size", False)),
             use_thumbnail=bool(config.get("use_thumbnail", False)),
             min_dynamic_patch=int(config.get("min_dynamic_patch", 1)),
@@ -90,12 +89,17 @@ def find_closest_aspect_ratio(
     return best
 
 
+def choose_grid(width: int, height: int, min_num: int = 1, max_num: int = 6, image_size: int = 448) -> tuple[int, int]:
+    """The (cols, rows) grid `dynamic_preprocess` cuts a ``width`` x ``height`` image into."""
+    return find_closest_aspect_ratio(width / height, target_ratios(min_num, max_num), width, height, image_size)
+
+
 def dynamic_preprocess(
     image: Image.Image, min_num: int = 1, max_num: int = 6, image_size: int = 448, use_thumbnail: bool = False
 ) -> list[Image.Image]:
     """Split ``image`` into 448px tiles on the best grid (row-major), plus a thumbnail if asked and >1 tile."""
     width, height = image.size
-    cols, rows = find_closest_aspect_ratio(width / height, target_ratios(min_num, max_num), width, height, image_size)
+    cols, rows = choose_grid(width, height, min_num, max_num, image_size)
     resized = image.resize((image_size * cols, image_size * rows))  # PIL default filter, as the reference
     tiles = []
     for k in range(cols * rows):

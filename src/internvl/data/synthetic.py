@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from internvl.core.tokens import CHAT_SPECIAL_TOKENS  # noqa: F401 (re-exported; defined in core.tokens)
+
 DEFAULT_CORPUS: tuple[str, ...] = (
     "a dog runs on the green grass",
     "two cats sit on a red sofa",
@@ -28,11 +30,6 @@ DEFAULT_CORPUS: tuple[str, ...] = (
     "User: hello Assistant: hi, how can I help you today?",
     "一只狗在草地上奔跑",
     "两只猫坐在红色的沙发上",
-)
-
-# Special tokens InternVL-Chat adds to its LLM tokenizer (ids follow the base vocabulary).
-CHAT_SPECIAL_TOKENS: tuple[str, ...] = (
-    "<IMG_CONTEXT>", "<img>", "</img>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>",
 )
 
 

@@ -213,16 +213,11 @@ def _slow_split_tokens(root: Path, tokenizer, sp_model) -> dict[str, tuple[int, 
     ``tokenizer.json``), ``added_tokens.json``, and the special tokens of ``tokenizer_config.json`` /
     ``special_tokens_map.json``. Returns content -> (id, lstrip, rstrip).
     """
-    import json
+    from internvl.core.io import read_json
 
     def load(name: str):
         f = root / name
-        if not f.is_file():
-            return None
-        try:
-            return json.loads(f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataFormatError(f"{f}: invalid JSON ({e})") from None
+        return read_json(f) if f.is_file() else None
 
     def content_of(value) -> str | None:
         if isinstance(value, dict):

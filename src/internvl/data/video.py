@@ -24,13 +24,30 @@ def get_index(
 ) -> np.ndarray:
     """Frame indices at the centre of ``num_segments`` equal segments of [start, end] (seconds).
 
+    The card's arithmetic exactly (Python ``round`` for the ends, ``np.round`` for the offsets, ``int``
+    truncation); an empty or missing ``bound`` means the whole clip, an end before the start gives
+    descending indices and more segments than frames repeats indices, as in the reference.
     Example: fps 30, 300 frames (max_frame 299), 8 segments -> [18, 55, 93, 130, 168, 205, 242, 280].
+
+    Raises:
+        DataFormatError: ``num_segments`` < 1 (the reference divides by zero), or a ``bound`` that puts
+            frames outside [0, max_frame] (e.g. a start past the end of the clip; the reference returns
+            such indices unclamped and the decoder then fails or reads the wrong frames).
     """
+    if num_segments < 1:
+        raise DataFormatError(f"num_segments={num_segments}; expected >= 1 frames to sample")
     start, end = bound if bound else (-100000, 100000)
     start_idx = max(first_idx, round(start * fps))
     end_idx = min(round(end * fps), max_frame)
     seg_size = float(end_idx - start_idx) / num_segments
-    return np.array([int(start_idx + seg_size / 2 + np.round(seg_size * k)) for k in range(num_segments)])
+    indices = np.array([int(start_idx + seg_size / 2 + np.round(seg_size * k)) for k in range(num_segments)])
+    outside = indices[(indices < 0) | (indices > max_frame)]
+    if outside.size:
+        raise DataFormatError(
+            f"video bound {list(bound)} s at {fps} fps selects frames {sorted(set(outside.tolist()))[:8]} outside the "
+            f"clip (frames 0..{max_frame}, {(max_frame + 1) / fps:.2f} s); give a bound inside the video"
+        )
+    return indices
 
 
 def _open(path: str | os.PathLike):

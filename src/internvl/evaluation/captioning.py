@@ -25,18 +25,14 @@ from pathlib import Path
 
 import torch
 
+from internvl.core.devices import pick_device, pick_dtype
 from internvl.core.errors import DataFormatError, InternVLError
 from internvl.data.datasets import CaptionImageDataset, ImageCaptions, read_caption_references
 from internvl.data.transforms import build_transform
 from internvl.evaluation.metrics.captioning import CAPTION_METRICS, average_length, score_captions
 from internvl.evaluation.partial_results import PartialResults, file_fingerprint, write_json_atomic
-from internvl.evaluation.runtime import (
-    load_model_and_tokenizer,
-    pick_device,
-    pick_dtype,
-    read_records,
-    resolve_dataset,
-)
+from internvl.evaluation.runtime import read_records, resolve_dataset
+from internvl.inference.loading import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +69,13 @@ def caption_dataset(
 
     from internvl.inference.captioning import generate_captions
 
-    device, dtype = model.device, model.dtype
     dataset = CaptionImageDataset(records, build_transform("caption", model.image_size))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     results: list[dict] = []
     bar = tqdm(total=len(records), desc="captioning", unit="img", disable=not progress)
     for pixels, indices in loader:
         captions = generate_captions(
-            model, tokenizer, pixels.to(device, dtype), prompt=prompt, num_beams=num_beams,
+            model, tokenizer, pixels, prompt=prompt, num_beams=num_beams,  # generate_captions casts
             min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
         )
         batch = [{"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions, strict=True)]
@@ -197,7 +192,8 @@ def run_caption_eval(
             logger.info("%d of %d images already captioned in %s; captioning the other %d",
                         resumed, len(records), partial.path, len(todo))
         if todo:  # a finished run rescored needs no model
-            model, tokenizer = load_model_and_tokenizer(model_dir, dtype=dt, device=dev)
+            loaded = load_pretrained(model_dir, dtype=dt, device=dev, model_types=("internvl",))
+            model, tokenizer = loaded.model, loaded.tokenizer
             caption_dataset(
                 model, tokenizer, todo, prompt=prompt, batch_size=batch_size, num_workers=num_workers,
                 num_beams=num_beams, min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,

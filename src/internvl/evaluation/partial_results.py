@@ -12,35 +12,15 @@ import fnmatch
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from internvl.core.errors import ConfigError, DataFormatError
+from internvl.core.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 SETTINGS_VERSION = 1
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    """Write ``obj`` as indented JSON to a temporary file in the same folder, fsync, then ``os.replace``.
-
-    Readers (and a crash at any point) see either the old file or the complete new one.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 def file_fingerprint(folder: str | os.PathLike, patterns: Sequence[str]) -> dict[str, dict[str, int]]:

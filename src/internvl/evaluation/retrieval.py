@@ -15,21 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from internvl.core.devices import amp_dtype, pick_device, pick_dtype
 from internvl.core.errors import ConfigError, DataFormatError, InternVLError
+from internvl.core.io import write_json
 from internvl.data.datasets import CaptionImageDataset, ImageCaptions, pre_caption
 from internvl.data.transforms import build_transform
 from internvl.evaluation.metrics.retrieval import DEFAULT_KS, retrieval_metrics
-from internvl.evaluation.runtime import (
-    autocast_context,
-    load_model_and_tokenizer,
-    pick_device,
-    pick_dtype,
-    read_records,
-    resolve_dataset,
-    write_json,
-)
+from internvl.evaluation.runtime import read_records, resolve_dataset
+from internvl.inference.embedding import encode_batches
+from internvl.inference.loading import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +62,8 @@ def encode_dataset(
         mode: ``InternVL-C`` or ``InternVL-G`` image embedding (texts are the same for both).
         batch_size: images per step; their captions (about 5x as many) are encoded together.
         num_workers: DataLoader processes decoding images.
-        amp: fp16 autocast on CUDA (clip_benchmark's default); ignored on CPU.
+        amp: fp16 autocast for an fp16 model on CUDA (clip_benchmark's default); fp32/bf16 models and the
+            CPU never autocast (`internvl.core.devices.amp_dtype`).
         clean_captions: apply `pre_caption` (the clip_benchmark datasets do).
     """
     from tqdm.auto import tqdm
@@ -77,23 +73,21 @@ def encode_dataset(
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
-    image_chunks, text_chunks, owners = [], [], []
-    for pixels, indices in tqdm(loader, desc=f"encoding ({mode})", unit="batch", disable=not progress):
-        texts, owner = [], []
-        for i in indices.tolist():
+    images = encode_batches(
+        model, (pixels for pixels, _ in tqdm(loader, desc=f"encoding ({mode})", unit="batch", disable=not progress)),
+        lambda pixels: model.encode_image(pixels.to(device, dtype), mode=mode), amp=amp,
+    )
+    # The captions of each image batch form one text batch (image order, then caption order).
+    text_batches, owners = [], []
+    for start in range(0, len(records), batch_size):
+        texts = []
+        for i in range(start, min(start + batch_size, len(records))):
             for caption in records[i].captions:
                 texts.append(pre_caption(caption) if clean_captions else caption)
-                owner.append(i)
-        ids = tokenizer(texts).to(device)  # (n_texts, 80)
-        with autocast_context(device, amp):
-            img = model.encode_image(pixels.to(device, dtype), mode=mode)  # (B, D)
-            txt = model.encode_text(ids)  # (n_texts, D)
-            img = F.normalize(img.float(), dim=-1)
-            txt = F.normalize(txt.float(), dim=-1)
-        image_chunks.append(img.cpu())
-        text_chunks.append(txt.cpu())
-        owners.extend(owner)
-    return Embeddings(torch.cat(image_chunks), torch.cat(text_chunks), torch.tensor(owners, dtype=torch.int64))
+                owners.append(i)
+        text_batches.append(texts)
+    texts = encode_batches(model, text_batches, lambda chunk: model.encode_text(tokenizer(chunk).to(device)), amp=amp)
+    return Embeddings(images, texts, torch.tensor(owners, dtype=torch.int64))
 
 
 def evaluate_retrieval(
@@ -158,7 +152,8 @@ def run_retrieval(
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     start = time.perf_counter()
-    model, tokenizer = load_model_and_tokenizer(model_dir, dtype=dt, device=dev)
+    loaded = load_pretrained(model_dir, dtype=dt, device=dev, model_types=("internvl",))
+    model, tokenizer = loaded.model, loaded.tokenizer
     metrics = evaluate_retrieval(
         model, tokenizer, records, mode=mode, batch_size=batch_size, num_workers=num_workers, amp=amp, ks=ks,
         progress=progress,
@@ -175,7 +170,7 @@ def run_retrieval(
         "num_texts": sum(len(r.captions) for r in records),
         "image_size": model.image_size,
         "dtype": dt,
-        "amp": bool(amp and dev.type == "cuda"),
+        "amp": amp_dtype(model.device, model.dtype, amp) is not None,
         "limit": limit,
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -1,22 +1,20 @@
-"""What both evaluation runners share: device/precision choice, checkpoint loading, dataset lookup.
+"""What both evaluation runners share: dataset lookup and record checks.
 
-Precision follows the reference tools: clip_benchmark loads fp16 weights and runs under CUDA autocast;
-the caption script runs the plain fp16 model. On CPU everything stays float32 (fp16 matmuls on CPU are
-slow and not what the published numbers used).
+Device / dtype / autocast choice lives in `internvl.core.devices` and checkpoint loading in
+`internvl.inference.loading`; their old names here are re-exported for compatibility.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import torch
-
+from internvl.core.devices import pick_device, pick_dtype  # noqa: F401 (re-exported)
 from internvl.core.errors import ConfigError, DataFormatError
+from internvl.core.io import write_json  # noqa: F401 (re-exported)
 from internvl.data.datasets import DatasetSpec, ImageCaptions, find_missing_images, load_registry
+from internvl.inference.loading import load_cg_model as load_model_and_tokenizer  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -33,49 +31,6 @@ CAPTION_DATASETS: dict[str, str] = {
     "flickr30k": "flickr30k_caption_test",
     "nocaps": "nocaps_val",
 }
-
-
-def pick_device(device: str | None) -> torch.device:
-    """``None``/``"auto"``: the first CUDA device when there is one, else the CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return dev
-
-
-def pick_dtype(dtype: str | None, device: torch.device) -> str:
-    """``None``/``"auto"``: fp16 on CUDA (as the reference evaluations), fp32 elsewhere."""
-    if dtype in (None, "auto"):
-        return "fp16" if device.type == "cuda" else "fp32"
-    return dtype
-
-
-def autocast_context(device: torch.device, enabled: bool):
-    """fp16 autocast on CUDA (clip_benchmark's ``--amp``, its default); a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def load_model_and_tokenizer(model_dir: str | os.PathLike, *, dtype: str, device: torch.device):
-    """The InternVL-C/G model and its text tokenizer from one checkpoint directory."""
-    from internvl.data.tokenization import InternVLTextTokenizer
-    from internvl.models.internvl_cg import InternVLModel
-
-    tokenizer = InternVLTextTokenizer.from_pretrained(model_dir)  # cheap: fail before loading the weights
-    model = InternVLModel.from_pretrained(model_dir, dtype=dtype, device=device)
-    rows = model.config.qllama_config.vocab_size
-    if tokenizer.vocab_size > rows:
-        raise ConfigError(
-            f"{model_dir}: the tokenizer has {tokenizer.vocab_size} tokens but the model's embedding table "
-            f"{rows} rows (qllama_config.vocab_size); the tokenizer files do not belong to this checkpoint"
-        )
-    return model, tokenizer
 
 
 def resolve_dataset(
@@ -135,17 +90,3 @@ def read_records(spec: DatasetSpec, limit: int | None = None) -> list[ImageCapti
             "folder that holds them."
         )
     return records
-
-
-def write_json(path: str | os.PathLike, obj, *, append: bool = False) -> Path:
-    """Write ``obj`` as JSON (or append it as one line, as clip_benchmark's result files)."""
-    import json
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if append:
-        with open(p, "a", encoding="utf-8") as f:
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    else:
-        p.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return p

@@ -5,21 +5,26 @@ These follow clip_benchmark's use of the reference model: embeddings are L2-norm
 of the normalised embeddings of its prompt templates, normalised again; classification logits are
 ``100 * image @ classifier.T``. An fp16 model on CUDA runs under fp16 autocast (``amp``, the
 default), as clip_benchmark runs the fp16 reference: softmax, LayerNorm and norms then compute in
-float32, so the numbers match its evaluations instead of differing by ~1e-3.
+float32, so the numbers match its evaluations instead of differing by ~1e-3; fp32/bf16 models never
+autocast (the policy of `internvl.core.devices`).
+
+`encode_batches` is the one batch encoder: `embed_images`, `embed_texts` (so ``embed`` and ``classify``)
+and the retrieval evaluation (`internvl.evaluation.retrieval.encode_dataset`) all run through it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from internvl.core import devices
 from internvl.data.tokenization import InternVLTextTokenizer
 from internvl.data.transforms import load_image
 from internvl.models.internvl_cg import InternVLModel
@@ -41,31 +46,35 @@ def _batches(items: Sequence, batch_size: int) -> Iterable[Sequence]:
 def amp_context(model: InternVLModel, amp: bool = True):
     """fp16 autocast for an fp16 model on CUDA (clip_benchmark's numerics); a no-op otherwise.
 
-    fp32/bf16 models are left alone: autocast would lower their matmuls to fp16.
+    fp32/bf16 models are left alone: autocast would lower their matmuls to fp16 (`internvl.core.devices`).
     """
-    if amp and model.device.type == "cuda" and model.dtype == torch.float16:
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
+    return devices.amp_context(model.device, model.dtype, amp)
 
 
-def _encode_in_batches(
+Batch = TypeVar("Batch")
+
+
+def encode_batches(
     model: InternVLModel,
-    items: Sequence,
-    batch_size: int,
-    encode: Callable[[Sequence], torch.Tensor],
+    batches: Iterable[Batch],
+    encode: Callable[[Batch], torch.Tensor],
     *,
-    normalize: bool,
-    progress: Callable[[int], None] | None,
-    amp: bool,
+    normalize: bool = True,
+    progress: Callable[[int], None] | None = None,
+    amp: bool = True,
+    size: Callable[[Batch], int] = len,
 ) -> torch.Tensor:
-    """Run ``encode`` over batches of ``items``: float32[N, D] on the CPU, optionally L2-normalised."""
+    """Run ``encode`` over ``batches`` under the amp policy: float32[N, D] on the CPU, optionally L2-normalised.
+
+    ``progress`` is called with ``size(batch)`` after each batch.
+    """
     out = []
-    for chunk in _batches(list(items), batch_size):
+    for batch in batches:
         with amp_context(model, amp):
-            emb = encode(chunk).float()
+            emb = encode(batch).float()
         out.append((F.normalize(emb, dim=-1) if normalize else emb).cpu())
         if progress is not None:
-            progress(len(chunk))
+            progress(size(batch))
     if not out:
         return torch.empty(0, model.config.clip_embed_dim)
     return torch.cat(out)
@@ -103,7 +112,7 @@ def embed_images(
     def encode(chunk: Sequence[ImageLike]) -> torch.Tensor:
         return model.encode_image(_pixels(chunk, transform).to(model.device, model.dtype), mode=mode)
 
-    return _encode_in_batches(model, images, batch_size, encode, normalize=normalize, progress=progress, amp=amp)
+    return encode_batches(model, _batches(list(images), batch_size), encode, normalize=normalize, progress=progress, amp=amp)
 
 
 @torch.no_grad()
@@ -121,7 +130,7 @@ def embed_texts(
     def encode(chunk: Sequence[str]) -> torch.Tensor:
         return model.encode_text(tokenizer(chunk).to(model.device))
 
-    return _encode_in_batches(model, texts, batch_size, encode, normalize=normalize, progress=progress, amp=amp)
+    return encode_batches(model, _batches(list(texts), batch_size), encode, normalize=normalize, progress=progress, amp=amp)
 
 
 def zero_shot_classifier(

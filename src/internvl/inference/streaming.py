@@ -23,7 +23,7 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -159,3 +159,46 @@ def cut_at_stop(chunks: Iterable[str], stop: str) -> Iterator[str]:
     final = (full.split(stop)[0] if stop else full).strip()
     if len(final) > len(emitted) and final.startswith(emitted):
         yield final[len(emitted):]
+
+
+def stream_generate(
+    generate: Callable[[TextPieceStreamer, CancelGeneration], Any], streamer: TextPieceStreamer, stop: str
+) -> Iterator[str]:
+    """Run ``generate(streamer, cancel)`` in a background thread; yield its text cut at ``stop``.
+
+    ``generate`` must pass ``streamer`` and the ``cancel`` stopping criterion to transformers' generate.
+    Closing the iterator early cancels generation at its next step and joins the thread; an exception
+    raised by ``generate`` is re-raised in the consumer's thread. ``streamer.decoder.ids`` holds the
+    generated ids afterwards.
+    """
+    cancel = CancelGeneration()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            generate(streamer, cancel)
+        except BaseException as e:  # noqa: BLE001 (re-raised in the consumer's thread)
+            errors.append(e)
+        finally:
+            streamer.end()
+
+    exhausted = False
+
+    def pieces() -> Iterator[str]:
+        nonlocal exhausted
+        yield from streamer
+        exhausted = True
+
+    thread = threading.Thread(target=work, name="internvl-generate", daemon=True)
+    thread.start()
+    try:
+        yield from cut_at_stop(pieces(), stop)
+    finally:
+        cancel.event.set()  # generation stops at its next step
+        if not exhausted:
+            # Drain to the end signal without the consumer's timeout (the worker always sends it), so
+            # an early stop or a consumer-side timeout never leaves the worker blocked.
+            streamer.drain()
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -10,6 +10,7 @@ missing and unexpected keys rather than a shape error deep inside a module.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections import Counter
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from internvl.core.devices import DTYPES, resolve_dtype  # noqa: F401 (re-exported: the one dtype table)
 from internvl.core.errors import CheckpointError
 
 SAFE_SINGLE = "model.safetensors"
@@ -26,27 +28,6 @@ SAFE_INDEX = "model.safetensors.index.json"
 BIN_SINGLE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG_NAME = "config.json"
-
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """Accept ``"bf16"``/``"bfloat16"``/``torch.bfloat16``/None (keep the stored dtype)."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return None
-    try:
-        return DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise CheckpointError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}") from None
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -165,9 +146,25 @@ def save_checkpoint(
     first_float = next((t for t in state_dict.values() if t.is_floating_point()), None)
     if first_float is not None:
         cfg["torch_dtype"] = str(first_float.dtype).removeprefix("torch.")
-    (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    (root / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False), encoding="utf-8")
     save_state_dict(state_dict, root, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
     return root
+
+
+def plan_position_table(
+    target: int | None, built: int, table: torch.Tensor | None, patch_size: int
+) -> tuple[int, int | None]:
+    """How to load a vision position table when the config asks to serve ``target`` px (``force_image_size``).
+
+    Returns (image size to build the model at, size to resize the table to after loading, or None): a
+    stored table of ``target`` px loads directly; any other stored size loads as stored and is resized
+    afterwards (bicubic in float32, as the reference fine-tuning script). Without ``target`` the model
+    is built at ``built`` px and a table of another size is a key-shape error.
+    """
+    if not target:
+        return built, None
+    stored = math.isqrt(table.shape[1] - 1) * patch_size if table is not None else built
+    return (target, None) if stored == target else (stored, target)
 
 
 def check_keys(

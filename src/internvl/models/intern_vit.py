@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from internvl.core.errors import ConfigError
 from internvl.models import checkpoint as ckpt
+from internvl.models.registry import register_preset
 
 
 @dataclass(frozen=True)
@@ -414,16 +415,16 @@ class InternViT(nn.Module):
             prefix = "vision_model." if any(k.startswith("vision_model.") for k in state) else ""
         if prefix:
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if force_image_size and force_image_size != config.image_size:
-            # Position-table size follows force_image_size; vision_config.image_size keeps its stored value.
-            table = state.get("embeddings.position_embedding")
-            if table is not None and table.shape[1] == (force_image_size // config.patch_size) ** 2 + 1:
-                config = dataclasses.replace(config, image_size=force_image_size)
+        build_size, resize_to = ckpt.plan_position_table(
+            force_image_size, config.image_size, state.get("embeddings.position_embedding"), config.patch_size
+        )
+        if build_size != config.image_size:  # vision_config.image_size keeps its stored value otherwise
+            config = dataclasses.replace(config, image_size=build_size)
         with torch.device("meta"):
             model = cls(config)
         ckpt.load_into(model, state, dtype=ckpt.resolve_dtype(dtype), source=f"{path}")
-        if force_image_size and model.image_size != force_image_size:
-            model.resize_position_embeddings(force_image_size)  # e.g. a 224px table asked to serve 448px
+        if resize_to is not None:
+            model.resize_position_embeddings(resize_to)  # e.g. a 224px table asked to serve 448px
         return model.to(device).eval()
 
     def save_pretrained(
@@ -452,3 +453,13 @@ PRESETS: dict[str, InternViTConfig] = {
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=56, patch_size=14,
     ),
 }
+
+
+def _register_presets() -> None:
+    for name, config in PRESETS.items():
+        register_preset(name, "intern_vit", f"InternViT {name.removeprefix('intern_vit_')}")(
+            lambda _config=config, **overrides: dataclasses.replace(_config, **overrides)
+        )
+
+
+_register_presets()

@@ -29,7 +29,9 @@ from torch import nn
 
 from internvl.core.compat import cache_kwargs, new_dynamic_cache
 from internvl.core.errors import CheckpointError, ConfigError
+from internvl.core.specs import served_image_size
 from internvl.models import checkpoint as ckpt
+from internvl.models import registry
 from internvl.models.intern_vit import InternViT, InternViTConfig
 from internvl.models.qllama import QLlamaConfig, QLlamaForCausalLM, causal_mask, combine_masks, padding_mask
 
@@ -45,7 +47,7 @@ class InternVLConfig:
     """Composite configuration; reads and writes the official ``config.json`` schema (``model_type: internvl``)."""
 
     vision_config: InternViTConfig = field(default_factory=InternViTConfig)
-    qllama_config: QLlamaConfig = field(default_factory=QLlamaConfig, compare=False)
+    qllama_config: QLlamaConfig = field(default_factory=QLlamaConfig)
     clip_embed_dim: int = 768
     attn_pool_num_heads: int = 16
     num_query_token: int = 96
@@ -61,8 +63,12 @@ class InternVLConfig:
     def __post_init__(self) -> None:
         q, v = self.qllama_config, self.vision_config
         if q.num_query_token != self.num_query_token:
-            # The reference copies the top-level value into the QLLaMA config.
-            q.num_query_token = self.num_query_token
+            # `from_dict` copies the top-level value into the QLLaMA half (as the reference constructor);
+            # a config built in code must say the same thing twice rather than be silently rewritten.
+            raise ConfigError(
+                f"num_query_token={self.num_query_token} but qllama_config.num_query_token={q.num_query_token}; "
+                "set both to the same value (from_dict copies the top-level one into qllama_config)"
+            )
         if q.vision_hidden_size != v.hidden_size:
             raise ConfigError(
                 f"qllama_config.vision_hidden_size={q.vision_hidden_size} but vision_config.hidden_size="
@@ -76,7 +82,8 @@ class InternVLConfig:
 
     @property
     def image_size(self) -> int:
-        return self.force_image_size or self.vision_config.image_size
+        """``force_image_size`` when set, else ``vision_config.image_size`` (the one rule in core.specs)."""
+        return served_image_size({"force_image_size": self.force_image_size, "vision_config": self.vision_config})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InternVLConfig:
@@ -264,9 +271,13 @@ class InternVLModel(nn.Module):
         # L2 normalisation without eps, as in the reference.
         return backbone / backbone.norm(dim=1, keepdim=True) + queries / queries.norm(dim=1, keepdim=True)
 
-    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Text embedding float[B, clip_embed_dim] from right-padded ids long[B, L] (pad id 0, mask ``ids > 0``)."""
-        mask = input_ids > 0
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text embedding float[B, clip_embed_dim] from right-padded ids long[B, L].
+
+        ``attention_mask`` (1 = token) defaults to ``input_ids > 0``: the C/G tokenizer pads with id 0, the
+        reference's rule; pass it explicitly for a tokenizer with another pad id.
+        """
+        mask = input_ids > 0 if attention_mask is None else attention_mask.to(torch.bool)
         hidden = self.get_text_features(input_ids, mask)  # (B, L, h)
         last = mask.sum(1) - 1  # index of EOS (the last non-pad token)
         eos_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, h)
@@ -450,21 +461,18 @@ class InternVLModel(nn.Module):
             CheckpointError: unreadable directory or keys that do not match the architecture.
             ConfigError: inconsistent config values.
         """
+        dtype = ckpt.resolve_dtype(dtype)
         config = InternVLConfig.from_pretrained(path)
         state = ckpt.read_state_dict(path)
-        state = merge_lora_state_dict(state, config, dtype=ckpt.resolve_dtype(dtype))
-        pos = state.get("vision_model.embeddings.position_embedding")
-        build_config = config
-        resize_to = None
-        if config.force_image_size and pos is not None:
-            stored_grid = math.isqrt(pos.shape[1] - 1)
-            stored_size = stored_grid * config.vision_config.patch_size
-            if stored_size != config.force_image_size:
-                build_config = dataclasses.replace(config, force_image_size=stored_size)
-                resize_to = config.force_image_size
+        state = merge_lora_state_dict(state, config, dtype=dtype)
+        build_size, resize_to = ckpt.plan_position_table(
+            config.force_image_size, config.image_size, state.get("vision_model.embeddings.position_embedding"),
+            config.vision_config.patch_size,
+        )
+        build_config = config if resize_to is None else dataclasses.replace(config, force_image_size=build_size)
         with torch.device("meta"):
             model = cls(build_config)
-        ckpt.load_into(model, state, dtype=ckpt.resolve_dtype(dtype), source=str(path), ignore_unexpected=IGNORED_KEYS)
+        ckpt.load_into(model, state, dtype=dtype, source=str(path), ignore_unexpected=IGNORED_KEYS)
         model.to(device)
         if resize_to is not None:
             model.vision_model.resize_position_embeddings(resize_to)
@@ -545,6 +553,7 @@ def build_internvl(config: InternVLConfig, seed: int | None = 0) -> InternVLMode
     return InternVLModel(config).init_weights(gen).eval()
 
 
+@registry.register_preset("internvl_cg_tiny", "internvl_cg")
 def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternVLConfig:
     """A tiny config (width 32-64, 2 layers each) that builds in milliseconds, for tests and demos."""
     vision = InternViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -556,6 +565,13 @@ def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternV
                           num_query_token=num_query_token)
 
 
+@registry.register_preset("internvl_cg_14b_224", "internvl_cg")
 def internvl_14b_224() -> InternVLConfig:
     """The InternVL-14B-224px layout (spec §8); the official checkpoint's own config.json is authoritative."""
     return InternVLConfig(vision_config=InternViTConfig(), qllama_config=QLlamaConfig())
+
+
+# Names that say what these are (C/G only; the historical names sound generic). Both spellings are the
+# same objects; new code should use these.
+InternVLCG = InternVLModel
+InternVLCGConfig = InternVLConfig

@@ -18,7 +18,6 @@ place, and calling ``chat`` on this class raises an error that says so.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from pathlib import Path
@@ -32,13 +31,14 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from internvl.core.compat import cache_kwargs, model_output, output_cache, pop_cache, split_generation_kwargs
 from internvl.core.errors import CheckpointError, ConfigError, DataFormatError, InternVLError
+from internvl.core.specs import served_image_size
+from internvl.core.tokens import IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN  # noqa: F401
 from internvl.models import checkpoint as ckpt
+from internvl.models.device_map import infer_device_map, place_model  # noqa: F401 (infer_device_map re-exported)
 from internvl.models.intern_vit import InternViT, InternViTConfig
 from internvl.models.projector import PS_VERSIONS, build_mlp_projector, pixel_shuffle
-
-IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
-IMG_START_TOKEN = "<img>"
-IMG_END_TOKEN = "</img>"
+from internvl.models.quantization import check_8bit_available, quantize_8bit
+from internvl.models.registry import register_preset
 
 # llm_config.architectures[0] -> transformers model_type. InternLM2 / Phi3 need remote code upstream;
 # only architectures that transformers ships natively are accepted.
@@ -48,6 +48,9 @@ _LLM_ARCHITECTURES = {
     "Phi3ForCausalLM": "phi3",
     "MistralForCausalLM": "mistral",
 }
+
+# Keys to_dict() (or the checkpoint writer) derives itself, so they are not kept as unknown extras.
+_WRITTEN_KEYS = frozenset({"model_type", "architectures", "torch_dtype", "hidden_size"})
 
 _CHAT_FIELDS: dict[str, Any] = {
     "use_backbone_lora": 0,
@@ -98,6 +101,7 @@ class InternVLChatConfig(PretrainedConfig):
         vision_config: dict | InternViTConfig | None = None,
         llm_config: dict | PretrainedConfig | None = None,
         system_message: str | None = None,
+        extra: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -112,6 +116,8 @@ class InternVLChatConfig(PretrainedConfig):
             setattr(self, name, kwargs.pop(name, default))
         self.system_message = system_message
         self.img_context_token_id = kwargs.pop("img_context_token_id", None)
+        # config.json keys this class does not use (e.g. the remote-code ``auto_map``), written back by to_dict
+        self.extra: dict[str, Any] = dict(extra or {})
         self.tie_word_embeddings = False
         if self.ps_version not in PS_VERSIONS:
             raise ConfigError(f"ps_version={self.ps_version!r}; expected one of {PS_VERSIONS}")
@@ -119,15 +125,13 @@ class InternVLChatConfig(PretrainedConfig):
     # -- derived values ---------------------------------------------------------------------------
     @property
     def vision(self) -> InternViTConfig:
-        """The InternViT configuration; its image size follows ``force_image_size`` when set."""
-        vc = InternViTConfig.from_dict(self.vision_config)
-        if self.force_image_size and self.force_image_size != vc.image_size:
-            vc = InternViTConfig.from_dict({**self.vision_config, "image_size": self.force_image_size})
-        return vc
+        """The InternViT configuration, built at the served image size (`served_image_size`)."""
+        return InternViTConfig.from_dict({**self.vision_config, "image_size": self.image_size})
 
     @property
     def image_size(self) -> int:
-        return int(self.force_image_size or self.vision_config.get("image_size", 224))
+        """``force_image_size`` when set, else ``vision_config.image_size`` (the one rule in core.specs)."""
+        return served_image_size({"force_image_size": self.force_image_size, "vision_config": self.vision_config}, 224)
 
     @property
     def num_image_token(self) -> int:
@@ -140,9 +144,10 @@ class InternVLChatConfig(PretrainedConfig):
         d = {**config_dict, **kwargs}
         if d.get("model_type", "internvl_chat") != "internvl_chat":
             raise ConfigError(f"config.json has model_type {d.get('model_type')!r}; expected 'internvl_chat'")
-        known = {k: d[k] for k in ("vision_config", "llm_config", "system_message", "img_context_token_id") if k in d}
-        known.update({k: d[k] for k in _CHAT_FIELDS if k in d})
-        return cls(**known)
+        names = {"vision_config", "llm_config", "system_message", "img_context_token_id", *_CHAT_FIELDS}
+        known = {k: d[k] for k in names if k in d}
+        extra = {k: v for k, v in d.items() if k not in names and k not in _WRITTEN_KEYS}
+        return cls(**known, extra=extra)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> InternVLChatConfig:  # type: ignore[override]
@@ -157,6 +162,7 @@ class InternVLChatConfig(PretrainedConfig):
                 llm["rope_theta"] = rope["rope_theta"]  # readable by transformers 4.x too
             llm.pop("dtype", None)
         out: dict[str, Any] = {
+            **self.extra,
             "architectures": ["InternVLChatModel"],
             "model_type": self.model_type,
             "vision_config": dict(self.vision_config),
@@ -171,6 +177,15 @@ class InternVLChatConfig(PretrainedConfig):
 
     def to_diff_dict(self) -> dict[str, Any]:
         return self.to_dict()
+
+
+def _moved_chat_method(name: str) -> Any:
+    def method(self: InternVLChatModel, *args: Any, **kwargs: Any) -> Any:
+        raise self._chat_api_moved(name)
+
+    method.__name__ = name
+    method.__doc__ = f"Card-style {name} lives on `internvl.inference.card.ChatModel`; this raises a pointer to it."
+    return method
 
 
 class InternVLChatModel(PreTrainedModel):
@@ -268,21 +283,10 @@ class InternVLChatModel(PreTrainedModel):
             f"internvl.inference.chat.as_chat_model(model), or call internvl.inference.chat.{name}(model, ...)"
         )
 
-    def chat(self, *args: Any, **kwargs: Any) -> Any:
-        """Card-style chat lives on `internvl.inference.chat.ChatModel`; this raises a pointer to it."""
-        raise self._chat_api_moved("chat")
-
-    def batch_chat(self, *args: Any, **kwargs: Any) -> Any:
-        """See `chat`."""
-        raise self._chat_api_moved("batch_chat")
-
-    def stream_chat(self, *args: Any, **kwargs: Any) -> Any:
-        """See `chat`."""
-        raise self._chat_api_moved("stream_chat")
-
-    def video_chat(self, *args: Any, **kwargs: Any) -> Any:
-        """See `chat`."""
-        raise self._chat_api_moved("video_chat")
+    chat = _moved_chat_method("chat")
+    batch_chat = _moved_chat_method("batch_chat")
+    stream_chat = _moved_chat_method("stream_chat")
+    video_chat = _moved_chat_method("video_chat")
 
     # -- vision path ------------------------------------------------------------------------------
     def extract_feature(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -376,7 +380,7 @@ class InternVLChatModel(PreTrainedModel):
             pixel_values: float[T, 3, S, S], all tiles of the batch in sample order.
             input_ids: int[B, N] containing ``num_image_token`` x tiles ``<IMG_CONTEXT>`` ids.
             image_flags: int[T]; tiles with flag 0 are dropped (pure-text samples' dummy tile).
-            labels: int[B, N] with -100 on ignored positions; the loss is the reference's mean
+            labels: int[B, N] with IGNORE_INDEX (-100) on ignored positions; the loss is the reference's mean
                 next-token cross entropy over the full vocabulary, in float32.
             inputs_embeds: precomputed embeddings (PEFT passes them); then pixels are not used.
             cache: the language model's KV cache (``past_key_values`` is accepted as its older name).
@@ -402,7 +406,7 @@ class InternVLChatModel(PreTrainedModel):
             shift_logits = logits[..., :-1, :].float()  # (B, N-1, V): position i predicts token i+1
             shift_labels = labels[..., 1:].to(shift_logits.device)
             loss = F.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100
+                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX
             )
         return model_output(
             CausalLMOutputWithPast,
@@ -502,7 +506,7 @@ class InternVLChatModel(PreTrainedModel):
             attn_implementation = "flash_attention_2"
         dtype = ckpt.resolve_dtype(dtype if dtype is not None else torch_dtype)
         if load_in_8bit:
-            _check_8bit_available()
+            check_8bit_available()
             dtype = dtype or torch.float16
         config = InternVLChatConfig.from_dict(ckpt.read_config(path), **config_overrides)
         with init_empty_weights():  # parameters on meta (no random init of 40B weights); buffers real
@@ -519,25 +523,9 @@ class InternVLChatModel(PreTrainedModel):
             model.generation_config = GenerationConfig.from_pretrained(str(path))
         model.eval()
         if load_in_8bit:
-            _quantize_8bit(model)
+            quantize_8bit(model)
             device_map = device_map if device_map is not None else {"": 0}
-        if device_map is None:
-            return model.to(device or "cpu")
-        if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
-            return model.to(device_map)
-        if isinstance(device_map, str):
-            device_map = infer_device_map(model, max_memory=max_memory, dtype=dtype, strategy=device_map)
-        from accelerate import dispatch_model
-
-        if "disk" in set(device_map.values()):
-            raise InternVLError(
-                "device_map places modules on 'disk': the model does not fit in the GPUs' and CPU's max_memory; "
-                "use more devices, a larger max_memory, a smaller dtype or load_in_8bit"
-            )
-        model.hf_device_map = dict(device_map)
-        if set(device_map.values()) <= {"cpu"}:
-            return model.to("cpu")
-        return dispatch_model(model, device_map=device_map)
+        return place_model(model, device_map=device_map, device=device, max_memory=max_memory, dtype=dtype)
 
     def save_pretrained(  # type: ignore[override]
         self,
@@ -556,164 +544,19 @@ class InternVLChatModel(PreTrainedModel):
         if any(type(m).__name__ == "Linear8bitLt" for m in self.modules()):
             raise InternVLError("saving an 8-bit quantised model is not supported; load it in bf16/fp16 to save")
         root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        cfg = self.config.to_dict()
-        cfg["torch_dtype"] = str(self.vision_model.dtype).removeprefix("torch.")
-        (root / ckpt.CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False))
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        ckpt.save_state_dict(state, root, safe_serialization=safe_serialization, max_shard_size=max_shard_size)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}  # a device-mapped model too
+        ckpt.save_checkpoint(root, self.config.to_dict(), state, safe_serialization=safe_serialization,
+                             max_shard_size=max_shard_size)
         gen = copy.deepcopy(self.generation_config)
         if stop_token_ids:
             gen.eos_token_id = list(dict.fromkeys(stop_token_ids))
         gen.save_pretrained(str(root))
 
 
-def infer_device_map(
-    model: InternVLChatModel,
-    *,
-    max_memory: dict[Any, Any] | None = None,
-    dtype: torch.dtype | None = None,
-    strategy: str = "auto",
-) -> dict[str, Any]:
-    """A device map in which only whole LLM decoder layers are distributed over the devices.
-
-    Everything else (the vision tower, the projector, the token embeddings, the final norm, the rotary
-    embedding and ``lm_head``) goes to the first device, like the reference's ``split_model``: the
-    prompt embeddings, the spliced visual tokens and the logits then share one device. Those modules'
-    bytes are taken out of the first device's budget first, then accelerate's ``infer_auto_device_map``
-    places the decoder layers (never split: ``_no_split_modules``) in the remaining budgets, so no
-    device exceeds its ``max_memory``.
-
-    Args:
-        max_memory: accelerate's per-device budgets (ints or "20GiB" strings, "cpu" allowed); None derives
-            them from the visible devices (balanced over GPUs unless ``strategy="sequential"``).
-        dtype: the dtype the weights will have (for the size estimate).
-        strategy: "auto" / "balanced" / "balanced_low_0" / "sequential", as in transformers.
-
-    Raises:
-        InternVLError: the first device cannot hold the modules that must stay on it.
-    """
-    from accelerate import infer_auto_device_map
-    from accelerate.utils import compute_module_sizes, get_max_memory
-
-    if strategy not in ("auto", "balanced", "balanced_low_0", "sequential"):
-        raise ConfigError(f"device_map strategy {strategy!r}; expected auto, balanced, balanced_low_0 or sequential")
-    no_split = list(model._no_split_modules)
-    # "10GiB" strings -> bytes; None -> what the visible devices have (as accelerate does)
-    max_memory = get_max_memory(dict(max_memory) if max_memory is not None else None)
-    layers_name, layers = _decoder_layers(model)
-    sizes = compute_module_sizes(model, dtype=dtype)
-    fixed = sizes[""] - sizes[layers_name]  # everything that is not a decoder layer
-    if strategy != "sequential":
-        largest_layer = max(sizes[f"{layers_name}.{i}"] for i in range(len(layers)))
-        max_memory = _balanced_budgets(max_memory, sizes[""], fixed, largest_layer, strategy == "balanced_low_0")
-    devices = [d for d in max_memory if d != "disk" and max_memory[d] > 0]
-    if not devices:
-        raise InternVLError(f"device_map: max_memory {max_memory} names no device with memory")
-    first = devices[0]  # a device given 0 bytes (e.g. balanced_low_0's GPU 0) holds nothing
-    budget = {d: max_memory[d] for d in devices}
-    budget[first] -= fixed
-    if budget[first] < 0:
-        raise InternVLError(
-            f"device_map: device {first!r} (max_memory {max_memory[first]} bytes) cannot hold the vision tower, "
-            f"projector, embeddings, norm and lm_head ({fixed} bytes), which must share the first device; "
-            "give it a larger max_memory"
-        )
-    layer_map = infer_auto_device_map(layers, max_memory=budget, no_split_module_classes=no_split, dtype=dtype)
-    if "disk" in layer_map.values():
-        raise InternVLError(
-            f"device_map: the decoder layers do not fit in max_memory {max_memory} after {fixed} bytes of fixed "
-            "modules on the first device; add devices, raise max_memory (a 'cpu' entry allows offloading) or "
-            "use a smaller dtype"
-        )
-    device_map: dict[str, Any] = {}
-    for name, _ in model.named_children():
-        if name != "language_model":
-            device_map[name] = first
-    _place_except(model.language_model, "language_model", layers_name, first, device_map)
-    for name, device in layer_map.items():
-        device_map[f"{layers_name}.{name}" if name else layers_name] = device
-    return device_map
-
-
-def _balanced_budgets(
-    max_memory: dict[Any, int], total: int, fixed: int, layer: int, low_zero: bool
-) -> dict[Any, int]:
-    """Spread the model evenly over the GPUs (transformers' "balanced"), within the given budgets.
-
-    Like accelerate's ``get_balanced_memory`` (total / n plus 1.25 layers of slack, the last GPU keeps
-    its full budget), except that the first GPU may take the fixed modules plus one layer even if that
-    is above the even share (they cannot move); ``low_zero`` leaves GPU 0 empty for generation.
-    """
-    out = dict(max_memory)
-    gpus = [d for d in out if isinstance(d, int) and out[d] > 0]
-    if low_zero and len(gpus) > 1:
-        out[gpus[0]] = 0
-        gpus = gpus[1:]
-    if len(gpus) < 2:
-        return out
-    share = total // len(gpus) + int(1.25 * layer)
-    for i, gpu in enumerate(gpus[:-1]):
-        out[gpu] = min(out[gpu], max(share, fixed + layer) if i == 0 else share)
-    return out
-
-
-def _decoder_layers(model: InternVLChatModel) -> tuple[str, nn.Module]:
-    """(qualified name, module) of the LLM's decoder-layer list (``language_model.model.layers``)."""
-    for name, module in model.language_model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) and type(module[0]).__name__ in model._no_split_modules:
-            return f"language_model.{name}", module
-    raise InternVLError(
-        f"device_map='auto': no decoder-layer list found in {type(model.language_model).__name__}; pass an explicit map"
-    )
-
-
-def _place_except(module: nn.Module, prefix: str, skip: str, device: Any, out: dict[str, Any]) -> None:
-    """Map every direct parameter/buffer/child of ``module`` to ``device``, descending only towards ``skip``."""
-    for pname, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-        out[f"{prefix}.{pname}"] = device
-    for cname, child in module.named_children():
-        full = f"{prefix}.{cname}"
-        if full == skip:
-            continue
-        if skip.startswith(full + "."):
-            _place_except(child, full, skip, device, out)
-        else:
-            out[full] = device
-
-
 def _flash_attn_usable() -> bool:
     import importlib.util
 
     return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
-
-
-def _check_8bit_available() -> None:
-    if not torch.cuda.is_available():
-        raise InternVLError("load_in_8bit needs a CUDA GPU (bitsandbytes int8 kernels); none is visible")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise InternVLError("load_in_8bit needs bitsandbytes: pip install bitsandbytes") from None
-
-
-def _quantize_8bit(model: InternVLChatModel, skip: tuple[str, ...] = ("language_model.lm_head", "mlp1")) -> None:
-    """Swap nn.Linear for bitsandbytes Linear8bitLt (LLM.int8, threshold 6); quantisation happens on .cuda()."""
-    import bitsandbytes as bnb
-
-    for parent_name, parent in list(model.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            full = f"{parent_name}.{child_name}" if parent_name else child_name
-            if not isinstance(child, nn.Linear) or any(full == s or full.startswith(s + ".") for s in skip):
-                continue
-            q = bnb.nn.Linear8bitLt(
-                child.in_features, child.out_features, bias=child.bias is not None,
-                has_fp16_weights=False, threshold=6.0,
-            )
-            q.weight = bnb.nn.Int8Params(child.weight.data, requires_grad=False, has_fp16_weights=False)
-            if child.bias is not None:
-                q.bias = nn.Parameter(child.bias.data, requires_grad=False)
-            setattr(parent, child_name, q)
 
 
 def build_internvl_chat(
@@ -780,19 +623,41 @@ def tiny_chat_config(
     )
 
 
+@register_preset("internvl_chat_tiny", "internvl_chat")
+def internvl_chat_tiny(vocab_size: int = 512, **kwargs: Any) -> InternVLChatConfig:
+    """Tiny V1-2-layout chat model (56px, 4 visual tokens per tile); pass the tokenizer's ``len()`` as vocab_size."""
+    return tiny_chat_config(vocab_size, **kwargs)
 
-def _register_with_auto_config() -> None:
+
+@register_preset("internvl_chat_v1_2", "internvl_chat")
+def internvl_chat_v1_2(vocab_size: int = 64007) -> InternVLChatConfig:
+    """InternVL-Chat-V1-2: InternViT-6B-448px-V1-2 (45 layers) + Nous-Hermes-2-Yi-34B (chat spec §1); the
+    official checkpoint's config.json is authoritative."""
+    from internvl.models.intern_vit import PRESETS
+
+    llm = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab_size,
+        "hidden_size": 7168, "intermediate_size": 20480, "num_hidden_layers": 60, "num_attention_heads": 56,
+        "num_key_value_heads": 8, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 5_000_000.0,
+        "attention_bias": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "tie_word_embeddings": False,
+    }
+    return InternVLChatConfig(
+        vision_config=PRESETS["intern_vit_6b_448_v1_2"].to_dict(), llm_config=llm, template="Hermes-2",
+        ps_version="v1", force_image_size=448, downsample_ratio=0.5, select_layer=-1,
+    )
+
+
+
+def register_auto_classes() -> None:
     """Let transformers' Auto classes resolve ``model_type: internvl_chat`` to our config (no remote code).
 
     Without it, ``AutoTokenizer.from_pretrained(checkpoint)`` falls back to a generic config and warns
-    that the checkpoint's model type is unknown. Registration is a registry entry, filled once at import.
+    that the checkpoint's model type is unknown; `internvl.inference.loading.load_tokenizer` calls this
+    before loading. Idempotent (a second call, or a transformers that ships the type, is a no-op).
     """
     from transformers import AutoConfig
 
     try:
         AutoConfig.register(InternVLChatConfig.model_type, InternVLChatConfig)
-    except ValueError:  # already registered (re-import) or shipped by a future transformers
+    except ValueError:  # already registered or shipped by a future transformers
         pass
-
-
-_register_with_auto_config()

@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from internvl.core.compat import model_output, output_cache, pop_cache
 from internvl.core.errors import ConfigError
+from internvl.core.tokens import IGNORE_INDEX
 
 ROPE_BASE = 10000.0  # hard-coded in the reference; config rope_theta / rope_scaling are ignored
 
@@ -490,7 +491,7 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
             )
         return model_output(CausalLMOutputWithPast, loss=loss, logits=logits, cache=output_cache(out))
 

@@ -25,13 +25,13 @@ Two JSON layouts occur in the official guides; `read_coco_captions` detects whic
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from internvl.core.errors import DataFormatError
+from internvl.core.io import read_json
 from internvl.data.datasets.records import ImageCaptions, ImageId
 
 _LIST_EXPECTED = 'an object {"image": "<relative path>", "caption": "<text>" or ["<text>", ...]}'
@@ -43,13 +43,7 @@ def load_json(path: str | os.PathLike, what: str) -> Any:
     p = Path(path)
     if not p.is_file():
         raise DataFormatError(f"annotation file not found: {p} (expected {what})")
-    try:
-        with open(p, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{p}:{e.lineno}:{e.colno}: invalid JSON ({e.msg}); expected {what}") from None
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{p}: not valid UTF-8 ({e.reason} at byte {e.start}); expected {what}") from None
+    return read_json(p, expected=what)
 
 
 def read_coco_captions(annotation: str | os.PathLike, image_root: str | os.PathLike) -> list[ImageCaptions]:
