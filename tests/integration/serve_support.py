@@ -13,6 +13,11 @@ from pathlib import Path
 
 from PIL import Image
 
+try:  # the HTTP client the installed openai uses (openai >= 3 ships httpx2, older releases httpx)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - depends on the openai release
+    import httpx  # noqa: F401
+
 from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
 from internvl.inference.loading import load_tokenizer
 from internvl.inference.pipeline import ChatPipeline
@@ -84,3 +89,46 @@ def running_server(app, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def load_run(base_url: str, model: str, n: int, *, concurrent: bool, max_tokens: int = 16,
+             with_image: bool = True, api_key: str = "none") -> dict:
+    """Send ``n`` greedy chat requests (all at once, or one after another) with the async openai client.
+
+    Returns wall seconds, per-request latencies (sorted), completion tokens and the answers, in order.
+    """
+    import asyncio
+
+    import openai
+
+    async def run() -> dict:
+        client = openai.AsyncOpenAI(base_url=base_url + "/v1", api_key=api_key, max_retries=0, timeout=600)
+        image = data_url(0) if with_image else None
+
+        async def one(i: int):
+            parts = [{"type": "text", "text": f"question number {i}: what is shown?"}]
+            if image:
+                parts.append({"type": "image_url", "image_url": {"url": image}})
+            t0 = time.perf_counter()
+            r = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": parts}],
+                                                     max_tokens=max_tokens, temperature=0)
+            return time.perf_counter() - t0, r
+
+        start = time.perf_counter()
+        if concurrent:
+            results = await asyncio.gather(*(one(i) for i in range(n)))
+        else:
+            results = [await one(i) for i in range(n)]
+        wall = time.perf_counter() - start
+        await client.close()
+        return {"wall": wall, "latencies": sorted(t for t, _ in results),
+                "tokens": sum(r.usage.completion_tokens for _, r in results),
+                "answers": [r.choices[0].message.content for _, r in results]}
+
+    return asyncio.run(run())
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    k = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]

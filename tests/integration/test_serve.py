@@ -23,10 +23,9 @@ from internvl.data.synthetic import synthetic_image
 from internvl.data.transforms import build_transform
 from internvl.inference.embedding import embed_images, embed_texts
 from internvl.inference.requests import ChatRequest, GenerationOptions
-from tests.integration.serve_support import SYSTEM, data_url, running_server, tiny_chat_pipeline, tiny_embedder
+from tests.integration.serve_support import SYSTEM, data_url, httpx, running_server, tiny_chat_pipeline, tiny_embedder
 
 openai = pytest.importorskip("openai")
-httpx = pytest.importorskip("httpx2")  # the HTTP client openai itself uses
 from internvl.serving.app import ServeSettings, create_app  # noqa: E402
 from internvl.serving.schemas import Limits  # noqa: E402
 

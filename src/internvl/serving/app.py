@@ -10,6 +10,7 @@ reaches the queue; the model only ever runs on the `ModelWorker` thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -163,6 +164,7 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
     metrics = Metrics(lambda: worker.depth, lambda: worker.busy)
     created = now()
 
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         worker.close()
