@@ -121,6 +121,40 @@ def test_stop_sequences_cut_streamed_and_plain_answers_alike(client):
     assert text == cut and [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
+def test_image_url_as_a_plain_string_is_accepted(client):
+    parts = [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": data_url(1)}]
+    r = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": parts}], max_tokens=4,
+                                       temperature=0)
+    same = client.chat.completions.create(model="tiny-chat", messages=[user("what?", 1)], max_tokens=4, temperature=0)
+    assert r.choices[0].message.content == same.choices[0].message.content
+
+
+def test_one_failing_request_in_a_batch_fails_only_itself(pipe, tmp_path):
+    import asyncio
+
+    from internvl.serving.worker import Job, ModelWorker
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        worker = ModelWorker(pipe, max_batch_size=8)
+        try:
+            options = greedy(4)
+            # Queued while the worker is busy with a first job, so the three form one batch.
+            first = worker.submit(Job("chat", ChatRequest("busy", options=greedy(40)), loop, 60))
+            jobs = [worker.submit(Job("chat", ChatRequest(q, images=im, options=options), loop, 60))
+                    for q, im in (("a", ()), ("b", (str(tmp_path / "missing.png"),)), ("c", ()))]
+            await first.future
+            results = await asyncio.gather(*(j.future for j in jobs), return_exceptions=True)
+        finally:
+            worker.close()
+        return results
+
+    good_a, bad, good_c = asyncio.run(run())
+    assert good_a.text == pipe.answer(ChatRequest("a", options=greedy(4))).text
+    assert good_c.text == pipe.answer(ChatRequest("c", options=greedy(4))).text
+    assert "missing.png" in str(bad) and bad.status == 400  # the client's fault, not a 500
+
+
 def test_seeded_sampling_is_reproducible(client):
     kw = dict(model="tiny-chat", messages=[user("sample")], max_tokens=12, temperature=1.5, top_p=0.95)
     one = client.chat.completions.create(**kw, seed=7).choices[0].message.content
@@ -176,6 +210,9 @@ ERRORS = [
      "system message must come before"),
     ("bad role", dict(messages=[{"role": "robot", "content": "x"}]), 400, "messages.0.role"),
     ("temperature", dict(messages=[user("x")], temperature=3), 400, "temperature"),
+    ("part type", dict(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]), 400,
+     "part type 'input_audio' is not supported"),
+    ("content type", dict(messages=[{"role": "user", "content": 5}]), 400, "content must be a string"),
     ("tools", dict(messages=[user("x")], tools=[{"type": "function", "function": {"name": "f"}}]), 400,
      "tools is not supported"),
 ]
@@ -204,6 +241,7 @@ def test_api_key_missing_or_wrong_and_raw_http_errors(server, client):
     auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     cases = [(b'{"model": "tiny-chat", "messages": [', 400, "not valid JSON"),
              (b'[1, 2]', 400, "must be a JSON object"),
+             (b'{"model": "tiny-chat", "messages": [{"role": "user", "content": "\\ud800"}]}', 400, "invalid Unicode"),
              (b'{"model": "tiny-chat"}', 400, "messages: Field required"),
              (b'{"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "pad": "'
               + b"x" * 500_000 + b'"}', 413, "exceeds the limit of 400000 bytes")]

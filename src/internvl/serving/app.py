@@ -139,6 +139,11 @@ async def read_json(request: Request, limit: int) -> Any:
         raise ServeError(f"the request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise ServeError(f"the request body must be a JSON object, got {type(payload).__name__}", code="invalid_json")
+    try:  # JSON allows lone surrogate escapes ("\ud800"), which no tokenizer can encode
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ServeError("the request body contains invalid Unicode (a lone surrogate escape such as \\ud800)",
+                         code="invalid_json") from None
     return payload
 
 

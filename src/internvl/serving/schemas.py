@@ -9,6 +9,7 @@ field, rather than silently ignored.
 from __future__ import annotations
 
 import base64
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from internvl.core.errors import RequestError
 from internvl.inference.requests import ChatRequest, GenerationOptions, Message
@@ -49,8 +50,16 @@ def parse(model: type[BaseModel], payload: Any) -> Any:
         return model.model_validate(payload)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        raise ServeError(f"{where}: {err['msg']} (got {_short(err.get('input'))})", param=where) from None
+        # Union branches appear in the location as type tags ("stop.str"): keep only the field path.
+        loc = [str(p) for p in err["loc"] if isinstance(p, int) or not _TYPE_TAG.search(str(p))]
+        where = ".".join(loc) or "body"
+        msg = err["msg"].removeprefix("Value error, ")
+        if len(loc) < len(err["loc"]):
+            msg = f"wrong type ({msg.lower()} or one of the other accepted forms)"
+        raise ServeError(f"{where}: {msg} (got {_short(err.get('input'))})", param=where) from None
+
+
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|list|dict|none|[A-Z]\w*)$|\[|^function-|^json-")
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -85,6 +94,24 @@ class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_parts(cls, value: Any) -> Any:
+        """Name the bad part instead of pydantic's union report; accept ``"image_url": "data:..."`` too."""
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError("content must be a string, null or a list of parts")
+        parts = []
+        for j, part in enumerate(value):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in ("text", "image_url"):
+                raise ValueError(f"content[{j}]: part type {kind!r} is not supported; expected 'text' or 'image_url'")
+            if kind == "image_url" and isinstance(part.get("image_url"), str):
+                part = {**part, "image_url": {"url": part["image_url"]}}
+            parts.append(part)
+        return parts
 
     def text(self) -> str:
         if self.content is None:

@@ -242,28 +242,41 @@ class ModelWorker:
                     job.fail(_timeout_error(job))
                 else:
                     live.append(job)
-            start = time.monotonic()
-            tokens = 0
             try:
                 if live:
-                    tokens = self._run(live)
-            except ServeError as e:
-                for job in live:
-                    job.fail(e)
-            except InternVLError as e:  # a request the pipeline refuses: the client's fault
-                for job in live:
-                    job.fail(ServeError(str(e)))
-            except Exception as e:  # noqa: BLE001 (a bug or an OOM must not kill the worker)
-                log.exception("generation failed")
-                for job in live:
-                    job.fail(ServeError(f"generation failed: {type(e).__name__}: {e}", status=500, type="server_error"))
+                    self._execute(live)
             finally:
                 self._busy = 0
-            if live:
-                seconds = time.monotonic() - start
-                self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
-                if self.on_batch is not None:
-                    self.on_batch(live[0].kind, len(live), seconds, tokens)
+
+    def _execute(self, jobs: list[Job]) -> None:
+        """Run one batch; if it fails, run its jobs one by one so one bad request fails only itself."""
+        start = time.monotonic()
+        try:
+            tokens = self._run(jobs)
+        except Exception as e:  # noqa: BLE001 (a bad request, a bug or an OOM must not kill the worker)
+            if len(jobs) > 1:
+                log.warning("a batch of %d failed (%s: %s); retrying its requests one by one",
+                            len(jobs), type(e).__name__, e)
+                for job in jobs:
+                    if not job.future.done() and not job.cancel.is_set():
+                        self._execute([job])
+                return
+            if isinstance(e, ServeError):
+                error = e
+            elif isinstance(e, InternVLError):  # a request the pipeline refuses: the client's fault
+                error = ServeError(str(e))
+            else:
+                log.exception("generation failed")
+                error = ServeError(f"generation failed: {type(e).__name__}: {e}", status=500, type="server_error")
+            jobs[0].fail(error)
+            return
+        seconds = time.monotonic() - start
+        self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
+        if self.on_batch is not None:
+            try:
+                self.on_batch(jobs[0].kind, len(jobs), seconds, tokens)
+            except Exception:  # noqa: BLE001 (metrics must never stop the worker)
+                log.exception("metrics hook failed")
 
     def _run(self, jobs: list[Job]) -> int:
         kind = jobs[0].kind
