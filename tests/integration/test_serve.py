@@ -155,6 +155,32 @@ def test_one_failing_request_in_a_batch_fails_only_itself(pipe, tmp_path):
     assert "missing.png" in str(bad) and bad.status == 400  # the client's fault, not a 500
 
 
+def test_a_cancelled_row_stops_without_disturbing_its_batch(pipe):
+    import asyncio
+
+    from internvl.serving.worker import Job, ModelWorker
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        worker = ModelWorker(pipe, max_batch_size=8)
+        try:
+            first = worker.submit(Job("chat", ChatRequest("busy", options=greedy(30)), loop, 60))
+            jobs = [worker.submit(Job("chat", ChatRequest(q, options=greedy(300)), loop, 60)) for q in "abc"]
+            await first.future
+            while worker.busy != 3:
+                await asyncio.sleep(0.001)
+            worker.discard(jobs[1])  # its client went away mid-generation
+            done = await asyncio.gather(jobs[0].future, jobs[2].future)
+            return done, jobs[1].future.done()
+        finally:
+            worker.close()
+
+    (a, c), cancelled_resolved = asyncio.run(run())
+    assert not cancelled_resolved
+    assert (a.completion_tokens, c.completion_tokens) == (300, 300)
+    assert a.text == pipe.answer(ChatRequest("a", options=greedy(300))).text
+
+
 def test_seeded_sampling_is_reproducible(client):
     kw = dict(model="tiny-chat", messages=[user("sample")], max_tokens=12, temperature=1.5, top_p=0.95)
     one = client.chat.completions.create(**kw, seed=7).choices[0].message.content

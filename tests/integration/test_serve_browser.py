@@ -17,7 +17,7 @@ import pytest
 
 from internvl.data.synthetic import synthetic_image
 from internvl.inference.requests import ChatRequest, GenerationOptions
-from tests.integration.serve_support import httpx, running_server, tiny_chat_pipeline
+from tests.integration.serve_support import data_url, httpx, running_server, tiny_chat_pipeline
 
 sync_api = pytest.importorskip("playwright.sync_api")
 from internvl.serving.app import ServeSettings, create_app  # noqa: E402
@@ -73,6 +73,16 @@ def test_chat_page_streams_answers_and_stops(tmp_path):
             expect(page.locator("#model")).to_have_text("model: tiny-chat")
 
             page.set_input_files("#file", str(image_file))
+            expect(page.locator(".thumb img")).to_have_count(1)
+            # Pasting an image adds it; its x button removes it again.
+            page.evaluate("""async (url) => {
+                const blob = await (await fetch(url)).blob();
+                const dt = new DataTransfer();
+                dt.items.add(new File([blob], "pasted.png", {type: "image/png"}));
+                document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt}));
+            }""", data_url(3))
+            expect(page.locator(".thumb img")).to_have_count(2)
+            page.locator(".thumb button").nth(1).click()
             expect(page.locator(".thumb img")).to_have_count(1)
             page.fill("#max_tokens", "12")
             page.fill("#prompt", "what is in the image?")
