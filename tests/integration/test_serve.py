@@ -181,6 +181,28 @@ def test_a_cancelled_row_stops_without_disturbing_its_batch(pipe):
     assert a.text == pipe.answer(ChatRequest("a", options=greedy(300))).text
 
 
+def test_shutdown_stops_a_running_generation(pipe):
+    import asyncio
+
+    from internvl.serving.schemas import ServeError
+    from internvl.serving.worker import Job, ModelWorker
+
+    async def run():
+        worker = ModelWorker(pipe)
+        job = worker.submit(Job("chat", ChatRequest("go on", options=greedy(50_000)), asyncio.get_running_loop(), 600))
+        while worker.busy != 1:
+            await asyncio.sleep(0.001)
+        start = time.monotonic()
+        worker.close()
+        closed_in = time.monotonic() - start
+        with pytest.raises(ServeError, match="shutting down"):
+            await job.future
+        return closed_in, worker.alive
+
+    closed_in, alive = asyncio.run(run())
+    assert closed_in < 5 and not alive
+
+
 def test_seeded_sampling_is_reproducible(client):
     kw = dict(model="tiny-chat", messages=[user("sample")], max_tokens=12, temperature=1.5, top_p=0.95)
     one = client.chat.completions.create(**kw, seed=7).choices[0].message.content

@@ -163,10 +163,9 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
     pipeline = model if isinstance(model, ChatPipeline) else None
     embedder = model if isinstance(model, Embedder) else None
     limits = settings.limits
-    metrics: Metrics | None = None
+    metrics = Metrics(lambda: worker.depth, lambda: worker.busy)  # read at scrape time, once the worker exists
     worker = ModelWorker(pipeline, embedder, max_queue=settings.max_queue, max_batch_size=settings.max_batch_size,
-                         on_batch=lambda *a: metrics.on_batch(*a) if metrics else None)
-    metrics = Metrics(lambda: worker.depth, lambda: worker.busy)
+                         on_batch=metrics.on_batch)
     created = now()
 
     @contextlib.asynccontextmanager

@@ -165,6 +165,7 @@ class ModelWorker:
         self._cond = threading.Condition()
         self._running = True
         self._busy = 0
+        self._current: list[Job] = []  # the batch now running
         self._job_seconds = 1.0  # running mean of seconds per batch, for Retry-After
         self._thread = threading.Thread(target=self._loop, name="internvl-model-worker", daemon=True)
         self._thread.start()
@@ -205,8 +206,8 @@ class ModelWorker:
     def close(self, timeout: float = 10.0) -> None:
         with self._cond:
             self._running = False
-            for job in self._jobs:
-                job.cancel.set()
+            for job in [*self._jobs, *self._current]:
+                job.cancel.set()  # a running generation stops at its next step
                 job.fail(ServeError("the server is shutting down", status=503, type="server_error"))
             self._jobs.clear()
             self._cond.notify_all()
@@ -229,7 +230,7 @@ class ModelWorker:
                     if job.batch_key() == key:
                         self._jobs.remove(job)
                         batch.append(job)
-            self._busy = len(batch)
+            self._busy, self._current = len(batch), batch
             return batch
 
     def _loop(self) -> None:
@@ -246,7 +247,7 @@ class ModelWorker:
                 if live:
                     self._execute(live)
             finally:
-                self._busy = 0
+                self._busy, self._current = 0, []
 
     def _execute(self, jobs: list[Job]) -> None:
         """Run one batch; if it fails, run its jobs one by one so one bad request fails only itself."""
