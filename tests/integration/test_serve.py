@@ -300,6 +300,9 @@ def test_api_key_missing_or_wrong_and_raw_http_errors(server, client):
     assert r.status_code == 400 and "needs an InternVL-C/G checkpoint" in r.json()["error"]["message"]
     r = httpx.get(server + "/v1/nothing", headers=auth)
     assert r.status_code == 404 and "no route" in r.json()["error"]["message"]
+    metrics = httpx.get(server + "/metrics", headers=auth).text
+    assert 'internvl_errors_total{route="/v1/models",status="401"} 3.0' in metrics
+    assert 'internvl_errors_total{route="/v1/chat/completions",status="413"}' in metrics
     assert_healthy(server, client)
 
 
@@ -353,6 +356,14 @@ def test_request_timeout_is_504_and_the_worker_moves_on(pipe):
             client.chat.completions.create(model="m", messages=[user("go on")], max_tokens=50_000, temperature=0)
         assert info.value.status_code == 504 and "within 1 s" in info.value.message
         assert time.monotonic() - start < 8
+        # Mid-stream, the deadline ends the stream with an OpenAI error event (the client raises it).
+        stream = client.chat.completions.create(model="m", messages=[user("go on")], max_tokens=50_000,
+                                                temperature=0, stream=True)
+        received = []
+        with pytest.raises(openai.APIError, match="within 1 s"):
+            for chunk in stream:
+                received.append(chunk.choices[0].delta.content or "")
+        assert "".join(received)  # text had streamed before the deadline
         r = client.chat.completions.create(model="m", messages=[user("next")], max_tokens=2, temperature=0)
         assert r.usage.completion_tokens == 2
 

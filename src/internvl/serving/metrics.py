@@ -19,7 +19,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("internvl_requests", "HTTP requests answered", ["route", "status"], registry=r)
-        self.errors = Counter("internvl_errors", "HTTP requests answered with an error", ["route", "type"], registry=r)
+        self.errors = Counter("internvl_errors", "HTTP requests answered with an error (status >= 400)",
+                              ["route", "status"], registry=r)
         self.latency = Histogram("internvl_request_latency_seconds", "Request latency (to the last byte for streams)",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.first_token = Histogram("internvl_time_to_first_token_seconds", "Streamed chat: time to the first piece",

@@ -26,7 +26,7 @@ import torch
 
 from internvl.core.errors import InternVLError
 from internvl.inference.pipeline import ChatPipeline
-from internvl.inference.requests import ChatRequest, ChatResponse, GenerationOptions
+from internvl.inference.requests import ChatResponse, GenerationOptions
 from internvl.serving.schemas import ServeError
 
 log = logging.getLogger(__name__)
@@ -386,4 +386,4 @@ class Embedder:
         return out, tokens
 
 
-__all__ = ["ChatRequest", "Embedder", "Job", "ModelWorker", "StopCutter", "cut_at_stops"]
+__all__ = ["Embedder", "Job", "ModelWorker", "StopCutter", "cut_at_stops"]
