@@ -445,6 +445,38 @@ def test_embeddings_texts_and_images_in_both_modes(tmp_path):
         assert httpx.get(url + "/health").json()["kind"] == "embeddings"
 
 
+def test_queued_embedding_requests_share_one_model_call(tmp_path):
+    import asyncio
+
+    from internvl.serving.worker import Job, ModelWorker
+
+    embedder = tiny_embedder(tmp_path)
+    images = [synthetic_image(8), synthetic_image(9)]
+    inputs = [(["a cat", images[0]], "InternVL-G"), (["two dogs"], "InternVL-G"), ([images[1], "x"], "InternVL-G"),
+              (["a cat"], "InternVL-C")]
+    calls: list[tuple[str, int]] = []
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        worker = ModelWorker(embedder=embedder, on_batch=lambda kind, size, s, t: calls.append((kind, size)))
+        try:
+            first = worker.submit(Job("embed", ([images[0]] * 8, "InternVL-C"), loop, 60))
+            while worker.busy != 1:  # the others queue while it runs
+                await asyncio.sleep(0.001)
+            jobs = [worker.submit(Job("embed", payload, loop, 60)) for payload in inputs]
+            await first.future
+            return await asyncio.gather(*(j.future for j in jobs))
+        finally:
+            worker.close()
+
+    results = asyncio.run(run())
+    assert calls == [("embed", 1), ("embed", 3), ("embed", 1)]  # the three G jobs together, the C job alone
+    for (items, mode), (vectors, tokens) in zip(inputs, results, strict=True):
+        alone, alone_tokens = embedder.embed(items, mode)
+        np.testing.assert_allclose(vectors, alone, atol=1e-6, rtol=1e-6)
+        assert tokens == alone_tokens.sum() > 0
+
+
 def test_image_decoding_limits_directly():
     from internvl.serving.images import decode_image_bytes, decode_image_url
     from internvl.serving.schemas import ServeError

@@ -111,7 +111,9 @@ class Job:
         return time.monotonic() > self.deadline
 
     def batch_key(self) -> tuple | None:
-        """Jobs with equal keys can share one ``generate`` call; None: this job runs alone."""
+        """Jobs with equal keys can share one model call; None: this job runs alone."""
+        if self.kind == "embed":
+            return ("embed", self.payload[1])  # the mode
         req = self.payload
         if self.kind != "chat" or req.history or (self.seed is not None and req.options.do_sample):
             return None
@@ -282,7 +284,7 @@ class ModelWorker:
     def _run(self, jobs: list[Job]) -> int:
         kind = jobs[0].kind
         if kind == "embed":
-            return self._embed(jobs[0])
+            return self._embed(jobs)
         if self.pipeline is None:
             raise ServeError("this server's model is an InternVL-C/G checkpoint: it serves /v1/embeddings only")
         if jobs[0].seed is not None:
@@ -343,10 +345,15 @@ class ModelWorker:
         job.resolve(dataclasses.replace(resp, finish_reason="stop" if cutter.stopped else resp.finish_reason))
         return resp.completion_tokens
 
-    def _embed(self, job: Job) -> int:
-        items, mode = job.payload
-        vectors, tokens = self.embedder.embed(items, mode)
-        job.resolve((vectors, tokens))
+    def _embed(self, jobs: list[Job]) -> int:
+        """One embedding call for the inputs of all jobs (same mode), split back per job."""
+        items = [x for job in jobs for x in job.payload[0]]
+        vectors, tokens = self.embedder.embed(items, jobs[0].payload[1])
+        start = 0
+        for job in jobs:
+            n = len(job.payload[0])
+            job.resolve((vectors[start:start + n], int(tokens[start:start + n].sum())))
+            start += n
         return 0
 
 
@@ -368,18 +375,19 @@ class Embedder:
     def dim(self) -> int:
         return int(self.model.config.clip_embed_dim)
 
-    def embed(self, items: Sequence[Any], mode: str | None = None) -> tuple[np.ndarray, int]:
-        """Texts (str) and PIL images -> (float32[N, D] L2-normalised rows in input order, text token count)."""
+    def embed(self, items: Sequence[Any], mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Texts (str) and PIL images -> (float32[N, D] L2-normalised rows in input order, tokens per item:
+        the text's ids without padding, 0 for images)."""
         from internvl.inference.embedding import embed_images, embed_texts
 
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         text_rows = [i for i, x in enumerate(items) if isinstance(x, str)]
         image_rows = [i for i, x in enumerate(items) if not isinstance(x, str)]
-        tokens = 0
+        tokens = np.zeros(len(items), dtype=np.int64)
         if text_rows:
             texts = [items[i] for i in text_rows]
             out[text_rows] = embed_texts(self.model, self.tokenizer, texts, self.batch_size).numpy()
-            tokens = int((self.tokenizer(texts) > self.tokenizer.pad_token_id).sum())
+            tokens[text_rows] = (self.tokenizer(texts) > self.tokenizer.pad_token_id).sum(dim=1).numpy()
         if image_rows:
             out[image_rows] = embed_images(self.model, [items[i] for i in image_rows], self.transform,
                                            self.batch_size, mode or self.mode).numpy()
