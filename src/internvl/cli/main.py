@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat", "data", "train"]
+COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat", "data", "train", "serve"]
 
 
 def build_app() -> typer.Typer:
