@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat"]
+COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat", "synth"]
 
 
 def build_app() -> typer.Typer:
