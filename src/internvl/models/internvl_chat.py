@@ -32,7 +32,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from internvl.core.errors import CheckpointError, ConfigError, DataFormatError, InternVLError
 from internvl.models import checkpoint as ckpt
-from internvl.models.intern_vit import InternViT, InternViTConfig
+from internvl.models.intern_vit import PRESETS, InternViT, InternViTConfig
 from internvl.models.projector import PS_VERSIONS, build_mlp_projector, pixel_shuffle
 
 IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
@@ -776,6 +776,21 @@ def tiny_chat_config(
         force_image_size=image_size, system_message=system_message,
     )
 
+
+def world_chat_config(vocab_size: int, *, llm_width: int = 128, llm_layers: int = 2, eos_token_id: int = 2,
+                      pad_token_id: int = 0) -> InternVLChatConfig:
+    """InternVL-Chat for the built-in world: ``intern_vit_world`` -> mlp1 -> a small LLaMA (Hermes-2 template).
+
+    ``downsample_ratio`` 1 (no pixel shuffle): the ViT grid is 3x3, one token per grid cell, so the
+    9 visual tokens line up with the objects. The system message is the short V1-2-Plus one, which
+    keeps prompts short for a CPU.
+    """
+    config = tiny_chat_config(vocab_size, llm_width=llm_width, llm_layers=llm_layers, eos_token_id=eos_token_id,
+                              pad_token_id=pad_token_id, system_message="Answer the questions.")
+    config.vision_config = PRESETS["intern_vit_world"].to_dict()
+    config.force_image_size = PRESETS["intern_vit_world"].image_size
+    config.downsample_ratio = 1.0
+    return config
 
 
 def _register_with_auto_config() -> None:
