@@ -786,7 +786,7 @@ def world_chat_config(vocab_size: int, *, llm_width: int = 128, llm_layers: int 
     keeps prompts short for a CPU.
     """
     config = tiny_chat_config(vocab_size, llm_width=llm_width, llm_layers=llm_layers, eos_token_id=eos_token_id,
-                              pad_token_id=pad_token_id, system_message="Answer the questions.")
+                              pad_token_id=pad_token_id, system_message="Answer the questions.", ps_version="v2")
     config.vision_config = PRESETS["intern_vit_world"].to_dict()
     config.force_image_size = PRESETS["intern_vit_world"].image_size
     config.downsample_ratio = 1.0
