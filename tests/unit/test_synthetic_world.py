@@ -64,6 +64,16 @@ def test_splits_disjoint_and_test_captions_unique():
     assert [i.scene.key for i in bigger["test"]] == [i.scene.key for i in world["test"]]
 
 
+def test_min_objects_drops_one_object_scenes():
+    from internvl.core.errors import ConfigError
+
+    world = build_world(0, {"train": 50, "val": 0, "test": 50}, min_objects=2)
+    assert min(len(i.scene.objects) for s in world.values() for i in s) == 2
+    assert 1 in {len(i.scene.objects) for i in build_world(0, {"train": 50, "val": 0, "test": 50})["test"]}
+    with pytest.raises(ConfigError, match="min_objects"):
+        build_world(0, min_objects=4)
+
+
 def test_answers_and_captions_follow_the_drawn_objects():
     rng = np.random.default_rng(0)
     types_seen = set()
@@ -187,9 +197,11 @@ def test_tokenizer_builder_on_a_corpus(tmp_path):
 
 def test_cli_data_synth(tmp_path, capsys):
     out = tmp_path / "w"
-    assert main(["data", "synth", "--out", str(out), "--seed", "2", "--train", "10", "--val", "2", "--test", "4"]) == 0
+    assert main(["data", "synth", "--out", str(out), "--seed", "2", "--train", "10", "--val", "2", "--test", "4",
+                 "--min-objects", "2"]) == 0
     summary = json.loads((out / "world.json").read_text())
     assert summary["sizes"] == {"train": 10, "val": 2, "test": 4} and summary["seed"] == 2
+    assert summary["min_objects"] == 2
     assert len(read_flickr_captions(out / "flickr/world_test_karpathy.txt", out / "images")) == 4
     (tmp_path / "file").write_text("x")
     assert main(["data", "synth", "--out", str(tmp_path / "file")]) == 2

@@ -16,6 +16,7 @@ def synth(
     train: int = typer.Option(5000, help="Training images."),
     val: int = typer.Option(200, help="Validation images."),
     test: int = typer.Option(500, help="Test images (held out: no caption of theirs occurs in train)."),
+    min_objects: int = typer.Option(1, help="Fewest objects per scene (1-3); 2 drops the one-object scenes."),
 ) -> None:
     """Draw scenes with captions and questions; write Flickr/COCO caption files, SFT meta + JSONL, MME and MMBench files and a tokenizer."""
     from internvl.core.errors import ConfigError
@@ -23,7 +24,7 @@ def synth(
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
-    summary = write_world(out, seed, {"train": train, "val": val, "test": test})
+    summary = write_world(out, seed, {"train": train, "val": val, "test": test}, min_objects=min_objects)
     typer.echo(f"wrote the world (seed {seed}: {summary['sizes']}) to {out}/")
     typer.echo(f"  dataset registry: {out / 'registry.yaml'}  (e.g. --registry {out / 'registry.yaml'} "
                "--dataset world_flickr_format_test)")

@@ -153,9 +153,9 @@ class Scene:
                 return cand
 
 
-def random_scene(rng: np.random.Generator, max_objects: int = MAX_OBJECTS) -> Scene:
-    """One scene: 1..max_objects objects in distinct cells, attributes uniform and independent."""
-    n = int(rng.integers(1, max_objects + 1))
+def random_scene(rng: np.random.Generator, max_objects: int = MAX_OBJECTS, min_objects: int = 1) -> Scene:
+    """One scene: min_objects..max_objects objects in distinct cells, attributes uniform and independent."""
+    n = int(rng.integers(min_objects, max_objects + 1))
     cells = sorted(int(c) for c in rng.choice(GRID * GRID, size=n, replace=False))
     colours = list(COLOURS)
     objects = tuple(
@@ -166,12 +166,12 @@ def random_scene(rng: np.random.Generator, max_objects: int = MAX_OBJECTS) -> Sc
     return Scene(objects)
 
 
-def scene_stream(seed: int) -> Iterator[Scene]:
+def scene_stream(seed: int, min_objects: int = 1) -> Iterator[Scene]:
     """An endless deterministic stream of scenes with pairwise distinct keys."""
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     while True:
-        scene = random_scene(rng)
+        scene = random_scene(rng, min_objects=min_objects)
         if scene.key not in seen:
             seen.add(scene.key)
             yield scene

@@ -33,6 +33,7 @@ import numpy as np
 from internvl.core.errors import ConfigError
 from internvl.data.synthetic.scenes import (
     COLOURS,
+    MAX_OBJECTS,
     NUMBERS,
     POSITIONS,
     QA,
@@ -69,13 +70,19 @@ class WorldItem:
         return f"{self.image_id}.jpg"
 
 
-def build_world(seed: int = 0, sizes: dict[str, int] | None = None) -> dict[str, list[WorldItem]]:
-    """The world's items per split, without touching the disk (test first, so test sizes never shift it)."""
+def build_world(seed: int = 0, sizes: dict[str, int] | None = None, *, min_objects: int = 1) -> dict[str, list[WorldItem]]:
+    """The world's items per split, without touching the disk (test first, so test sizes never shift it).
+
+    ``min_objects`` 2 drops the one-object scenes: those are the only ones whose nearest neighbours
+    differ by position alone, the hardest case for contrastive retrieval (README, calibration).
+    """
+    if not 1 <= min_objects <= MAX_OBJECTS:
+        raise ConfigError(f"min_objects={min_objects}; expected 1..{MAX_OBJECTS}")
     sizes = {"train": 5000, "val": 200, "test": 500, **(sizes or {})}
     for split, n in sizes.items():
         if split not in SPLITS or not isinstance(n, int) or n < 0:
             raise ConfigError(f"world split sizes: {split}={n!r}; expected non-negative ints for {SPLITS}")
-    stream = scene_stream(seed)
+    stream = scene_stream(seed, min_objects)
     rng = np.random.default_rng([seed, 1])
     out: dict[str, list[WorldItem]] = {}
     for split in ("test", "val", "train"):
@@ -99,10 +106,10 @@ def world_corpus(world: dict[str, list[WorldItem]]) -> list[str]:
 
 
 def write_world(root: str | os.PathLike, seed: int = 0, sizes: dict[str, int] | None = None,
-                *, tokenizer: bool = True) -> dict:
+                *, tokenizer: bool = True, min_objects: int = 1) -> dict:
     """Draw the world and write every file listed in the module docstring; returns the ``world.json`` summary."""
     root = Path(root)
-    world = build_world(seed, sizes)
+    world = build_world(seed, sizes, min_objects=min_objects)
     rng = np.random.default_rng([seed, 2])
     (root / "images").mkdir(parents=True, exist_ok=True)
     for items in world.values():
@@ -118,7 +125,7 @@ def write_world(root: str | os.PathLike, seed: int = 0, sizes: dict[str, int] | 
     if tokenizer:
         build_world_tokenizer_for(root, world)
         files.append("tokenizer/")
-    summary = {"seed": seed, "sizes": {s: len(v) for s, v in world.items()}, "captions_per_image": CAPTIONS_PER_IMAGE,
+    summary = {"seed": seed, "min_objects": min_objects, "sizes": {s: len(v) for s, v in world.items()}, "captions_per_image": CAPTIONS_PER_IMAGE,
                "image_size": world["train"][0].scene.render().size[0] if world["train"] else None,
                "files": sorted(files)}
     (root / "world.json").write_text(json.dumps(summary, indent=2))
