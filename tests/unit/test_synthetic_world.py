@@ -50,7 +50,7 @@ def test_same_seed_same_files_other_seed_other_world(tmp_path, world_dir):
 
 
 def test_splits_disjoint_and_test_captions_unique():
-    world = build_world(1, {"train": 300, "val": 50, "test": 200})
+    world = build_world(1, {"train": 300, "val": 50, "test": 200}, min_objects=1)
     keys = {s: {i.scene.key for i in items} for s, items in world.items()}
     assert len(keys["train"]) == 300 and len(keys["test"]) == 200
     assert not (keys["train"] & keys["test"]) and not (keys["train"] & keys["val"]) and not (keys["val"] & keys["test"])
@@ -60,16 +60,16 @@ def test_splits_disjoint_and_test_captions_unique():
     assert sum(len(s) for s in per_image) == len(set(test_caps))
     assert not set(test_caps) & {c for i in world["train"] for c in i.captions}
     # The test split does not change when the train split grows (it is drawn first).
-    bigger = build_world(1, {"train": 600, "val": 50, "test": 200})
+    bigger = build_world(1, {"train": 600, "val": 50, "test": 200}, min_objects=1)
     assert [i.scene.key for i in bigger["test"]] == [i.scene.key for i in world["test"]]
 
 
 def test_min_objects_drops_one_object_scenes():
     from internvl.core.errors import ConfigError
 
-    world = build_world(0, {"train": 50, "val": 0, "test": 50}, min_objects=2)
+    world = build_world(0, {"train": 50, "val": 0, "test": 50})
     assert min(len(i.scene.objects) for s in world.values() for i in s) == 2
-    assert 1 in {len(i.scene.objects) for i in build_world(0, {"train": 50, "val": 0, "test": 50})["test"]}
+    assert 1 in {len(i.scene.objects) for i in build_world(0, {"train": 50, "val": 0, "test": 50}, min_objects=1)["test"]}
     with pytest.raises(ConfigError, match="min_objects"):
         build_world(0, min_objects=4)
 
@@ -198,10 +198,10 @@ def test_tokenizer_builder_on_a_corpus(tmp_path):
 def test_cli_data_synth(tmp_path, capsys):
     out = tmp_path / "w"
     assert main(["data", "synth", "--out", str(out), "--seed", "2", "--train", "10", "--val", "2", "--test", "4",
-                 "--min-objects", "2"]) == 0
+                 "--min-objects", "1"]) == 0
     summary = json.loads((out / "world.json").read_text())
     assert summary["sizes"] == {"train": 10, "val": 2, "test": 4} and summary["seed"] == 2
-    assert summary["min_objects"] == 2
+    assert summary["min_objects"] == 1
     assert len(read_flickr_captions(out / "flickr/world_test_karpathy.txt", out / "images")) == 4
     (tmp_path / "file").write_text("x")
     assert main(["data", "synth", "--out", str(tmp_path / "file")]) == 2

@@ -16,7 +16,7 @@ def synth(
     train: int = typer.Option(5000, help="Training images."),
     val: int = typer.Option(200, help="Validation images."),
     test: int = typer.Option(500, help="Test images (held out: no caption of theirs occurs in train)."),
-    min_objects: int = typer.Option(1, help="Fewest objects per scene (1-3); 2 drops the one-object scenes."),
+    min_objects: int = typer.Option(2, help="Fewest objects per scene (1-3); 1 adds one-object scenes (harder to retrieve)."),
 ) -> None:
     """Draw scenes with captions and questions; write Flickr/COCO caption files, SFT meta + JSONL, MME and MMBench files and a tokenizer."""
     from internvl.core.errors import ConfigError
