@@ -12,6 +12,7 @@ JSON line per evaluation: {"stage", "seconds", "step", metrics...}. Example:
 
     python scripts/calibrate_world.py contrastive --world /tmp/world --budget 90 --out /tmp/cal/c1
     python scripts/calibrate_world.py chat --world /tmp/world --budget 240 --vit /tmp/cal/c1/vit.pt
+    python scripts/calibrate_world.py probe --world /tmp/world --vit /tmp/cal/c1/vit.pt   # linear probes
 """
 
 from __future__ import annotations
@@ -281,9 +282,60 @@ def evaluate_chat(model, tok, test_q, xte, te_index) -> dict:
     return {"acc_mean": round(sum(per.values()) / len(per), 4), **{f"acc_{k}": v for k, v in per.items()}}
 
 
+# -- probe -------------------------------------------------------------------------------------------
+def probe(a) -> None:
+    """Linear probes on a ViT's patch tokens: does each cell's token hold its colour, shape, size and cell?"""
+    from internvl.data.datasets import read_flickr_captions
+    from internvl.data.synthetic.scenes import COLOURS, SHAPES
+    from internvl.data.synthetic.world import build_world
+    from internvl.models.intern_vit import PRESETS, InternViT
+
+    world_dir = Path(a.world)
+    summary = json.loads((world_dir / "world.json").read_text())
+    world = build_world(summary["seed"], summary["sizes"], min_objects=summary["min_objects"])
+    vit = InternViT(PRESETS["intern_vit_world"])
+    vit.load_state_dict(torch.load(a.vit))
+    vit.eval()
+
+    def features(split, n):
+        recs = read_flickr_captions(world_dir / f"flickr/world_{split}_karpathy.txt", world_dir / "images")[:n]
+        with torch.no_grad():
+            h = vit(load_images(recs, 48)).last_hidden_state[:, 1:]  # (N, 9 cells, D)
+        labels = {k: torch.zeros(len(recs), 9, dtype=torch.long) for k in ("colour", "shape", "size")}
+        for i, item in enumerate(world[split][:n]):
+            for o in item.scene.objects:  # 0 = empty cell
+                labels["colour"][i, o.cell] = 1 + list(COLOURS).index(o.colour)
+                labels["shape"][i, o.cell] = 1 + SHAPES.index(o.shape)
+                labels["size"][i, o.cell] = 1 + (o.size == "big")
+        return h, labels
+
+    htr, ltr = features("train", 3000)
+    hte, lte = features("test", 500)
+    result = {}
+    for k in ("colour", "shape", "size", "cell"):
+        if k == "cell":  # occupied tokens only: does a token know where it is?
+            mtr, mte = ltr["colour"] > 0, lte["colour"] > 0
+            xtr, ytr, xte, yte = htr[mtr], mtr.nonzero()[:, 1], hte[mte], mte.nonzero()[:, 1]
+        else:
+            xtr, ytr = htr.reshape(-1, htr.shape[-1]), ltr[k].reshape(-1)
+            xte, yte = hte.reshape(-1, hte.shape[-1]), lte[k].reshape(-1)
+        mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+        lin = torch.nn.Linear(xtr.shape[-1], int(ytr.max()) + 1)
+        opt = torch.optim.Adam(lin.parameters(), 1e-2)
+        for _ in range(300):
+            opt.zero_grad()
+            F.cross_entropy(lin((xtr - mu) / sd), ytr).backward()
+            opt.step()
+        with torch.no_grad():
+            pred = lin((xte - mu) / sd).argmax(1)
+        occupied = yte > 0 if k != "cell" else torch.ones_like(yte, dtype=torch.bool)
+        result[k] = round((pred[occupied] == yte[occupied]).float().mean().item(), 4)
+    log(None, {"stage": "probe", "vit": a.vit, "occupied_token_accuracy": result})
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("stage", choices=["contrastive", "chat"])
+    p.add_argument("stage", choices=["contrastive", "chat", "probe"])
     p.add_argument("--world", required=True)
     p.add_argument("--out")
     p.add_argument("--budget", type=float, default=90)
@@ -308,7 +360,7 @@ def main() -> None:
     p.add_argument("--caption-prob", type=float, default=0.0)
     p.add_argument("--test-questions", type=int, default=1200)
     a = p.parse_args()
-    (contrastive if a.stage == "contrastive" else chat)(a)
+    {"contrastive": contrastive, "chat": chat, "probe": probe}[a.stage](a)
 
 
 if __name__ == "__main__":
