@@ -13,7 +13,7 @@ from internvl.data.tokenization import InternVLTextTokenizer
 from internvl.models.internvl_cg import build_internvl, internvl_cg_world
 
 
-@pytest.mark.slow  # ~30 s on the loaded 2-core machine (imports, world + tokenizer, eval)
+@pytest.mark.integration
 def test_eval_retrieval_on_the_world(tmp_path):
     world = tmp_path / "world"
     write_world(world, seed=3, sizes={"train": 8, "val": 2, "test": 12})
