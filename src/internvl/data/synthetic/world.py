@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 from internvl.core.errors import ConfigError
 from internvl.data.synthetic.scenes import (
     COLOURS,
+    IMAGE_SIZE,
     MAX_OBJECTS,
     NUMBERS,
     POSITIONS,
@@ -128,7 +128,7 @@ def write_world(root: str | os.PathLike, seed: int = 0, sizes: dict[str, int] | 
         build_world_tokenizer_for(root, world)
         files.append("tokenizer/")
     summary = {"seed": seed, "min_objects": min_objects, "sizes": {s: len(v) for s, v in world.items()}, "captions_per_image": CAPTIONS_PER_IMAGE,
-               "image_size": world["train"][0].scene.render().size[0] if world["train"] else None,
+               "image_size": IMAGE_SIZE,
                "files": sorted(files)}
     (root / "world.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -197,7 +197,7 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
                 q = item.questions[int(j)]
                 conv.append({"from": "human", "value": ("<image>\n" if k == 0 else "") + q.question})
                 conv.append({"from": "gpt", "value": q.answer})
-            f.write(json.dumps({"id": item.image_id, "image": item.file_name, "width": 48, "height": 48,
+            f.write(json.dumps({"id": item.image_id, "image": item.file_name, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
                                 "conversations": conv}) + "\n")
             for q in item.questions:
                 g.write(json.dumps({"image_id": item.image_id, "image": item.file_name, "type": q.type,
@@ -287,8 +287,3 @@ def mme_question_rows(path: str | os.PathLike) -> list[tuple[str, str, str]]:
         rows.append((parts[0], parts[1], parts[2]))
     return rows
 
-
-def image_bytes(image) -> bytes:
-    buf = io.BytesIO()
-    _save_jpeg(image, buf)  # type: ignore[arg-type]
-    return buf.getvalue()
