@@ -206,6 +206,11 @@ def chat(a) -> None:
     te_names = sorted({q["image"] for q in test_q})
     xte = load_images([te_recs[n] for n in te_names], 48)
     te_index = {n: i for i, n in enumerate(te_names)}
+    if a.eval_train:  # the same questions' kind on training images: the generalisation gap
+        tr_q = read_jsonl(world / "qa/world_train.jsonl")[: a.test_questions // 2]
+        tr_names = sorted({q["image"] for q in tr_q})
+        xtr_eval = load_images([recs[n] for n in tr_names], 48)
+        tr_index = {n: i for i, n in enumerate(tr_names)}
     params = [p for p in model.parameters() if p.requires_grad]
     vit_params = {id(p) for p in model.vision_model.parameters()}
     groups = [{"params": [p for p in params if id(p) not in vit_params], "lr": a.lr},
@@ -260,6 +265,8 @@ def chat(a) -> None:
         if train_time >= next_eval or train_time >= a.budget:
             next_eval += a.eval_every
             acc = evaluate_chat(model, tok, test_q, xte, te_index)
+            if a.eval_train:
+                acc |= {f"train_{k}": v for k, v in evaluate_chat(model, tok, tr_q, xtr_eval, tr_index).items()}
             log(out, {"stage": "chat", "seconds": round(train_time, 1), "wall": round(time.time() - t0, 1),
                       "step": step, "loss": round(loss.item(), 4), **acc})
 
@@ -358,6 +365,7 @@ def main() -> None:
     p.add_argument("--turns", type=int, default=6)
     p.add_argument("--caption-turn", action="store_true")
     p.add_argument("--caption-prob", type=float, default=0.0)
+    p.add_argument("--eval-train", action="store_true", help="also score training-image questions")
     p.add_argument("--test-questions", type=int, default=1200)
     a = p.parse_args()
     {"contrastive": contrastive, "chat": chat, "probe": probe}[a.stage](a)
