@@ -15,8 +15,12 @@ PROBLEMS_SHOWN = 20
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(help="SFT data: validate a meta mixture, convert RefCOCO boxes.", no_args_is_help=True)
+    from internvl.cli.synth import synth
+
+    sub = typer.Typer(help="Data: validate an SFT mixture, convert RefCOCO boxes, write the built-in world.",
+                      no_args_is_help=True)
     app.add_typer(sub, name="data")
+    sub.command("synth")(synth)
 
     @sub.command("check")
     def check(

@@ -452,6 +452,12 @@ PRESETS: dict[str, InternViTConfig] = {
     "intern_vit_tiny": InternViTConfig(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=56, patch_size=14,
     ),
+    # The built-in world (data.synthetic): 48-px images, one 16-px patch per grid cell, layer scale 1 so
+    # that a from-scratch model trains in minutes on a CPU.
+    "intern_vit_world": InternViTConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, image_size=48, patch_size=16,
+        initializer_factor=1.0,
+    ),
 }
 
 

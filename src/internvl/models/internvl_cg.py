@@ -32,7 +32,7 @@ from internvl.core.errors import CheckpointError, ConfigError
 from internvl.core.specs import served_image_size
 from internvl.models import checkpoint as ckpt
 from internvl.models import registry
-from internvl.models.intern_vit import InternViT, InternViTConfig
+from internvl.models.intern_vit import PRESETS, InternViT, InternViTConfig
 from internvl.models.qllama import QLlamaConfig, QLlamaForCausalLM, causal_mask, combine_masks, padding_mask
 
 MODES = ("InternVL-C", "InternVL-G")
@@ -563,6 +563,19 @@ def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternV
                           vision_hidden_size=64)
     return InternVLConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=32, attn_pool_num_heads=4,
                           num_query_token=num_query_token)
+
+
+@registry.register_preset("internvl_cg_world", "internvl_cg")
+def internvl_cg_world(vocab_size: int, num_query_token: int = 8) -> InternVLConfig:
+    """InternVL-C/G for the built-in world: the ``intern_vit_world`` ViT and a 2 x 64 QLLaMA (~0.3M parameters).
+
+    Trains contrastively from scratch in about a minute on one CPU thread (README, "The built-in world").
+    """
+    qllama = QLlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=128, num_query_token=num_query_token,
+                          vision_hidden_size=64)
+    return InternVLConfig(vision_config=PRESETS["intern_vit_world"], qllama_config=qllama, clip_embed_dim=64,
+                          attn_pool_num_heads=4, num_query_token=num_query_token)
 
 
 @registry.register_preset("internvl_cg_14b_224", "internvl_cg")

@@ -35,7 +35,7 @@ from internvl.core.specs import served_image_size
 from internvl.core.tokens import IGNORE_INDEX, IMG_CONTEXT_TOKEN, IMG_END_TOKEN, IMG_START_TOKEN  # noqa: F401
 from internvl.models import checkpoint as ckpt
 from internvl.models.device_map import infer_device_map, place_model  # noqa: F401 (infer_device_map re-exported)
-from internvl.models.intern_vit import InternViT, InternViTConfig
+from internvl.models.intern_vit import PRESETS, InternViT, InternViTConfig
 from internvl.models.projector import PS_VERSIONS, build_mlp_projector, pixel_shuffle
 from internvl.models.quantization import check_8bit_available, quantize_8bit
 from internvl.models.registry import register_preset
@@ -627,6 +627,24 @@ def tiny_chat_config(
 def internvl_chat_tiny(vocab_size: int = 512, **kwargs: Any) -> InternVLChatConfig:
     """Tiny V1-2-layout chat model (56px, 4 visual tokens per tile); pass the tokenizer's ``len()`` as vocab_size."""
     return tiny_chat_config(vocab_size, **kwargs)
+
+
+@register_preset("internvl_chat_world", "internvl_chat")
+def world_chat_config(vocab_size: int, *, llm_width: int = 128, llm_layers: int = 2, eos_token_id: int = 2,
+                      pad_token_id: int = 0) -> InternVLChatConfig:
+    """InternVL-Chat for the built-in world: ``intern_vit_world`` -> mlp1 -> a small LLaMA (Hermes-2 template).
+
+    ``downsample_ratio`` 1 (no pixel shuffle): the ViT grid is 3x3, one token per grid cell, so the
+    9 visual tokens line up with the objects. The system message is the short V1-2-Plus one, which
+    keeps prompts short for a CPU.
+    """
+    config = tiny_chat_config(vocab_size, llm_width=llm_width, llm_layers=llm_layers, eos_token_id=eos_token_id,
+                              pad_token_id=pad_token_id, system_message="Answer the questions.", ps_version="v2")
+    config.vision_config = PRESETS["intern_vit_world"].to_dict()
+    config.force_image_size = PRESETS["intern_vit_world"].image_size
+    config.downsample_ratio = 1.0
+    return config
+
 
 
 @register_preset("internvl_chat_v1_2", "internvl_chat")

@@ -1,9 +1,9 @@
-"""A small built-in synthetic world: a tokenizer trained in-process and seeded images.
+"""Tokenizers of the built-in world, trained in-process and saved in the layout of a checkpoint directory.
 
-Lets the demo and the tests run every component end to end on a laptop CPU without downloading a
-checkpoint. The tokenizer is a real SentencePiece model (BPE with byte fallback, ids unk=0, bos=1,
-eos=2 like the LLaMA tokenizers of the official checkpoints), saved in the layout of a checkpoint
-directory so that the same loading code reads it.
+`build_tokenizer` trains a real SentencePiece model (BPE with byte fallback, ids unk=0, bos=1, eos=2 like
+the LLaMA tokenizers of the official checkpoints) on a small fixed corpus, for tests of the loading
+code. `build_world_tokenizer` trains a byte-level BPE with the `tokenizers` library on the world's text,
+for models that are trained on the world. Both directories load with the same code as a checkpoint.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from internvl.core.tokens import CHAT_SPECIAL_TOKENS  # noqa: F401 (re-exported; defined in core.tokens)
 
@@ -100,14 +97,41 @@ def build_tokenizer(
     return root
 
 
-def synthetic_image(seed: int, size: int = 64) -> Image.Image:
-    """A deterministic RGB image of coloured rectangles on a gradient (varied content per seed)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size]
-    base = np.stack([x * 255 / size, y * 255 / size, np.full_like(x, 128)], axis=-1).astype(np.float64)
-    base = base * rng.uniform(0.3, 1.0, size=3)
-    for _ in range(3):
-        x0, y0 = rng.integers(0, size // 2, size=2)
-        w, h = rng.integers(size // 8, size // 2, size=2)
-        base[y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, size=3)
-    return Image.fromarray(base.clip(0, 255).astype(np.uint8), mode="RGB")
+# Chat LLM special tokens of the world tokenizer: the Hermes-2 (ChatML) role markers and the image tokens.
+WORLD_CHAT_TOKENS: tuple[str, ...] = ("<|im_start|>", "<|im_end|>", *CHAT_SPECIAL_TOKENS)
+
+
+def build_world_tokenizer(path: str | os.PathLike, corpus: Iterable[str], *, vocab_size: int = 1024) -> Path:
+    """Train a byte-level BPE tokenizer on ``corpus`` with the `tokenizers` library; save an HF tokenizer dir.
+
+    One tokenizer serves both model families: ids ``<unk>``=0 (also the pad: InternVL-C/G pads with 0
+    and masks ``ids > 0``), ``<s>``=1, ``</s>``=2 like the LLaMA tokenizers, then `WORLD_CHAT_TOKENS`
+    (ChatML role markers and ``<img>``/``</img>``/``<IMG_CONTEXT>``) as special tokens, so the
+    InternVL-Chat template and image splicing find them. Byte-level, so any text encodes without unk;
+    the world's words are frequent enough that each becomes one token. Adds no BOS/EOS by itself (the
+    C/G tokenizer adds them explicitly; the chat template has its own markers).
+
+    Returns:
+        The directory (``tokenizer.json`` + ``tokenizer_config.json``), loadable with
+        ``transformers.AutoTokenizer.from_pretrained``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    specials = ["<unk>", "<s>", "</s>", *WORLD_CHAT_TOKENS]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
+        additional_special_tokens=list(WORLD_CHAT_TOKENS), clean_up_tokenization_spaces=False,
+    )
+    fast.save_pretrained(str(root))
+    return root
