@@ -36,7 +36,7 @@ demo: venv
 	$(BIN)/internvl demo
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 
 test: venv lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -56,7 +56,7 @@ test-latest:
 	.venv-latest/bin/python -m pip install -q "$(PIP_SPEC)" "$(TORCH_SPEC)"
 	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
 	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(transformers|tokenizers|accelerate|peft|torch|numpy|safetensors|huggingface.hub)=' || true
-	.venv-latest/bin/ruff check src tests benchmarks
+	.venv-latest/bin/ruff check src tests benchmarks scripts
 	.venv-latest/bin/python -m pytest -q $(LATEST_PYTEST_ARGS)
 
 # A throwaway venv with the declared lower bounds of the direct dependencies (requirements/oldest.txt).

@@ -282,7 +282,7 @@ def evaluate_chat(model, tok, test_q, xte, te_index) -> dict:
         pix = xte[[te_index[q["image"]] for q in chunk]]
         answers = batch_chat(model, tok, pix, [q["question"] for q in chunk],
                              {"max_new_tokens": 4, "do_sample": False}, num_patches_list=[1] * len(chunk))
-        for q, ans in zip(chunk, answers):
+        for q, ans in zip(chunk, answers, strict=True):
             right.setdefault(q["type"], []).append(int(ans.strip().lower() == q["answer"]))
     model.train()
     per = {k: round(sum(v) / len(v), 4) for k, v in sorted(right.items())}

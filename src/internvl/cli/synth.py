@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+
 def synth(
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the world into."),
     seed: int = typer.Option(0, help="Seed of the world: the same seed writes the same files."),
