@@ -37,12 +37,12 @@ def _single_process_env(monkeypatch):
         monkeypatch.setenv("MASTER_PORT", str(s.getsockname()[1]))
 
 
-def _train(world, out, *sets: str) -> int:
+def _train(world, out, *sets: str, resume: bool = False) -> int:
     args = ["train", "sft", "tiny_synthetic", "--set", f"data.meta_path={world['meta']}",
             "--set", f"log.output_dir={out}", "--set", "engine.backend=ddp", "--set", f"data.system_message={SYSTEM}"]
     for s in sets:
         args += ["--set", s]
-    return main(args)
+    return main([*args, "--resume"] if resume else args)
 
 
 def _im_end(path) -> int:
@@ -220,3 +220,16 @@ def test_a_bad_record_stops_training_with_file_and_line(world, tmp_path, capsys)
     assert f"{data / 'colours.jsonl'}:3" in err and "missing.png" in err and "[image]" in err
     assert not (tmp_path / "out" / "checkpoint-1").exists()
     assert main([*args, "--set", "data.skip_bad_samples=true", "--set", "schedule.max_steps=2"]) == 0
+
+
+def test_an_existing_run_needs_resume_with_the_same_recipe(world, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = (f"model.path={world['ckpt']}", "schedule.max_steps=2", "log.save_steps=2")
+    assert _train(world, out, *common) == 0
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    capsys.readouterr()
+    assert _train(world, out, *common) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert _train(world, out, *common, "optim.lr=0.5", resume=True) == 2
+    err = capsys.readouterr().err
+    assert "another recipe" in err and "optim: checkpoint" in err and "'lr': 0.5" in err
