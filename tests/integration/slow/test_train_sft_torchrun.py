@@ -5,6 +5,7 @@ mixture with repeat_time 1.5 and 0.5. Two torchrun starts per test (each costs 1
    final checkpoint answers a trained question through `internvl chat`.
 2. kill -9 of launcher and workers after a checkpoint, then --resume: the same per-step losses as the
    uninterrupted run of test 1.
+3. LoRA under ZeRO-3 (one start): the merged export changed only the adapted LLM projections.
 """
 
 from __future__ import annotations
@@ -90,3 +91,30 @@ def test_kill_9_and_resume_logs_identical_losses(world):
     info = json.loads((out / "run_info.json").read_text())
     assert info["resumed_from"] and info["resumed_from"].startswith(str(out / "checkpoint-"))
     assert _losses(out) == expected  # bit-identical per-step losses
+
+
+def test_lora_under_zero3_merges_into_the_exported_checkpoint(world, capsys):
+    """The LoRA recipe's sharding (ZeRO-3): adapters train, the full weights are gathered for export, and
+    the merged checkpoint differs from the start exactly in the adapted LLM projections."""
+    import torch
+
+    from internvl.models.internvl_chat import InternVLChatModel
+
+    out = world["root"] / "lora_z3"
+    cmd = _command(world, out)
+    cmd += ["--set", "engine.zero_stage=3", "--set", "method.freeze_vision=true", "--set", "method.freeze_mlp=true",
+            "--set", "method.freeze_llm=true", "--set", "method.llm_lora_rank=4", "--set", "schedule.max_steps=3",
+            "--set", "optim.lr=0.05"]
+    _run(cmd, world["root"] / "lora_z3.log")
+    info = json.loads((out / "run_info.json").read_text())
+    assert (info["wrapper"], info["zero_stage"], info["world_size"]) == ("DeepSpeedEngine", 3, 2)
+    before = InternVLChatModel.from_pretrained(world["ckpt"]).state_dict()
+    after = InternVLChatModel.from_pretrained(out / "final").state_dict()
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    adapted = {k for k in before if k.startswith("language_model.") and any(f".{t}.weight" in k for t in targets)}
+    assert changed and changed <= adapted and len(changed) > len(adapted) // 2
+    assert (out / "final" / "adapter" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["chat", str(out / "final"), "tell me a fact", "--max-new-tokens", "4"]) == 0

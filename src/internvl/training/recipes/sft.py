@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -376,7 +377,7 @@ class SFTFinetune:
             }, adapters)
             state = merge_lora_state_dict(state, scale)
         config = model.config
-        with torch.device("meta"):
+        with _without_zero3_init(), torch.device("meta"):
             clean = InternVLChatModel(config)
         clean = clean.to_empty(device="cpu")
         missing, unexpected = clean.load_state_dict(state, strict=False, assign=True)
@@ -392,6 +393,20 @@ class SFTFinetune:
         for name in TOKENIZER_FILES:
             if (tokenizer_dir / name).is_file():
                 shutil.copy2(tokenizer_dir / name, path / name)
+
+
+@contextlib.contextmanager
+def _without_zero3_init():
+    """Build a plain module on one rank while a ZeRO-3 run is live: transformers would otherwise construct
+    the LLM inside ``deepspeed.zero.Init`` (collectives the other ranks never join: a hang)."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
 
 class _Collate:
