@@ -198,11 +198,8 @@ class SFTFinetune:
     # -- model ------------------------------------------------------------------------------------
     def load_model(self, tokenizer=None) -> tuple[InternVLChatModel, object]:
         """(model, tokenizer) in the run's precision on this rank's device, trainable parts applied."""
-        m, e = self.recipe.model, self.recipe.engine
-        # ZeRO-3 partitions host-resident weights onto the device itself; loading a 40B model onto one
-        # 80 GB GPU first would not fit. Other stages keep a full replica per device anyway.
-        zero3 = e.backend == "deepspeed" and e.zero_stage == 3
-        device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() and not zero3 else "cpu"
+        m = self.recipe.model
+        device = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.recipe.engine.precision == "bf16" else torch.float32
         if m.path:
             from internvl.inference.chat import load_tokenizer
