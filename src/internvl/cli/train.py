@@ -51,14 +51,7 @@ def register(app: typer.Typer) -> None:
             if dist.is_main:
                 _print_plan(report)
             return
-        dist.export_torch_env()
-        try:
-            info = job.run(resume=resume)
-        finally:
-            import torch.distributed as tdist
-
-            if tdist.is_available() and tdist.is_initialized():
-                tdist.destroy_process_group()
+        info = _run_job(job, dist, resume)
         if dist.is_main:
             typer.echo(
                 json.dumps(
@@ -101,14 +94,7 @@ def register(app: typer.Typer) -> None:
             if dist.is_main:
                 _print_plan(report)
             return
-        dist.export_torch_env()
-        try:
-            info = job.run(resume=resume)
-        finally:
-            import torch.distributed as tdist
-
-            if tdist.is_available() and tdist.is_initialized():
-                tdist.destroy_process_group()
+        info = _run_job(job, dist, resume)
         if dist.is_main:
             typer.echo(json.dumps({k: info[k] for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint")
                                    if k in info}))
@@ -136,3 +122,26 @@ def _print_plan(report: dict) -> None:
         f"buffers {m['buffers']}, total {m['total']} (estimate; add 10-20% for the allocator and CUDA context)"
     )
     typer.echo(json.dumps(report))
+
+
+def _run_job(job, dist, resume: bool) -> dict:
+    """Run a recipe with the torch launcher variables it needs, then leave the process as it was: the
+    process group destroyed and the launcher variables restored (accelerate also sets LOCAL_WORLD_SIZE),
+    for in-process callers such as tests."""
+    import os
+
+    import torch.distributed as tdist
+
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    saved = {name: os.environ.get(name) for name in names}
+    dist.export_torch_env()
+    try:
+        return job.run(resume=resume)
+    finally:
+        if tdist.is_available() and tdist.is_initialized():
+            tdist.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

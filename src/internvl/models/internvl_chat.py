@@ -636,7 +636,7 @@ def internvl_chat_tiny(vocab_size: int = 512, **kwargs: Any) -> InternVLChatConf
 
 
 @register_preset("internvl_chat_world", "internvl_chat")
-def world_chat_config(vocab_size: int, *, llm_width: int = 128, llm_layers: int = 2, eos_token_id: int = 2,
+def world_chat_config(vocab_size: int = 512, *, llm_width: int = 128, llm_layers: int = 2, eos_token_id: int = 2,
                       pad_token_id: int = 0) -> InternVLChatConfig:
     """InternVL-Chat for the built-in world: ``intern_vit_world`` -> mlp1 -> a small LLaMA (Hermes-2 template).
 
