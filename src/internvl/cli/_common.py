@@ -6,6 +6,7 @@ path or option value in well under a second, before torch and the model stack lo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -36,6 +37,19 @@ def parse_mode(value: str) -> str:
     raise typer.BadParameter(f"{value!r}; expected one of {', '.join(MODES)} (any case, or C / G)")
 
 
+class OutputPath(type(Path())):
+    """An ``--output`` value that remembers a trailing separator (pathlib drops it): ``res/`` means a folder."""
+
+    as_folder = False
+
+
+def parse_output(raw: str) -> Path:
+    """typer ``parser=`` for every ``--output``: the path, marked as a folder when it ends with ``/``."""
+    p = OutputPath(raw)
+    p.as_folder = raw.endswith(("/", os.sep))
+    return p
+
+
 def output_file(output: Path, default_name: str, option: str = "--output") -> Path:
     """The one rule for a verb that writes one result file: ``--output`` names the file, unless it is an
     existing folder or ends with a path separator, in which case the file is ``default_name`` inside it.
@@ -44,8 +58,7 @@ def output_file(output: Path, default_name: str, option: str = "--output") -> Pa
     """
     from internvl.core.errors import ConfigError
 
-    raw = str(output)
-    if output.is_dir() or raw.endswith(("/", "\\")):
+    if output.is_dir() or getattr(output, "as_folder", False):
         output = output / default_name
     if output.is_dir():
         raise ConfigError(f"{option} {output}: is a folder; give a file name")

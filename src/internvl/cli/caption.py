@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from internvl.cli._common import parse_output
+
 CAPTIONS_FILE = "captions.json"
 
 
@@ -20,7 +22,7 @@ def register(app: typer.Typer) -> None:
         model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, "
                                                    "tokenizer)."),
         images_dir: Path = typer.Argument(..., help="Folder of images (every image file directly inside, sorted)."),
-        output: Path = typer.Option(..., "--output", "-o",
+        output: Path = typer.Option(..., "--output", "-o", parser=parse_output,
                                     help='JSON file [{"image": name, "caption": text}, ...]; an existing folder '
                                          f"(or a path ending in /) gets {CAPTIONS_FILE} inside."),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per generate call."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import parse_mode
+from internvl.cli._common import parse_mode, parse_output
 
 
 def read_classes(classes: str | None, classes_file: Path | None) -> list[str]:
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         templates: list[str] | None = typer.Option(
             None, "--templates", help='Prompt template with {} for the class name (repeatable; default "a photo of a {}.").'),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to report per image."),
-        output: Path | None = typer.Option(None, "--output", "-o",
+        output: Path | None = typer.Option(None, "--output", "-o", parser=parse_output,
                                            help="Write the predictions as JSON here (an existing folder or a path "
                                                 "ending in / gets predictions.json inside)."),
         mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import IMAGE_SUFFIXES, list_images, parse_mode, progress_bar  # noqa: F401 (re-exported)
+from internvl.cli._common import IMAGE_SUFFIXES, list_images, parse_mode, parse_output, progress_bar  # noqa: F401 (re-exported)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         image: list[Path] | None = typer.Option(None, "--image", "-i", help="Image file to embed (repeatable)."),
         images_dir: Path | None = typer.Option(None, "--images-dir", help="Embed every image file in this folder (sorted)."),
         text: list[str] | None = typer.Option(None, "--text", "-t", help="Text to embed (repeatable)."),
-        output: Path = typer.Option(..., "--output", "-o",
+        output: Path = typer.Option(..., "--output", "-o", parser=parse_output,
                                     help="out.npy (images OR texts) or out.safetensors (image_embeds and/or text_embeds)."),
         mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
                                 help="Image embedding: InternVL-C or InternVL-G (any case, or C / G)."),

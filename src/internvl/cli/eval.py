@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import parse_mode
+from internvl.cli._common import parse_mode, parse_output
 
 _DATA_ROOT_HELP = "Folder that replaces ./data in the built-in dataset paths (and in relative registry paths)."
 _REGISTRY_HELP = "YAML/JSON file with extra or overriding dataset entries (repeatable); see README.md, section Evaluation."
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(..., "--model", "-m", help="InternVL-C/G checkpoint directory (with tokenizer files)."),
         dataset: str = typer.Option("flickr30k", "--dataset", "-d",
                                     help="flickr30k, coco, mscoco_captions, or any registry entry name."),
-        output: Path = typer.Option(..., "--output", "-o",
+        output: Path = typer.Option(..., "--output", "-o", parser=parse_output,
                                     help="Result JSON file (clip_benchmark's schema); an existing folder or a path "
                                          "ending in / gets <dataset>_<language>_retrieval.json inside."),
         language: str | None = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),

@@ -56,8 +56,10 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
-    from internvl.cli._common import interrupted_message
+    from internvl.cli._common import interrupted_message, set_interrupt_note
     from internvl.core.errors import InternVLError
+
+    set_interrupt_note("nothing was saved")  # a command that saves as it goes replaces it
 
     app = build_app()
     try:

@@ -58,8 +58,13 @@ def open_image(path: str | os.PathLike, context: str = ""):
         raise DataFormatError(f"{context}image file not found: {path}") from None
     except IsADirectoryError:
         raise DataFormatError(f"{context}{path}: is a folder, expected an image file") from None
-    except Image.DecompressionBombError as e:
-        raise DataFormatError(f"{context}{path}: image too large ({e}); {_RAISE_HINT}") from None
+    except Image.DecompressionBombError:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read the size for the message
+        try:
+            with Image.open(path) as again:
+                img = again
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
     except OSError as e:  # UnidentifiedImageError included: not an image
         raise DataFormatError(f"{context}cannot read image {path}: {e}") from None
     w, h = img.size
