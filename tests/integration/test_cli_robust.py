@@ -332,3 +332,29 @@ def test_cli_modes_match_the_model_modes():
     from internvl.models.internvl_cg import MODES as MODEL_MODES
 
     assert MODES == MODEL_MODES
+
+
+# --- 8. the README's first steps, verbatim ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_readme_first_steps_run_verbatim_after_the_demo(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- first-steps -->", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("source ")]
+    assert len(commands) >= 5
+    shutil.copytree(repo / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0  # what `make demo` runs, into ./demo_output
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == "internvl"
+        assert main(argv[1:]) == 0, line
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" not in err
+    preds = json.loads((tmp_path / "results" / "predictions.json").read_text())
+    assert [Path(r["image"]).name for r in preds] == ["first.jpg", "second.jpg"]
+    assert len(json.loads((tmp_path / "results" / "captions.json").read_text())) == 3
+    assert (tmp_path / "results" / "embeddings.safetensors").is_file()
