@@ -358,3 +358,26 @@ def test_readme_first_steps_run_verbatim_after_the_demo(tmp_path, monkeypatch, c
     assert [Path(r["image"]).name for r in preds] == ["first.jpg", "second.jpg"]
     assert len(json.loads((tmp_path / "results" / "captions.json").read_text())) == 3
     assert (tmp_path / "results" / "embeddings.safetensors").is_file()
+
+
+def test_eval_caption_takes_a_prompt_and_checks_token_bounds_first(world, tmp_path, capsys):  # noqa: F811
+    base = ["eval", "caption", "--model", str(world / "model"), "--dataset", "coco", "--data-root",
+            str(world / "data"), "--output", str(tmp_path / "res"), "--num-workers", "0", "--no-score",
+            "--limit", "2", "--num-beams", "1"]
+    assert main([*base, "--min-new-tokens", "9", "--max-new-tokens", "8"]) == 2
+    _one_line_error(capsys.readouterr().err, "--min-new-tokens 9", "--max-new-tokens 8")
+    assert not (tmp_path / "res").exists()
+    assert main([*base, "--min-new-tokens", "2", "--max-new-tokens", "6", "--prompt", "Chinese caption:"]) == 0
+    (settings,) = (tmp_path / "res").glob("*_captions.partial.settings.json")
+    assert json.loads(settings.read_text())["settings"]["prompt"] == "Chinese caption:"
+
+
+def test_embed_into_an_existing_folder(model_dir, tmp_path):
+    img = _images(tmp_path / "imgs", 1) / "img000.jpg"
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["embed", str(model_dir), "--image", str(img), "--text", "a dog", "-o", str(folder),
+                 "--device", "cpu"]) == 0
+    from safetensors.torch import load_file
+
+    assert set(load_file(str(folder / "embeddings.safetensors"))) == {"image_embeds", "text_embeds"}

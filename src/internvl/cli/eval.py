@@ -83,6 +83,9 @@ def register(app: typer.Typer) -> None:
         num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
         min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
         max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),
+        prompt: str = typer.Option("English caption:", "--prompt",
+                                   help="Text after the query tokens (reference: 'English caption:' for every "
+                                        "dataset, Chinese ones included); part of the resume settings."),
         resume: bool = typer.Option(
             True, "--resume/--no-resume", " /--overwrite",
             help="Continue <dataset>_captions.partial.jsonl in --output if it was written with the same model, "
@@ -95,6 +98,10 @@ def register(app: typer.Typer) -> None:
         """Zero-shot captions ("English caption:", beam 5, 8-30 tokens) scored with pycocoevalcap."""
         from internvl.cli._common import check_model_dir, output_folder, set_interrupt_note
 
+        if min_new_tokens > max_new_tokens:
+            from internvl.core.errors import ConfigError
+
+            raise ConfigError(f"--min-new-tokens {min_new_tokens} is more than --max-new-tokens {max_new_tokens}")
         check_model_dir(model, "--model")
         output = output_folder(output)
         set_interrupt_note(f"the captions finished so far are in {output}/*_captions.partial.jsonl; run the same "
@@ -106,7 +113,7 @@ def register(app: typer.Typer) -> None:
             model, dataset, output, data_root=data_root, registry_files=registry or (), batch_size=batch_size,
             limit=limit, device=device, dtype=dtype, num_workers=num_workers, num_beams=num_beams,
             min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens, resume=resume,
-            score=score,
+            score=score, prompt=prompt,
         )
         _print_caption(summary, output)
 
