@@ -20,7 +20,12 @@ def read_classes(classes: str | None, classes_file: Path | None) -> list[str]:
     else:
         if not classes_file.is_file():
             raise DataFormatError(f"{classes_file}: classes file not found")
-        names = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()]
+        try:
+            lines = classes_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise DataFormatError(f"--classes-file {classes_file}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+                                  "save it as UTF-8") from None
+        names = [line.strip() for line in lines]
     names = [n for n in names if n]
     if not names:
         raise ConfigError("no class names given")
