@@ -115,6 +115,40 @@ def test_sigint_during_caption_exits_130_keeps_the_finished_captions_and_a_rerun
     assert records[: len(kept)] == kept  # reused, not regenerated
 
 
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_of_eval_caption_with_workers_exits_130_and_resumes(model_dir, tmp_path, capsys):
+    """A terminal's Ctrl-C reaches the DataLoader workers too (the whole process group)."""
+    images = _images(tmp_path / "data" / "images", 120)
+    lines = ["image,caption"] + [f"{p.name},a picture number {i}" for i, p in enumerate(sorted(images.iterdir()))]
+    (tmp_path / "data" / "test.txt").write_text("\n".join(lines) + "\n")
+    registry = tmp_path / "data" / "registry.yaml"
+    registry.write_text("datasets:\n  - name: many\n    root: images\n    annotation: test.txt\n"
+                        "    format: flickr_format\n")
+    out = tmp_path / "res"
+    argv = ["eval", "caption", "--model", str(model_dir), "--registry", str(registry), "--dataset", "many",
+            "--output", str(out), "--no-score", "--num-workers", "2", "--device", "cpu", "--num-beams", "2"]
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "internvl.cli.main", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    partial = out / "many_captions.partial.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and partial.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"interrupted: the captions finished so far are in {out}")
+    kept = partial.read_text().count("\n")
+    assert 3 <= kept < 120
+    capsys.readouterr()
+    assert main([*argv[:-6], "--num-workers", "0", "--device", "cpu", "--num-beams", "2"]) == 0
+    assert f"{kept} captions reused" in capsys.readouterr().out.replace("\n", " ")
+    assert len(json.loads((out / "many_captions.json").read_text())) == 120
+
+
 def test_ctrl_c_inside_any_command_is_130_with_a_default_note(model_dir, monkeypatch, capsys):
     import rich.console
 
