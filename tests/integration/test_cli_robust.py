@@ -434,3 +434,15 @@ def test_a_non_utf8_classes_file_is_named(tmp_path, capsys):
     classes.write_bytes("chien\nchat\nb\xe9b\xe9\n".encode("latin-1"))
     assert main(["classify", str(tmp_path), "x.jpg", "--classes-file", str(classes)]) == 2
     _one_line_error(capsys.readouterr().err, "--classes-file", str(classes), "UTF-8")
+
+
+def test_classify_takes_images_as_image_options_too(model_dir, tmp_path, capsys):
+    imgs = _images(tmp_path / "imgs", 2)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["classify", str(model_dir), str(imgs / "img000.jpg"), str(imgs / "img001.jpg"), "--classes",
+                 "dog,cat", "-o", str(a), "--device", "cpu"]) == 0
+    assert main(["classify", str(model_dir), "--image", str(imgs / "img000.jpg"), "-i", str(imgs / "img001.jpg"),
+                 "--classes", "dog,cat", "-o", str(b), "--device", "cpu"]) == 0
+    assert json.loads(a.read_text()) == json.loads(b.read_text())
+    assert main(["classify", str(model_dir), "--classes", "dog"]) == 2
+    _one_line_error(capsys.readouterr().err, "no images")

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         Without QUESTION, reads questions from stdin and streams each answer, keeping the conversation
         history; `/exit` or end of input quits.
         """
-        from internvl.cli._common import check_files, check_model_dir, require_images
+        from internvl.cli._common import check_files, check_model_dir, require_images, set_interrupt_note
         from internvl.core.errors import ConfigError, DataFormatError, InternVLError
 
         # Everything a user can get wrong is checked here, before torch and the model load.
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("give either --device or --device-map, not both")
         if num_segments < 1:
             raise ConfigError(f"--num-segments {num_segments}; expected >= 1")
+        set_interrupt_note("the conversation is not kept on disk; nothing to resume")
         check_model_dir(model_dir)
         check_files(list(image))
         require_images(list(image))  # header check: non-images and the pixel limit

@@ -36,7 +36,9 @@ def register(app: typer.Typer) -> None:
     @app.command("classify")
     def classify_cmd(
         model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."),
-        images: list[Path] = typer.Argument(..., help="Image files to classify."),
+        images: list[Path] | None = typer.Argument(None, help="Image files to classify (or --image)."),
+        image: list[Path] | None = typer.Option(None, "--image", "-i",
+                                                help="Image file (repeatable; the spelling embed and chat use)."),
         classes: str | None = typer.Option(None, "--classes", help="Comma-separated class names."),
         classes_file: Path | None = typer.Option(None, "--classes-file", help="File with one class name per line."),
         templates: list[str] | None = typer.Option(
@@ -56,6 +58,9 @@ def register(app: typer.Typer) -> None:
         from internvl.cli._common import check_files, check_model_dir, output_file, require_images
         from internvl.core.errors import ConfigError
 
+        images = [*(images or []), *(image or [])]
+        if not images:
+            raise ConfigError("no images: pass image files (positional or --image)")
         names = read_classes(classes, classes_file)
         temps = list(templates or ["a photo of a {}."])
         bad = [t for t in temps if "{}" not in t]
