@@ -258,11 +258,15 @@ def test_non_image_and_missing_files_are_reported_before_the_model_loads(tmp_pat
     _one_line_error(capsys.readouterr().err, "nope.png", "not found")
 
 
-def test_a_corrupt_image_in_an_eval_dataset_with_workers_is_one_line(world, tmp_path, capsys):  # noqa: F811
+@pytest.mark.parametrize("damage", ["truncated", "bomb"])
+def test_a_bad_image_in_an_eval_dataset_with_workers_is_one_line(world, tmp_path, capsys, damage):  # noqa: F811
     data = tmp_path / "data"
     shutil.copytree(world / "data" / "flickr30k", data / "flickr30k")
     victim = data / "flickr30k" / "Images" / "1003.jpg"
-    victim.write_bytes(victim.read_bytes()[:100])
+    if damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[:100])
+    else:
+        _png_header_only(victim, 20000, 20000)
     assert main(["eval", "retrieval", "--model", str(world / "model"), "--data-root", str(data),
                  "--num-workers", "2", "--batch-size", "2", "--output", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
