@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+
+from internvl.cli._common import parse_mode, parse_output
 
 
 def read_classes(classes: str | None, classes_file: Path | None) -> list[str]:
@@ -19,7 +20,12 @@ def read_classes(classes: str | None, classes_file: Path | None) -> list[str]:
     else:
         if not classes_file.is_file():
             raise DataFormatError(f"{classes_file}: classes file not found")
-        names = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines()]
+        try:
+            lines = classes_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise DataFormatError(f"--classes-file {classes_file}: not valid UTF-8 ({e.reason} at byte {e.start}); "
+                                  "save it as UTF-8") from None
+        names = [line.strip() for line in lines]
     names = [n for n in names if n]
     if not names:
         raise ConfigError("no class names given")
@@ -30,35 +36,54 @@ def register(app: typer.Typer) -> None:
     @app.command("classify")
     def classify_cmd(
         model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."),
-        images: list[Path] = typer.Argument(..., help="Image files to classify."),
+        images: list[Path] | None = typer.Argument(None, help="Image files to classify (or --image)."),
+        image: list[Path] | None = typer.Option(None, "--image", "-i",
+                                                help="Image file (repeatable; the spelling embed and chat use)."),
         classes: str | None = typer.Option(None, "--classes", help="Comma-separated class names."),
         classes_file: Path | None = typer.Option(None, "--classes-file", help="File with one class name per line."),
         templates: list[str] | None = typer.Option(
             None, "--templates", help='Prompt template with {} for the class name (repeatable; default "a photo of a {}.").'),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to report per image."),
-        output: Path | None = typer.Option(None, "--output", "-o", help="Write the predictions as JSON here."),
-        mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
+        output: Path | None = typer.Option(None, "--output", "-o", parser=parse_output,
+                                           help="Write the predictions as JSON here (an existing folder or a path "
+                                                "ending in / gets predictions.json inside)."),
+        mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
+                                help="Image embedding: InternVL-C or InternVL-G (any case, or C / G)."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."),
     ) -> None:
         """Rank class names for each image (classification transform; classifier = mean of template embeddings)."""
+        from internvl.cli._common import check_files, check_model_dir, output_file, require_images
+        from internvl.core.errors import ConfigError
+
+        images = [*(images or []), *(image or [])]
+        if not images:
+            raise ConfigError("no images: pass image files (positional or --image)")
+        names = read_classes(classes, classes_file)
+        temps = list(templates or ["a photo of a {}."])
+        bad = [t for t in temps if "{}" not in t]
+        if bad:
+            raise ConfigError(f"--templates must contain '{{}}' for the class name; got {bad}")
+        check_model_dir(model_dir)
+        check_files(images)
+        require_images(images)  # non-images and the pixel limit, from the headers: before the model loads
+        if output is not None:
+            output = output_file(output, "predictions.json")
+
         from rich.console import Console
         from rich.table import Table
 
         from internvl.cli._common import progress_bar
         from internvl.core.devices import pick_device, pick_dtype
-        from internvl.core.errors import ConfigError
+        from internvl.core.io import write_json_atomic
         from internvl.data.transforms import build_transform
         from internvl.inference.embedding import DEFAULT_TEMPLATES, classify, embed_images, zero_shot_classifier
         from internvl.inference.loading import load_pretrained
 
-        names = read_classes(classes, classes_file)
-        temps = list(templates or DEFAULT_TEMPLATES)
-        bad = [t for t in temps if "{}" not in t]
-        if bad:
-            raise ConfigError(f"--templates must contain '{{}}' for the class name; got {bad}")
+        if not templates:
+            temps = list(DEFAULT_TEMPLATES)
         dev = pick_device(device)
         loaded = load_pretrained(model_dir, dtype=pick_dtype(dtype, dev), device=dev, model_types=("internvl",))
         model, tokenizer = loaded.model, loaded.tokenizer
@@ -81,6 +106,5 @@ def register(app: typer.Typer) -> None:
             table.add_row(rec["image"], ", ".join(f"{p['label']} ({p['score']:.3f})" for p in rec["predictions"]))
         Console().print(table)
         if output is not None:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(records, indent=2, ensure_ascii=False))
+            write_json_atomic(output, records)
             typer.echo(f"wrote {output}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import IMAGE_SUFFIXES, list_images, progress_bar  # noqa: F401 (re-exported)
+from internvl.cli._common import IMAGE_SUFFIXES, list_images, parse_mode, parse_output, progress_bar  # noqa: F401 (re-exported)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,9 +17,10 @@ def register(app: typer.Typer) -> None:
         image: list[Path] | None = typer.Option(None, "--image", "-i", help="Image file to embed (repeatable)."),
         images_dir: Path | None = typer.Option(None, "--images-dir", help="Embed every image file in this folder (sorted)."),
         text: list[str] | None = typer.Option(None, "--text", "-t", help="Text to embed (repeatable)."),
-        output: Path = typer.Option(..., "--output", "-o",
+        output: Path = typer.Option(..., "--output", "-o", parser=parse_output,
                                     help="out.npy (images OR texts) or out.safetensors (image_embeds and/or text_embeds)."),
-        mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
+        mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
+                                help="Image embedding: InternVL-C or InternVL-G (any case, or C / G)."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
         normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise the embeddings."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
@@ -31,21 +32,28 @@ def register(app: typer.Typer) -> None:
         Rows follow the order given (images from --image first, then --images-dir). A .safetensors output
         also records the image paths and texts in its metadata.
         """
-        from internvl.core.devices import pick_device, pick_dtype
+        from internvl.cli._common import check_files, check_model_dir, output_file, require_images
         from internvl.core.errors import ConfigError
-        from internvl.data.transforms import build_transform
-        from internvl.inference.embedding import embed_images, embed_texts
-        from internvl.inference.loading import load_pretrained
 
+        check_files(list(image or []))
         images = [*(image or []), *(list_images(images_dir) if images_dir else [])]
         texts = list(text or [])
         if not images and not texts:
             raise ConfigError("nothing to embed: pass --image, --images-dir and/or --text")
+        output = output_file(output, "embeddings.safetensors")
         suffix = output.suffix.lower()
         if suffix not in (".npy", ".safetensors"):
             raise ConfigError(f"--output {output}: use a .npy or .safetensors file name")
         if suffix == ".npy" and images and texts:
             raise ConfigError("a .npy file holds one array; embed images and texts separately or use .safetensors")
+        check_model_dir(model_dir)
+        require_images(images)  # non-images and the pixel limit, from the headers: before the model loads
+
+        from internvl.core.devices import pick_device, pick_dtype
+        from internvl.data.transforms import build_transform
+        from internvl.inference.embedding import embed_images, embed_texts
+        from internvl.inference.loading import load_pretrained
+
         dev = pick_device(device)
         loaded = load_pretrained(model_dir, dtype=pick_dtype(dtype, dev), device=dev, model_types=("internvl",))
         model, tokenizer = loaded.model, loaded.tokenizer

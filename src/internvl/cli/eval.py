@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from internvl.cli._common import parse_mode, parse_output
+
 _DATA_ROOT_HELP = "Folder that replaces ./data in the built-in dataset paths (and in relative registry paths)."
 _REGISTRY_HELP = "YAML/JSON file with extra or overriding dataset entries (repeatable); see README.md, section Evaluation."
 
@@ -28,9 +30,12 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(..., "--model", "-m", help="InternVL-C/G checkpoint directory (with tokenizer files)."),
         dataset: str = typer.Option("flickr30k", "--dataset", "-d",
                                     help="flickr30k, coco, mscoco_captions, or any registry entry name."),
-        output: Path = typer.Option(..., "--output", "-o", help="Result JSON file (clip_benchmark's schema)."),
+        output: Path = typer.Option(..., "--output", "-o", parser=parse_output,
+                                    help="Result JSON file (clip_benchmark's schema); an existing folder or a path "
+                                         "ending in / gets <dataset>_<language>_retrieval.json inside."),
         language: str | None = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),
-        mode: str = typer.Option("InternVL-C", "--mode", help="Image embedding: InternVL-C or InternVL-G."),
+        mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
+                                help="Image embedding: InternVL-C or InternVL-G (any case, or C / G)."),
         data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
         registry: list[Path] | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per step (their captions go together)."),
@@ -44,6 +49,11 @@ def register(app: typer.Typer) -> None:
         append: bool = typer.Option(False, "--append", help="Append one JSON line instead of overwriting (clip_benchmark)."),
     ) -> None:
         """Image->text and text->image recall@1/5/10 with clip_benchmark's protocol."""
+        from internvl.cli._common import check_model_dir, output_file
+
+        check_model_dir(model, "--model")
+        output = output_file(output, f"{dataset}_{language or 'en'}_retrieval.json")
+
         from internvl.evaluation.retrieval import run_retrieval
 
         result = run_retrieval(
@@ -73,6 +83,9 @@ def register(app: typer.Typer) -> None:
         num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
         min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
         max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),
+        prompt: str = typer.Option("English caption:", "--prompt",
+                                   help="Text after the query tokens (reference: 'English caption:' for every "
+                                        "dataset, Chinese ones included); part of the resume settings."),
         resume: bool = typer.Option(
             True, "--resume/--no-resume", " /--overwrite",
             help="Continue <dataset>_captions.partial.jsonl in --output if it was written with the same model, "
@@ -83,13 +96,24 @@ def register(app: typer.Typer) -> None:
                                         "without it scores the saved captions without generating again."),
     ) -> None:
         """Zero-shot captions ("English caption:", beam 5, 8-30 tokens) scored with pycocoevalcap."""
+        from internvl.cli._common import check_model_dir, output_folder, set_interrupt_note
+
+        if min_new_tokens > max_new_tokens:
+            from internvl.core.errors import ConfigError
+
+            raise ConfigError(f"--min-new-tokens {min_new_tokens} is more than --max-new-tokens {max_new_tokens}")
+        check_model_dir(model, "--model")
+        output = output_folder(output)
+        set_interrupt_note(f"the captions finished so far are in {output}/*_captions.partial.jsonl; run the same "
+                           "command again to continue from there")
+
         from internvl.evaluation.captioning import run_caption_eval
 
         summary = run_caption_eval(
             model, dataset, output, data_root=data_root, registry_files=registry or (), batch_size=batch_size,
             limit=limit, device=device, dtype=dtype, num_workers=num_workers, num_beams=num_beams,
             min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens, resume=resume,
-            score=score,
+            score=score, prompt=prompt,
         )
         _print_caption(summary, output)
 

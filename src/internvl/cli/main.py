@@ -15,6 +15,14 @@ import typer
 COMMAND_MODULES = ["info", "demo", "eval", "embed", "classify", "caption", "chat", "data", "train", "serve"]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from internvl import __version__
+
+        typer.echo(f"internvl {__version__}")
+        raise typer.Exit(0)
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="internvl",
@@ -25,7 +33,18 @@ def build_app() -> typer.Typer:
     )
 
     @app.callback()
-    def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs.")) -> None:
+    def _root(
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs."),
+        version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                     help="Print the version and exit."),
+        max_image_pixels: int | None = typer.Option(
+            None, "--max-image-pixels", min=1, envvar="INTERNVL_MAX_IMAGE_PIXELS",
+            help="Refuse images with more pixels than this, before decoding (default 89,478,485 = PIL's limit)."),
+    ) -> None:
+        if max_image_pixels is not None:
+            import os
+
+            os.environ["INTERNVL_MAX_IMAGE_PIXELS"] = str(max_image_pixels)  # DataLoader workers inherit it
         logging.basicConfig(
             level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
         )
@@ -37,19 +56,25 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    from internvl.cli._common import interrupted_message, set_interrupt_note
     from internvl.core.errors import InternVLError
+
+    set_interrupt_note("nothing was saved")  # a command that saves as it goes replaces it
 
     app = build_app()
     try:
-        # With standalone_mode=False click returns the code of a `typer.Exit` instead of raising it.
+        # With standalone_mode=False click returns the code of a `typer.Exit` instead of raising it, and
+        # typer turns Ctrl-C (KeyboardInterrupt) into a returned 130.
         code = app(args=argv if argv is not None else sys.argv[1:], prog_name="internvl", standalone_mode=False)
     except InternVLError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line(e)}", err=True)
         return 2
+    except KeyboardInterrupt:
+        code = 130
     except typer.Exit as e:
         return int(e.exit_code or 0)
     except typer.Abort:
-        return 1
+        code = 130  # click's Abort: Ctrl-C or end of input at a prompt
     except SystemExit as e:
         return int(e.code or 0)
     except Exception as e:
@@ -59,7 +84,23 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return int(e.exit_code)
         raise
+    if code == 130:
+        typer.echo(f"interrupted: {interrupted_message()}", err=True)
     return code if isinstance(code, int) else 0
+
+
+def one_line(e: BaseException) -> str:
+    """The message of ``e``; for an error re-raised from a DataLoader worker, only the original message.
+
+    torch re-raises a worker's exception with the worker's whole traceback in the message; its last
+    line is ``module.ErrorClass: original message``.
+    """
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    name, sep, rest = last.partition(": ")
+    return rest if sep and "." in name and " " not in name else last
 
 
 def _is_click_exception(e: BaseException) -> bool:

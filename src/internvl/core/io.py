@@ -64,3 +64,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def hub_id_hint(path: str | os.PathLike) -> str:
+    """``"; it looks like a hub id ..."`` for a missing path shaped like ``owner/name``, else ``""``.
+
+    Models are only ever read from local folders (no downloads); the hint says how to get one.
+    """
+    text = str(path)
+    parts = text.split("/")
+    if len(parts) != 2 or not all(parts) or text.startswith((".", "~")) or Path(text).exists():
+        return ""
+    return (f"; it looks like a Hugging Face hub id, but models are read from local folders only: download it "
+            f"first (`huggingface-cli download {text} --local-dir {parts[1]}`) and pass {parts[1]} "
+            "(README.md, section Getting the official checkpoints)")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from internvl.core.errors import DataFormatError
+from internvl.core.images import read_image
 from internvl.core.specs import served_image_size
 from internvl.data.transforms import (
     IMAGENET_MEAN,
@@ -172,13 +172,7 @@ def card_preprocess_image(image: Image.Image | str | os.PathLike, settings: Chat
     ``x * (1/255)`` in float64 cast to float32, ``(x - mean) / std`` in float32).
     """
     if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as f:
-                img = f.copy()
-        except FileNotFoundError:
-            raise DataFormatError(f"image file not found: {image}") from None
-        except OSError as e:
-            raise DataFormatError(f"cannot read image {image}: {e}") from None
+        img = read_image(image, convert=None)  # checked: missing, non-image, pixel limit, truncated
     else:
         img = image
     size = settings.image_size

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from internvl.core.errors import DataFormatError
+from internvl.core.images import open_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,13 +48,11 @@ ImageTransform = Callable[[Image.Image], torch.Tensor]
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file and convert it to RGB (as every reference pipeline does first)."""
-    try:
-        with Image.open(path) as img:
+    with open_image(path) as img:  # missing / non-image / over the pixel limit: DataFormatError
+        try:
             return to_rgb(img)
-    except FileNotFoundError:
-        raise DataFormatError(f"image file not found: {path}") from None
-    except OSError as e:
-        raise DataFormatError(f"cannot read image {path}: {e}") from None
+        except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt pixel data
+            raise DataFormatError(f"cannot decode image {path}: {e}") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -22,6 +22,7 @@ from torch import nn
 
 from internvl.core.devices import DTYPES, resolve_dtype  # noqa: F401 (re-exported: the one dtype table)
 from internvl.core.errors import CheckpointError
+from internvl.core.io import hub_id_hint
 
 SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -36,6 +37,8 @@ def read_config(path: str | os.PathLike) -> dict:
     if p.is_dir():
         p = p / CONFIG_NAME
     if not p.is_file():
+        if not Path(path).exists():
+            raise CheckpointError(f"{path}: no such checkpoint folder (no config.json found){hub_id_hint(path)}")
         raise CheckpointError(f"{p}: no config.json found; a checkpoint directory needs one")
     try:
         return json.loads(p.read_text())
@@ -47,7 +50,7 @@ def weight_files(path: str | os.PathLike) -> list[Path]:
     """List the weight files of a checkpoint directory, preferring safetensors over .bin."""
     root = Path(path)
     if not root.is_dir():
-        raise CheckpointError(f"{root}: not a directory (expected a checkpoint directory)")
+        raise CheckpointError(f"{root}: not a directory (expected a checkpoint directory){hub_id_hint(root)}")
     for index_name in (SAFE_INDEX, BIN_INDEX):
         index = root / index_name
         if index.is_file():
@@ -75,10 +78,63 @@ def read_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu")
         if f.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state.update(load_file(str(f), device=str(device)))
+            read_safetensors_header(f)  # truncated / garbage files: an error naming the file, not deep inside
+            try:
+                state.update(load_file(str(f), device=str(device)))
+            except Exception as e:  # safetensors' SafetensorError is not exported under one stable name
+                raise CheckpointError(f"{f}: cannot read the weights ({e})") from None
         else:
-            state.update(torch.load(f, map_location=device, weights_only=True))
+            try:
+                state.update(torch.load(f, map_location=device, weights_only=True))
+            except (RuntimeError, EOFError, OSError, ValueError) as e:
+                raise CheckpointError(f"{f}: cannot read the weights (truncated or not a PyTorch file?): {e}") from None
     return state
+
+
+def read_safetensors_header(f: str | os.PathLike) -> dict:
+    """The JSON header of a safetensors file, checked against the file: every tensor's ``data_offsets``
+    must lie inside the data section and the data section must end where the file ends.
+
+    A download that was cut off passes a header-only check (the header is at the start) but is shorter
+    than its offsets say; that is reported here, with both sizes.
+
+    Raises:
+        CheckpointError: not a safetensors file (bad header), or incomplete / oversized data section.
+    """
+    f = Path(f)
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{f}: {size} bytes, too short for a safetensors file (an interrupted download?)")
+        n = int.from_bytes(head, "little")
+        if n > size - 8 or n > 100_000_000:
+            raise CheckpointError(
+                f"{f}: not a valid safetensors file (header length {n:,} bytes, file {size:,} bytes); "
+                "truncated or not safetensors")
+        try:
+            header = json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{f}: not a valid safetensors file (header is not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{f}: not a valid safetensors file (header is not a JSON object)")
+    end = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            start, stop = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{f}: not a valid safetensors file (tensor {key!r} has no data_offsets)") from None
+        end = max(end, stop)
+    data = size - 8 - n
+    if data < end:
+        raise CheckpointError(
+            f"{f}: incomplete file: the header needs {end + 8 + n:,} bytes, the file has {size:,} "
+            f"({100 * size / (end + 8 + n):.1f}%); an interrupted download? Download it again")
+    if data > end:
+        raise CheckpointError(f"{f}: {data - end:,} unexpected bytes after the tensor data; the file is damaged")
+    return header
 
 
 def save_state_dict(

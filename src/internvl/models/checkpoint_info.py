@@ -6,9 +6,7 @@ checkpoint is described without loading its weights.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,9 +21,7 @@ def _tensor_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     out: dict[str, tuple[tuple[int, ...], str]] = {}
     for f in ckpt.weight_files(path):
         if f.suffix == ".safetensors":
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n))
+            header = ckpt.read_safetensors_header(f)  # also checks the file is complete
             for k, v in header.items():
                 if k != "__metadata__":
                     out[k] = (tuple(v["shape"]), _ST_DTYPES.get(v["dtype"], v["dtype"]))

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from internvl.core.errors import DataFormatError
+from internvl.core.images import read_image
 from internvl.data.datasets.records import ImageCaptions
 
 
@@ -33,16 +34,13 @@ class CaptionImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         rec = self.records[index]
-        try:
-            with Image.open(rec.image_path) as img:
-                rgb = img.convert("RGB")
-        except FileNotFoundError:
+        if not rec.image_path.exists():
             raise DataFormatError(
                 f"{self._prefix()}image file not found: {rec.image_path} (image id {rec.image_id!r}, listed at "
                 f"{rec.source}); expected it under the dataset's image root {rec.image_path.parent}"
-            ) from None
-        except OSError as e:
-            raise DataFormatError(f"{self._prefix()}cannot read image {rec.image_path} (image id {rec.image_id!r}): {e}") from None
+            )
+        # Non-image, over the pixel limit, truncated: DataFormatError naming the file.
+        rgb = read_image(rec.image_path, context=f"{self._prefix()}(image id {rec.image_id!r}) ")
         return self.transform(rgb), index
 
     def _prefix(self) -> str:
