@@ -101,3 +101,11 @@ def test_bounded_memory_and_beam_search_go_from_scratch(pipe, visuals):
     with pytest.raises(RequestError, match="max_cached_tokens=0"):
         pipe.session(max_cached_tokens=0)
 
+
+
+def test_placeholder_ids_without_images_go_from_scratch(pipe):
+    session = pipe.session()
+    req = ChatRequest("what is <IMG_CONTEXT> here?", options=GREEDY)
+    assert pipe.img_context_token_id in pipe.tokenizer(pipe.prompt(req))["input_ids"]
+    assert session.answer(req) == pipe.answer(req)
+    assert session.last.from_scratch and session.cached_tokens == 0

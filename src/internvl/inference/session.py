@@ -115,15 +115,16 @@ class ChatSession:
         """A ``run(**generate_kwargs)`` that prefills only the new part of ``p``, or None to go from scratch."""
         pipe = self.pipeline
         n = p.input_ids.shape[1]
-        options = p.request.options
-        base = options.base if options.base is not None else pipe.model.generation_config
-        beams = options.num_beams if options.num_beams is not None else getattr(base, "num_beams", 1) or 1
-        if beams > 1 or n > self.max_cached_tokens or n < 2:
+        gen = pipe._generate_kwargs(p.request.options)
+        base = gen.get("generation_config") or pipe.model.generation_config
+        # beam search / several sequences expand and reorder the cache: those run from scratch
+        beams = max(int(gen.get(k, getattr(base, k, 1)) or 1) for k in ("num_beams", "num_return_sequences"))
+        spans = self._image_spans(p)  # None: placeholders and images disagree (from scratch raises the error)
+        if spans is None or beams > 1 or n > self.max_cached_tokens or n < 2:
             self.reset()
-            self.last = TurnStats(n, 0, n, len(self._image_spans(p)), True)
+            self.last = TurnStats(n, 0, n, len(spans or ()), True)
             return None
         ids = p.input_ids[0].tolist()
-        spans = self._image_spans(p)
         keep = self._shared_prefix(ids, spans, n - 1)  # the last prompt id is fed by generate itself
         encoded = self._prefill(p, ids, spans, keep)
         self.last = TurnStats(n, keep, n - keep, encoded, False)
@@ -150,23 +151,32 @@ class ChatSession:
 
         return run
 
-    def _image_spans(self, p: _Prepared) -> list[_Span]:
-        """The ``<IMG_CONTEXT>`` run of each image of the prompt, keyed by a hash of that image's tiles."""
+    def _image_spans(self, p: _Prepared) -> list[_Span] | None:
+        """The ``<IMG_CONTEXT>`` run of each image of the prompt, keyed by a hash of that image's tiles.
+
+        None when the runs do not match the tiles (then the from-scratch path reports the mismatch).
+        """
         pipe = self.pipeline
         mask = p.input_ids[0] == pipe.img_context_token_id
+        tiles = p.pixel_values
         if not bool(mask.any()):
-            return []
+            return [] if tiles is None else None
         # runs of consecutive image-context ids: one per image (<img> ... </img> around each)
         zero = torch.zeros(1, dtype=torch.int8)
         edges = torch.diff(mask.to(torch.int8), prepend=zero, append=zero)
         starts = (edges == 1).nonzero().flatten().tolist()
         ends = (edges == -1).nonzero().flatten().tolist()
+        runs = [e - s for s, e in zip(starts, ends, strict=True)]
+        if tiles is None or any(r % pipe.num_image_token for r in runs):
+            return None
+        if sum(runs) != tiles.shape[0] * pipe.num_image_token:
+            return None
         spans, tile = [], 0
-        tiles = p.pixel_values
         for s, e in zip(starts, ends, strict=True):
             k = (e - s) // pipe.num_image_token
-            chunk = tiles[tile : tile + k].contiguous()
-            digest = hashlib.sha1(chunk.numpy().tobytes(), usedforsecurity=False).hexdigest()
+            chunk = tiles[tile : tile + k].detach().cpu().contiguous()
+            raw = chunk.reshape(-1).view(torch.uint8).numpy()  # any dtype (bf16 has no numpy type)
+            digest = hashlib.sha1(raw.tobytes(), usedforsecurity=False).hexdigest()
             spans.append(_Span(s, e, f"{tuple(chunk.shape)}:{digest}"))
             tile += k
         return spans
