@@ -70,3 +70,28 @@ def _no_transformers_deprecations():
     finally:
         hf_logger.removeHandler(handler)
     assert not handler.messages, f"transformers logged deprecation notices: {handler.messages}"
+
+
+_DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_distributed_state():
+    """A test that leaves a process group or torchrun variables behind makes later single-process tests
+    silently run under DDP (HF Trainer wraps the model): clean up, and fail the test that leaked."""
+    env = {k: os.environ.get(k) for k in _DIST_ENV}
+    yield
+    import torch.distributed as dist
+
+    leaked = []
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+        leaked.append("an initialised torch.distributed process group")
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            leaked.append(f"${key}={os.environ.get(key)!r}")
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert not leaked, "test left distributed state behind: " + ", ".join(leaked)

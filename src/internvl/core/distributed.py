@@ -28,10 +28,13 @@ class DistContext:
             return cls(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
         return cls(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
 
-    def export_torch_env(self, environ: dict[str, str] | None = None, master_port: int = 29500) -> None:
+    def export_torch_env(self, environ: dict[str, str] | None = None, master_port: int = 29500) -> list[str]:
         """Set RANK/WORLD_SIZE/LOCAL_RANK and MASTER_ADDR/PORT defaults (slurm launches, single processes):
-        what ``torch.distributed`` and DeepSpeed read. Values already set (torchrun's) are kept."""
+        what ``torch.distributed`` and DeepSpeed read. Values already set (torchrun's) are kept.
+
+        Returns the names it added, so an in-process caller can remove them afterwards."""
         env = os.environ if environ is None else environ
+        before = set(env)
         env.setdefault("RANK", str(self.rank))
         env.setdefault("WORLD_SIZE", str(self.world_size))
         env.setdefault("LOCAL_RANK", str(self.local_rank))
@@ -44,6 +47,7 @@ class DistContext:
                 env["MASTER_ADDR"] = nodes[0]
         env.setdefault("MASTER_ADDR", "127.0.0.1")
         env.setdefault("MASTER_PORT", str(master_port))
+        return sorted(set(env) - before)
 
     @property
     def distributed(self) -> bool:

@@ -566,7 +566,7 @@ def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternV
 
 
 @registry.register_preset("internvl_cg_world", "internvl_cg")
-def internvl_cg_world(vocab_size: int, num_query_token: int = 8) -> InternVLConfig:
+def internvl_cg_world(vocab_size: int = 512, num_query_token: int = 8) -> InternVLConfig:
     """InternVL-C/G for the built-in world: the ``intern_vit_world`` ViT and a 2 x 64 QLLaMA (~0.3M parameters).
 
     Trains contrastively from scratch in about a minute on one CPU thread (README, "The built-in world").

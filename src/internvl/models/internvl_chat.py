@@ -447,10 +447,16 @@ class InternVLChatModel(PreTrainedModel):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute ViT blocks and LLM decoder layers in backward."""
         self.vision_model.set_gradient_checkpointing(enabled)
+        llm = self.language_model
+        # transformers >= 5.x renames gradient_checkpointing_* to activation_checkpointing_* (old names warn).
+        enable = getattr(llm, "activation_checkpointing_enable", None) or llm.gradient_checkpointing_enable
+        disable = getattr(llm, "activation_checkpointing_disable", None) or llm.gradient_checkpointing_disable
         if enabled:
-            self.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            new_api = enable.__name__.startswith("activation")
+            key = "activation_checkpointing_kwargs" if new_api else "gradient_checkpointing_kwargs"
+            enable(**{key: {"use_reentrant": False}})
         else:
-            self.language_model.gradient_checkpointing_disable()
+            disable()
 
     # -- construction and I/O ---------------------------------------------------------------------
     @classmethod
@@ -630,7 +636,7 @@ def internvl_chat_tiny(vocab_size: int = 512, **kwargs: Any) -> InternVLChatConf
 
 
 @register_preset("internvl_chat_world", "internvl_chat")
-def world_chat_config(vocab_size: int, *, llm_width: int = 128, llm_layers: int = 2, eos_token_id: int = 2,
+def world_chat_config(vocab_size: int = 512, *, llm_width: int = 128, llm_layers: int = 2, eos_token_id: int = 2,
                       pad_token_id: int = 0) -> InternVLChatConfig:
     """InternVL-Chat for the built-in world: ``intern_vit_world`` -> mlp1 -> a small LLaMA (Hermes-2 template).
 
