@@ -190,13 +190,16 @@ class ChatSession:
             if a != b:
                 break
             keep += 1
-        new_keys = {s.start: s for s in spans}
-        for old in self._spans:
-            if old.start >= keep:
+        # every image run inside the kept prefix must be the same image in both prompts (generated ids
+        # may even contain <IMG_CONTEXT> where the new prompt has an image)
+        old_runs = {s.start: s for s in self._spans}
+        new_runs = {s.start: s for s in spans}
+        for start in sorted(set(old_runs) | set(new_runs)):
+            if start >= keep:
                 break
-            new = new_keys.get(old.start)
-            if new is None or new.key != old.key or new.end != old.end:
-                keep = old.start  # another image behind the same placeholder ids
+            old, new = old_runs.get(start), new_runs.get(start)
+            if old is None or new is None or new.key != old.key or new.end != old.end:
+                keep = start  # another image (or none) behind the same placeholder ids
                 break
         if keep == 0:
             self._cache, self._ids, self._spans = None, [], []
