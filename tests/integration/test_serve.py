@@ -110,6 +110,31 @@ def test_multi_turn_with_system_message_and_several_images(client, pipe):
     assert stream_text(client, model="tiny-chat", messages=messages, max_tokens=10, temperature=0)[0] == expected.text
 
 
+def test_a_conversation_continued_turn_by_turn_reuses_the_worker_session(pipe):
+    """Each request resends the whole conversation; the worker's session prefills only the new turn."""
+    app = create_app(pipe, ServeSettings(model_name="tiny-chat", api_key=KEY, limits=LIMITS))
+    image = synthetic_image(4)
+    with running_server(app) as url:
+        api = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+        messages, history = [user("what is in the image?", image)], None
+        for turn, question in enumerate(["what is in the image?", "and the colour?", "anything else?", "sure?"]):
+            if turn:
+                messages.append({"role": "user", "content": question})
+            stream = turn == 3
+            kw = dict(model="tiny-chat", messages=messages, max_tokens=8, temperature=0)
+            text = stream_text(api, **kw)[0] if stream else api.chat.completions.create(**kw).choices[0].message.content
+            expected = pipe.answer(ChatRequest(question, images=(image,), history=history, options=greedy(8)))
+            assert text == expected.text, turn
+            session = app.state.worker.session
+            # turn 0 has no history (answered in a batch, from scratch); turn 1 fills the session
+            if turn == 1:
+                assert (session.last.reused_tokens, session.last.encoded_images) == (0, 1)
+            elif turn > 1:
+                assert session.last.reused_tokens > session.last.prefilled_tokens and session.last.encoded_images == 0
+            history = expected.history
+            messages.append({"role": "assistant", "content": expected.text})
+
+
 def test_stop_sequences_cut_streamed_and_plain_answers_alike(client):
     kw = dict(model="tiny-chat", messages=[user("tell me")], max_tokens=24, temperature=0)
     full = client.chat.completions.create(**kw).choices[0].message.content

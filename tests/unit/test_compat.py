@@ -109,3 +109,15 @@ def test_persist_tokenizer_flags_round_trip(tmp_path):
     compat.persist_tokenizer_flags(tok, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["legacy"] is True
     assert load_tokenizer(tmp_path / "out").legacy is True
+
+
+def test_crop_cache_keeps_a_prefix():
+    from internvl.core.compat import crop_cache, new_dynamic_cache
+
+    cache = new_dynamic_cache()
+    k = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(1, 2, 5, 3)
+    cache.update(k, k + 1, 0)
+    crop_cache(cache, 3)
+    assert cache.get_seq_length() == 3
+    with pytest.raises(ValueError, match="cannot crop a cache of 3 tokens to 4"):
+        crop_cache(cache, 4)

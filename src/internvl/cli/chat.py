@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
             return
 
         history = None
+        session = pipe.session()  # each turn prefills only its new tokens (KV cache and image features kept)
         stdin = sys.stdin
         while True:
             typer.echo("user> ", nl=False)
@@ -100,7 +101,8 @@ def register(app: typer.Typer) -> None:
             if not text.strip():
                 continue
             typer.echo("assistant> ", nl=False)
-            stream = pipe.stream(ChatRequest(text, visuals=visuals, history=history, system_message=system, options=options))
+            req = ChatRequest(text, visuals=visuals, history=history, system_message=system, options=options)
+            stream = session.stream(req)
             for piece in stream:
                 typer.echo(piece, nl=False)
             typer.echo("")

@@ -11,6 +11,7 @@ Shims:
   name is deprecated there until 5.40 and warns); `cache_kwargs`, `pop_cache`, `output_cache`,
   `model_output`;
 * `new_dynamic_cache`: a fresh `DynamicCache` (its constructor grew a ``config`` argument);
+* `crop_cache`: shorten a cache to its first n tokens (``crop``'s positive argument changed meaning in 5.x);
 * `split_generation_kwargs`: settings vs. model inputs, the way ``GenerationConfig.update`` splits them;
 * tokenizer flags: `tokenizer_load_kwargs` (``legacy``) and `persist_tokenizer_flags` (5.x drops
   ``legacy`` when saving).
@@ -96,6 +97,19 @@ def new_dynamic_cache(config: Any = None) -> Any:
     if config is not None and "config" in inspect.signature(DynamicCache.__init__).parameters:
         return DynamicCache(config=config)
     return DynamicCache()
+
+
+def crop_cache(cache: Any, length: int) -> None:
+    """Keep the first ``length`` tokens of ``cache`` in place.
+
+    ``crop(n)`` with n > 0 meant "keep n" up to 4.x and is refused in 5.x; a negative n ("remove -n")
+    means the same on both.
+    """
+    remove = cache.get_seq_length() - length
+    if remove < 0:
+        raise ValueError(f"cannot crop a cache of {cache.get_seq_length()} tokens to {length}")
+    if remove:
+        cache.crop(-remove)
 
 
 def split_generation_kwargs(generation_config: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

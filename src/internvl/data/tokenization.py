@@ -176,16 +176,33 @@ class InternVLTextTokenizer:
                 ids += self.sp_model.encode(chunk)
         return ids
 
-    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
-        """long[B, max_length]: ``[BOS] + pieces(prefix + text)[:max_length-2] + [EOS] + [0]*pad``."""
-        if isinstance(texts, str):
-            texts = [texts]
-        out = torch.full((len(texts), self.max_length), self.pad_token_id, dtype=torch.long)
-        budget = self.max_length - 2
-        for row, text in enumerate(texts):
-            ids = [self.bos_token_id, *self.encode_pieces(self.prefix + text)[:budget], self.eos_token_id]
+    def encode(self, text: str) -> list[int]:
+        """The unpadded ids of one text: ``[BOS] + pieces(prefix + text)[:max_length-2] + [EOS]``."""
+        return [self.bos_token_id, *self.encode_pieces(self.prefix + text)[: self.max_length - 2], self.eos_token_id]
+
+    def pad(self, rows: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
+        """long[B, length] of right-padded id rows; ``length`` defaults to the longest row (dynamic padding).
+
+        Trailing padding never changes a text embedding (the causal hidden state at the EOS cannot see
+        it), so a batch cut to its longest row embeds the same as the reference's 80 ids, for less work.
+        """
+        width = max((len(r) for r in rows), default=0) if length is None else length
+        out = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        for row, ids in enumerate(rows):
             out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out
+
+    def __call__(self, texts: str | Sequence[str], padding: str = "max_length") -> torch.Tensor:
+        """long[B, L]: ``[BOS] + pieces(prefix + text)[:max_length-2] + [EOS] + [0]*pad``.
+
+        ``padding="max_length"`` gives L = ``max_length`` (the reference); ``"longest"`` pads to the
+        longest text of this call only.
+        """
+        if padding not in ("max_length", "longest"):
+            raise ValueError(f"padding={padding!r}; expected 'max_length' or 'longest'")
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.pad([self.encode(t) for t in texts], self.max_length if padding == "max_length" else None)
 
     def caption_prompt_ids(self, prompt: str = CAPTION_PROMPT) -> torch.Tensor:
         """long[1, P]: ``[BOS] + pieces(prompt)``, no EOS and no padding (reference captioning, spec §5.2)."""

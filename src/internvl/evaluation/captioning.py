@@ -70,12 +70,17 @@ def caption_dataset(
     from internvl.inference.captioning import generate_captions
 
     dataset = CaptionImageDataset(records, build_transform("caption", model.image_size))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # Workers decode the next batches while the device generates; pinned pages let the copy run async.
+    pinned = model.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pinned
+    )
     results: list[dict] = []
     bar = tqdm(total=len(records), desc="captioning", unit="img", disable=not progress)
     for pixels, indices in loader:
+        pixels = pixels.to(model.device, non_blocking=pinned)
         captions = generate_captions(
-            model, tokenizer, pixels, prompt=prompt, num_beams=num_beams,  # generate_captions casts
+            model, tokenizer, pixels, prompt=prompt, num_beams=num_beams,  # generate_captions casts the dtype
             min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
         )
         batch = [{"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions, strict=True)]

@@ -23,7 +23,7 @@ from internvl.data.datasets import CaptionImageDataset, ImageCaptions, pre_capti
 from internvl.data.transforms import build_transform
 from internvl.evaluation.metrics.retrieval import DEFAULT_KS, retrieval_metrics
 from internvl.evaluation.runtime import read_records, resolve_dataset
-from internvl.inference.embedding import encode_batches
+from internvl.inference.embedding import embed_texts, encode_batches
 from internvl.inference.loading import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -77,16 +77,15 @@ def encode_dataset(
         model, (pixels for pixels, _ in tqdm(loader, desc=f"encoding ({mode})", unit="batch", disable=not progress)),
         lambda pixels: model.encode_image(pixels.to(device, dtype), mode=mode), amp=amp,
     )
-    # The captions of each image batch form one text batch (image order, then caption order).
-    text_batches, owners = [], []
-    for start in range(0, len(records), batch_size):
-        texts = []
-        for i in range(start, min(start + batch_size, len(records))):
-            for caption in records[i].captions:
-                texts.append(pre_caption(caption) if clean_captions else caption)
-                owners.append(i)
-        text_batches.append(texts)
-    texts = encode_batches(model, text_batches, lambda chunk: model.encode_text(tokenizer(chunk).to(device)), amp=amp)
+    # Captions in image order, then caption order; encoded length-sorted with dynamic padding
+    # (`embed_texts`), about as many per batch as the captions of one image batch.
+    captions, owners = [], []
+    for i, record in enumerate(records):
+        for caption in record.captions:
+            captions.append(pre_caption(caption) if clean_captions else caption)
+            owners.append(i)
+    per_image = max(1, round(len(captions) / max(1, len(records))))
+    texts = embed_texts(model, tokenizer, captions, batch_size * per_image, amp=amp)
     return Embeddings(images, texts, torch.tensor(owners, dtype=torch.int64))
 
 

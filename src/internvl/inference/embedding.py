@@ -115,6 +115,26 @@ def embed_images(
     return encode_batches(model, _batches(list(images), batch_size), encode, normalize=normalize, progress=progress, amp=amp)
 
 
+def _text_batches(tokenizer: InternVLTextTokenizer, texts: Sequence[str], batch_size: int, padding: str):
+    """(batches of padded ids, order): ``order[j]`` is the input index of the j-th encoded row.
+
+    ``"longest"`` sorts the texts by length (longest first, so a batch too large for memory fails at
+    once) and pads each batch to its own longest row; ``"max_length"`` keeps the input order and 80 ids
+    (the reference). Both give the same embeddings: trailing padding is invisible to the causal EOS state.
+    """
+    if padding not in ("longest", "max_length"):
+        raise ValueError(f"padding={padding!r}; expected 'longest' or 'max_length'")
+    rows = [tokenizer.encode(t) for t in texts]
+    order = list(range(len(rows)))
+    length = None
+    if padding == "longest":
+        order.sort(key=lambda i: -len(rows[i]))
+    else:
+        length = tokenizer.max_length
+    batches = (tokenizer.pad([rows[i] for i in chunk], length) for chunk in _batches(order, batch_size))
+    return batches, order
+
+
 @torch.no_grad()
 def embed_texts(
     model: InternVLModel,
@@ -125,12 +145,20 @@ def embed_texts(
     normalize: bool = True,
     progress: Callable[[int], None] | None = None,
     amp: bool = True,
+    padding: str = "longest",
 ) -> torch.Tensor:
-    """Embed texts in batches (tokenised with the ``summarize:`` prefix, 80 ids). Returns float32[N, D] on the CPU."""
-    def encode(chunk: Sequence[str]) -> torch.Tensor:
-        return model.encode_text(tokenizer(chunk).to(model.device))
+    """Embed texts in batches (``summarize:`` prefix). Returns float32[N, D] on the CPU, in input order.
 
-    return encode_batches(model, _batches(list(texts), batch_size), encode, normalize=normalize, progress=progress, amp=amp)
+    ``padding="longest"`` (default) length-sorts the texts and cuts each batch to its longest text;
+    ``"max_length"`` is the reference's 80 ids per text, same numbers, more work (see `_text_batches`).
+    """
+    texts = list(texts)
+    batches, order = _text_batches(tokenizer, texts, batch_size, padding)
+    emb = encode_batches(model, batches, lambda ids: model.encode_text(ids.to(model.device)),
+                         normalize=normalize, progress=progress, amp=amp)
+    out = torch.empty_like(emb)
+    out[torch.tensor(order, dtype=torch.long)] = emb
+    return out
 
 
 def zero_shot_classifier(

@@ -10,6 +10,7 @@ API (shared by the CLI, the OpenAI-compatible server and the benchmark harness):
     stream.response                              # the ChatResponse once the stream is exhausted
     pipe.prepare_images(paths) / pipe.prepare_video(path, num_segments=8) -> Visuals (reuse across turns)
     pipe.prompt(req)                             # the exact prompt string the model sees
+    session = pipe.session()                     # multi-turn from the KV cache (internvl.inference.session)
 
 Everything request-independent is resolved here at construction: the template, its system message
 (checkpoint config > template default; a request may override it), the end-of-turn id that ends
@@ -25,7 +26,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -44,6 +45,9 @@ from internvl.inference.loading import bind_tokenizer, end_of_turn_id, image_set
 from internvl.inference.requests import ChatRequest, ChatResponse, GenerationOptions, ImageInput, Visuals
 from internvl.inference.streaming import TextPieceStreamer, stream_generate
 from internvl.models.internvl_chat import InternVLChatModel
+
+if TYPE_CHECKING:
+    from internvl.inference.session import ChatSession
 
 log = logging.getLogger(__name__)
 
@@ -305,19 +309,28 @@ class ChatPipeline:
         Raises:
             RequestError: the options already contain a ``streamer``.
         """
+        p = self._prepare(req)
+
+        def run(**kwargs: Any) -> Any:
+            return self.model.generate(
+                pixel_values=p.pixel_values, input_ids=p.input_ids, attention_mask=torch.ones_like(p.input_ids),
+                **kwargs,
+            )
+
+        return self._stream(p, run, timeout)
+
+    def _stream(self, p: _Prepared, run: Any, timeout: float | None) -> ChatStream:
+        """Stream the answer to ``p``; ``run(**generate_kwargs)`` generates (from scratch or from a session's cache)."""
         from transformers import StoppingCriteriaList
 
-        p = self._prepare(req)
-        gen = self._generate_kwargs(req.options)
+        gen = self._generate_kwargs(p.request.options)
         if "streamer" in gen:
             raise RequestError("stream creates its own streamer; remove 'streamer' from the generation options")
         streamer = TextPieceStreamer(self.tokenizer, timeout=timeout)
 
         def generate(streamer: TextPieceStreamer, cancel: Any) -> None:
-            self.model.generate(
-                pixel_values=p.pixel_values, input_ids=p.input_ids, attention_mask=torch.ones_like(p.input_ids),
-                streamer=streamer, **{**gen, "stopping_criteria": StoppingCriteriaList([*(gen.get("stopping_criteria") or []), cancel])},
-            )
+            stops = StoppingCriteriaList([*(gen.get("stopping_criteria") or []), cancel])
+            run(streamer=streamer, **{**gen, "stopping_criteria": stops})
 
         stream: ChatStream
 
@@ -330,3 +343,9 @@ class ChatPipeline:
 
         stream = ChatStream(pieces())
         return stream
+
+    def session(self, **limits: Any) -> ChatSession:
+        """A `ChatSession` over this pipeline: multi-turn chat that reuses its KV cache and image features."""
+        from internvl.inference.session import ChatSession
+
+        return ChatSession(self, **limits)

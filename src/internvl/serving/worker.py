@@ -6,6 +6,11 @@ job with the same options (up to ``max_batch_size``) and answers them together t
 `ChatPipeline.answer_batch` (left-padded). Streams (batch size 1 by construction of the streamer),
 multi-turn chats and seeded sampling run alone. Each row of a batch has its own stopping criterion, so a
 client that disconnects or times out stops only its row and its slot is freed at once.
+
+Multi-turn chats and streams go through one `ChatSession`: when a request continues the conversation
+the previous one ended (the usual chat client), only its new tokens are prefilled and its images are
+not re-encoded; any other request shares less of the cached prefix, down to a rebuild, with the same
+answers either way. Seeded requests run from scratch, so a seed's answer never depends on earlier requests.
 """
 
 from __future__ import annotations
@@ -161,6 +166,7 @@ class ModelWorker:
     def __init__(self, pipeline: ChatPipeline | None = None, embedder: Any = None, *, max_queue: int = 64,
                  max_batch_size: int = 8, on_batch: Callable[[str, int, float, int], None] | None = None) -> None:
         self.pipeline, self.embedder = pipeline, embedder
+        self.session = pipeline.session() if pipeline is not None else None  # used by this worker thread only
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
         self.on_batch = on_batch
         self._jobs: collections.deque[Job] = collections.deque()
@@ -304,11 +310,15 @@ class ModelWorker:
             extra.update(stop_strings=list(job.stops), tokenizer=self.pipeline.tokenizer)
         return dataclasses.replace(options, extra=extra)
 
+    def _chatter(self, job: Job) -> Any:
+        """The session (reuses the previous turn's cache), or the pipeline for a seeded request."""
+        return self.pipeline if job.seed is not None or self.session is None else self.session
+
     def _chat(self, jobs: list[Job]) -> int:
         options = self._options(jobs[0], RowStop(jobs))
         requests = [dataclasses.replace(j.payload, options=options) for j in jobs]
         if len(jobs) == 1 and jobs[0].payload.history:
-            responses = [self.pipeline.answer(requests[0])]
+            responses = [self._chatter(jobs[0]).answer(requests[0])]
         else:
             responses = self.pipeline.answer_batch(requests)
         for job, resp in zip(jobs, responses, strict=True):
@@ -323,7 +333,7 @@ class ModelWorker:
 
     def _stream(self, job: Job) -> int:
         options = self._options(job, RowStop([job]))
-        stream = self.pipeline.stream(dataclasses.replace(job.payload, options=options))
+        stream = self._chatter(job).stream(dataclasses.replace(job.payload, options=options))
         cutter = StopCutter(job.stops)
         try:
             for piece in stream:
