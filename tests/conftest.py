@@ -95,3 +95,22 @@ def _no_leaked_distributed_state():
             else:
                 os.environ[key] = value
     assert not leaked, "test left distributed state behind: " + ", ".join(leaked)
+
+
+def _needs_training_stack(item: pytest.Item) -> bool:
+    parts = Path(str(item.fspath)).relative_to(REPO).parts
+    return (parts[:3] == ("tests", "unit", "training") or Path(str(item.fspath)).name.startswith("test_train_")
+            or item.get_closest_marker("training") is not None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a transformers older than the training engine supports (the oldest set, `make test-oldest`), the
+    training tests are skipped with the reason; everywhere else they run."""
+    from internvl.training import MIN_TRANSFORMERS, training_supported
+
+    if training_supported():
+        return
+    reason = f"training needs transformers >= {'.'.join(map(str, MIN_TRANSFORMERS))} (the `train` extra)"
+    for item in items:
+        if _needs_training_stack(item):
+            item.add_marker(pytest.mark.skip(reason=reason))

@@ -94,6 +94,9 @@ def deepspeed_config(settings: EngineSettings) -> dict:
 
 
 def _check_backend_available(settings: EngineSettings) -> None:
+    from internvl.training import check_training_stack
+
+    check_training_stack()
     if settings.backend == "deepspeed":
         try:
             import deepspeed  # noqa: F401
