@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from internvl.core.compat import CACHE_CONTINUATION_MIN, supports_cache_continuation
 from internvl.core.errors import RequestError
 from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
 from internvl.inference.loading import load_tokenizer
@@ -44,6 +45,20 @@ def _turns(pipe, session, visuals, questions, options=GREEDY):
     return history, stats
 
 
+continues_from_cache = pytest.mark.skipif(
+    not supports_cache_continuation(),
+    reason=f"cache continuation needs transformers >= {CACHE_CONTINUATION_MIN}; older releases rebuild each turn",
+)
+
+
+@pytest.mark.skipif(supports_cache_continuation(), reason="this release continues from the cache")
+def test_older_transformers_rebuild_every_turn_with_the_same_answers(pipe, visuals):
+    session = pipe.session()
+    _, stats = _turns(pipe, session, visuals[0], QUESTIONS[:3])  # answers equal pipe.answer (checked inside)
+    assert all(s.from_scratch and s.reused_tokens == 0 for s in stats)
+
+
+@continues_from_cache
 def test_five_turns_with_an_image_equal_the_rebuild_and_prefill_only_new_tokens(pipe, visuals):
     session = pipe.session()
     history, stats = _turns(pipe, session, visuals[0], QUESTIONS)
@@ -58,6 +73,7 @@ def test_five_turns_with_an_image_equal_the_rebuild_and_prefill_only_new_tokens(
     assert len(history) == 5 and session.cached_tokens > stats[-1].prompt_tokens
 
 
+@continues_from_cache
 def test_edited_history_and_another_image_fall_back_to_a_rebuild(pipe, visuals):
     session = pipe.session()
     history, _ = _turns(pipe, session, visuals[0], QUESTIONS[:3])
@@ -79,6 +95,7 @@ def test_edited_history_and_another_image_fall_back_to_a_rebuild(pipe, visuals):
     assert session.answer(plain) == pipe.answer(plain)
 
 
+@continues_from_cache
 def test_stream_from_the_cache_joins_to_the_answer(pipe, visuals):
     session = pipe.session()
     history, _ = _turns(pipe, session, visuals[0], QUESTIONS[:2])

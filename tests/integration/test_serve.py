@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from internvl.core.compat import supports_cache_continuation
 from internvl.data.synthetic import synthetic_image
 from internvl.data.transforms import build_transform
 from internvl.inference.embedding import embed_images, embed_texts
@@ -110,6 +111,7 @@ def test_multi_turn_with_system_message_and_several_images(client, pipe):
     assert stream_text(client, model="tiny-chat", messages=messages, max_tokens=10, temperature=0)[0] == expected.text
 
 
+@pytest.mark.skipif(not supports_cache_continuation(), reason="cache continuation needs a newer transformers")
 def test_a_conversation_continued_turn_by_turn_reuses_the_worker_session(pipe):
     """Each request resends the whole conversation; the worker's session prefills only the new turn."""
     app = create_app(pipe, ServeSettings(model_name="tiny-chat", api_key=KEY, limits=LIMITS))

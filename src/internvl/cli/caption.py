@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, "
                                                    "tokenizer)."),
         images_dir: Path = typer.Argument(..., help="Folder of images (every image file directly inside, sorted)."),
-        output: Path = typer.Option(..., "--output", "-o", parser=parse_output,
+        output: str = typer.Option(..., "--output", "-o",
                                     help='JSON file [{"image": name, "caption": text}, ...]; an existing folder '
                                          f"(or a path ending in /) gets {CAPTIONS_FILE} inside."),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per generate call."),
@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
                                          "(default: skip it, list it in the output, exit 2)."),
     ) -> None:
         """Caption every image of a folder with the reference settings (beam 5, 8-30 new tokens)."""
+        output = parse_output(output)  # keeps a trailing / (a folder)
         from internvl.cli._common import check_model_dir, list_images, output_file, require_images, set_interrupt_note
         from internvl.core.errors import ConfigError, DataFormatError
 

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         templates: list[str] | None = typer.Option(
             None, "--templates", help='Prompt template with {} for the class name (repeatable; default "a photo of a {}.").'),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to report per image."),
-        output: Path | None = typer.Option(None, "--output", "-o", parser=parse_output,
+        output: str | None = typer.Option(None, "--output", "-o",
                                            help="Write the predictions as JSON here (an existing folder or a path "
                                                 "ending in / gets predictions.json inside)."),
         mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         amp: bool = typer.Option(True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."),
     ) -> None:
         """Rank class names for each image (classification transform; classifier = mean of template embeddings)."""
+        output = parse_output(output) if output is not None else None  # keeps a trailing / (a folder)
         from internvl.cli._common import check_files, check_model_dir, output_file, require_images
         from internvl.core.errors import ConfigError
 

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         image: list[Path] | None = typer.Option(None, "--image", "-i", help="Image file to embed (repeatable)."),
         images_dir: Path | None = typer.Option(None, "--images-dir", help="Embed every image file in this folder (sorted)."),
         text: list[str] | None = typer.Option(None, "--text", "-t", help="Text to embed (repeatable)."),
-        output: Path = typer.Option(..., "--output", "-o", parser=parse_output,
+        output: str = typer.Option(..., "--output", "-o",
                                     help="out.npy (images OR texts) or out.safetensors (image_embeds and/or text_embeds)."),
         mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
                                 help="Image embedding: InternVL-C or InternVL-G (any case, or C / G)."),
@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         Rows follow the order given (images from --image first, then --images-dir). A .safetensors output
         also records the image paths and texts in its metadata.
         """
+        output = parse_output(output) if output is not None else None  # keeps a trailing / (a folder)
         from internvl.cli._common import check_files, check_model_dir, output_file, require_images
         from internvl.core.errors import ConfigError
 

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(..., "--model", "-m", help="InternVL-C/G checkpoint directory (with tokenizer files)."),
         dataset: str = typer.Option("flickr30k", "--dataset", "-d",
                                     help="flickr30k, coco, mscoco_captions, or any registry entry name."),
-        output: Path = typer.Option(..., "--output", "-o", parser=parse_output,
+        output: str = typer.Option(..., "--output", "-o",
                                     help="Result JSON file (clip_benchmark's schema); an existing folder or a path "
                                          "ending in / gets <dataset>_<language>_retrieval.json inside."),
         language: str | None = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),
@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
         append: bool = typer.Option(False, "--append", help="Append one JSON line instead of overwriting (clip_benchmark)."),
     ) -> None:
         """Image->text and text->image recall@1/5/10 with clip_benchmark's protocol."""
+        output = parse_output(output)  # keeps a trailing / (a folder)
         from internvl.cli._common import check_model_dir, output_file
 
         check_model_dir(model, "--model")

@@ -165,3 +165,15 @@ def persist_tokenizer_flags(tokenizer: Any, path: str | os.PathLike) -> None:
             changed = True
     if changed:
         file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+# -- continuing generation from a kept cache -------------------------------------------------------
+# Oldest release on which generate() continues correctly from a cache that already holds the prompt
+# prefix (multi-turn sessions, `internvl.inference.session`): verified on 5.23 and 5.24; 4.45 fails
+# (its position bookkeeping with inputs_embeds and a non-empty cache). Older releases rebuild each turn.
+CACHE_CONTINUATION_MIN = (5, 23)
+
+
+def supports_cache_continuation() -> bool:
+    """Whether a session may prefill only a turn's new tokens on this transformers release."""
+    return transformers_version() >= CACHE_CONTINUATION_MIN

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from internvl.core.compat import cache_kwargs, crop_cache, new_dynamic_cache, split_generation_kwargs
+from internvl.core.compat import (
+    cache_kwargs,
+    crop_cache,
+    new_dynamic_cache,
+    split_generation_kwargs,
+    supports_cache_continuation,
+)
 from internvl.core.errors import RequestError
 from internvl.inference.requests import ChatRequest, ChatResponse
 
@@ -120,7 +126,8 @@ class ChatSession:
         # beam search / several sequences expand and reorder the cache: those run from scratch
         beams = max(int(gen.get(k, getattr(base, k, 1)) or 1) for k in ("num_beams", "num_return_sequences"))
         spans = self._image_spans(p)  # None: placeholders and images disagree (from scratch raises the error)
-        if spans is None or beams > 1 or n > self.max_cached_tokens or n < 2:
+        if (spans is None or beams > 1 or n > self.max_cached_tokens or n < 2
+                or not supports_cache_continuation()):
             self.reset()
             self.last = TurnStats(n, 0, n, len(spans or ()), True)
             return None
