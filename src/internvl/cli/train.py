@@ -13,7 +13,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(help="Fine-tuning recipes (stage-2 retrieval: full, head, LoRA).", no_args_is_help=True)
+    sub = typer.Typer(help="Fine-tuning recipes (stage-2 retrieval; InternVL-Chat SFT).", no_args_is_help=True)
     app.add_typer(sub, name="train")
 
     @sub.command("retrieval")
@@ -71,12 +71,57 @@ def register(app: typer.Typer) -> None:
             )
 
 
+    @sub.command("sft")
+    def sft(
+        recipe: str = typer.Argument(
+            ..., help="A recipe YAML file, or a shipped name (v1_2_finetune, v1_2_2nd_finetune_full, "
+            "v1_2_2nd_finetune_lora, tiny_synthetic)."),
+        overrides: list[str] | None = typer.Option(
+            None, "--set", help="Override a recipe value, e.g. --set model.path=DIR --set data.meta_path=META.json."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and memory estimate; read no weights."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in log.output_dir."),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved recipe as YAML and exit."),
+    ) -> None:
+        """Supervised fine-tuning of InternVL-Chat on a meta JSON mixture (full, partial or LoRA)."""
+        from internvl.core.distributed import DistContext
+        from internvl.training.sft_recipe import load_sft_recipe
+
+        cfg = load_sft_recipe(recipe, overrides or [], validate=not print_config)
+        if print_config:
+            import yaml
+
+            typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            return
+        dist = DistContext.from_env()
+        from internvl.training.recipes.sft import SFTFinetune
+
+        job = SFTFinetune(cfg, dist)
+        if dry_run:
+            report = job.describe()
+            if dist.is_main:
+                _print_plan(report)
+            return
+        dist.export_torch_env()
+        try:
+            info = job.run(resume=resume)
+        finally:
+            import torch.distributed as tdist
+
+            if tdist.is_available() and tdist.is_initialized():
+                tdist.destroy_process_group()
+        if dist.is_main:
+            typer.echo(json.dumps({k: info[k] for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint")
+                                   if k in info}))
+
+
 def _print_plan(report: dict) -> None:
     b = report["batch"]
-    typer.echo(
-        f"recipe {report['recipe']['name']}: method {report['recipe']['method']['name']}, "
-        f"image size {report['image_size']}"
-    )
+    method = report["recipe"]["method"]
+    if "image_size" in report:
+        typer.echo(f"recipe {report['recipe']['name']}: method {method['name']}, image size {report['image_size']}")
+    else:
+        typer.echo(f"recipe {report['recipe']['name']}: {report['num_image_token']} visual tokens x "
+                   f"{report['tiles_per_sample']} tile(s) per sample, method {method}")
     typer.echo(
         f"batch: {b['per_device_batch_size']} per device x {b['world_size']} device(s) x "
         f"{b['gradient_accumulation_steps']} accumulation = {b['global_batch_size']} global"

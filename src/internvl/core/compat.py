@@ -136,12 +136,18 @@ def tokenizer_load_kwargs(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def persist_tokenizer_flags(tokenizer: Any, path: str | os.PathLike) -> None:
-    """Write the flags transformers 5.x leaves out of a saved ``tokenizer_config.json`` (``legacy``)."""
-    legacy = getattr(tokenizer, "legacy", None)
+    """Write the flags transformers 5.x leaves out of a saved ``tokenizer_config.json`` (``legacy``,
+    ``add_bos_token``, ``add_eos_token``): without them a reader of the file (the SFT `SentencePieceEncoder`,
+    transformers 4.x) falls back to its defaults (BOS on) and splits text differently."""
     file = Path(path) / "tokenizer_config.json"
-    if not isinstance(legacy, bool) or not file.is_file():
+    if not file.is_file():
         return
     cfg = json.loads(file.read_text(encoding="utf-8"))
-    if cfg.get("legacy") != legacy:
-        cfg["legacy"] = legacy
+    changed = False
+    for name in ("legacy", "add_bos_token", "add_eos_token"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, bool) and cfg.get(name) != value:
+            cfg[name] = value
+            changed = True
+    if changed:
         file.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -223,7 +223,9 @@ class SentencePieceEncoder:
             if name in overrides:
                 return overrides[name]
             for source in (special_map, config):
-                value = _content(source.get(name)) if name.endswith("_token") else source.get(name)
+                # bos_token etc. may be {"content": ...} dicts; add_bos_token is a plain bool
+                is_token = name.endswith("_token") and not name.startswith("add_")
+                value = _content(source.get(name)) if is_token else source.get(name)
                 if value is not None:
                     return value
             return default

@@ -447,10 +447,16 @@ class InternVLChatModel(PreTrainedModel):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute ViT blocks and LLM decoder layers in backward."""
         self.vision_model.set_gradient_checkpointing(enabled)
+        llm = self.language_model
+        # transformers >= 5.x renames gradient_checkpointing_* to activation_checkpointing_* (old names warn).
+        enable = getattr(llm, "activation_checkpointing_enable", None) or llm.gradient_checkpointing_enable
+        disable = getattr(llm, "activation_checkpointing_disable", None) or llm.gradient_checkpointing_disable
         if enabled:
-            self.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            new_api = enable.__name__.startswith("activation")
+            key = "activation_checkpointing_kwargs" if new_api else "gradient_checkpointing_kwargs"
+            enable(**{key: {"use_reentrant": False}})
         else:
-            self.language_model.gradient_checkpointing_disable()
+            disable()
 
     # -- construction and I/O ---------------------------------------------------------------------
     @classmethod

@@ -115,3 +115,27 @@ def trainable_summary(model: nn.Module) -> OrderedDict[str, tuple[int, int]]:
         row[1] += p.numel()
     total = [sum(v[0] for v in out.values()), sum(v[1] for v in out.values())]
     return OrderedDict([*((k, (v[0], v[1])) for k, v in out.items()), ("total", (total[0], total[1]))])
+
+
+def merge_lora_state_dict(state: dict, scale: float = 2.0) -> dict:
+    """A state dict with PEFT adapters folded in: ``W + scale * B @ A`` under the plain key (``x.weight``
+    for ``x.base_layer.weight``), adapter keys dropped; ``scale`` = alpha / r (2 here, as the reference).
+
+    Works on a gathered state dict (ZeRO-3 shards are gathered first), so no module surgery is needed.
+    """
+    out: dict = {}
+    for key, value in state.items():
+        if ".lora_A." in key or ".lora_B." in key:
+            continue
+        if ".base_layer." not in key:
+            out[key] = value
+            continue
+        prefix, _, leaf = key.partition(".base_layer.")
+        if leaf == "weight":
+            a = [v for k, v in state.items() if k.startswith(prefix + ".lora_A.") and k.endswith(".weight")]
+            b = [v for k, v in state.items() if k.startswith(prefix + ".lora_B.") and k.endswith(".weight")]
+            if len(a) != 1 or len(b) != 1:
+                raise ConfigError(f"{prefix}: expected one LoRA A/B pair, found {len(a)}/{len(b)}")
+            value = (value.float() + scale * (b[0].float() @ a[0].float())).to(value.dtype)
+        out[f"{prefix}.{leaf}"] = value
+    return out

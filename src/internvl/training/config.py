@@ -214,25 +214,25 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def resolve_recipe_path(name: str | os.PathLike) -> Path:
-    """A file path, or the name of a shipped recipe (``flickr30k_full_364`` -> configs/retrieval/...yaml)."""
+def resolve_recipe_path(name: str | os.PathLike, task: str = "retrieval") -> Path:
+    """A file path, or the name of a shipped recipe (``flickr30k_full_364`` -> configs/<task>/...yaml)."""
     p = Path(name)
     if p.is_file():
         return p
-    shipped = CONFIG_DIR / "retrieval" / f"{p.stem}.yaml"
+    shipped = CONFIG_DIR / task / f"{p.stem}.yaml"
     if shipped.is_file() and p.parent == Path("."):
         return shipped
-    names = sorted(f.stem for f in (CONFIG_DIR / "retrieval").glob("*.yaml"))
+    names = sorted(f.stem for f in (CONFIG_DIR / task).glob("*.yaml"))
     raise ConfigError(f"recipe {str(name)!r} not found: not a file, and not a shipped recipe ({', '.join(names)})")
 
 
-def load_recipe(
-    path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), validate: bool = True
-) -> RetrievalRecipe:
-    """Read a recipe YAML (a path or a shipped recipe's name) and apply ``key=value`` overrides."""
+def load_recipe_file(cls, path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
+                     *, task: str, validate: bool = True):
+    """The one recipe loader: YAML (a path or a shipped ``configs/<task>/`` name) + ``key=value``
+    overrides -> the dataclass ``cls`` (unknown keys and wrong types name the key), validated."""
     import yaml
 
-    p = resolve_recipe_path(path)
+    p = resolve_recipe_path(path, task)
     try:
         doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -240,10 +240,17 @@ def load_recipe(
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
     try:
-        recipe = _build(RetrievalRecipe, _merge(doc, parse_overrides(list(overrides))), "")
+        recipe = _build(cls, _merge(doc, parse_overrides(list(overrides))), "")
+        return recipe.validate() if validate else recipe
     except ConfigError as e:
         raise ConfigError(f"recipe {p}: {e}") from None
-    return recipe.validate() if validate else recipe
+
+
+def load_recipe(
+    path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), validate: bool = True
+) -> RetrievalRecipe:
+    """Read a retrieval recipe YAML (a path or a shipped recipe's name) and apply ``key=value`` overrides."""
+    return load_recipe_file(RetrievalRecipe, path, overrides, task="retrieval", validate=validate)
 
 
 @dataclass(frozen=True)

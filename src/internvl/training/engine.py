@@ -178,10 +178,20 @@ class _EpochSetter(TrainerCallback):
 class EngineTrainer(Trainer):
     """Trainer with the recipe's param groups, a ratio-preserving schedule and logged loss parts."""
 
-    def __init__(self, *args, param_groups_fn: Callable[[], list[dict]], **kwargs) -> None:
+    def __init__(self, *args, param_groups_fn: Callable[[], list[dict]], sampler_fn: Callable | None = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._param_groups_fn = param_groups_fn
+        self._sampler_fn = sampler_fn
         self._parts: dict[str, list[float]] = {}
+        # Our loss modules return a per-micro-batch mean and ignore num_items_in_batch: Trainer must divide
+        # by the accumulation steps (its signature sniffing sees **batch and would skip that when the batch
+        # holds "labels", making SFT gradients accumulation-times too large).
+        self.model_accepts_loss_kwargs = False
+
+    def _get_train_sampler(self, train_dataset=None):
+        """The recipe's sampler (e.g. SFT length grouping, with ``set_epoch``), else Trainer's random one."""
+        return self._sampler_fn() if self._sampler_fn is not None else super()._get_train_sampler(train_dataset)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -233,6 +243,7 @@ class Engine:
         *,
         param_groups_fn: Callable[[], list[dict]],
         collate_fn=None,
+        sampler_fn: Callable | None = None,
     ) -> None:
         from transformers.integrations import TensorBoardCallback
 
@@ -255,6 +266,7 @@ class Engine:
             data_collator=collate_fn or torch.utils.data.default_collate,
             callbacks=callbacks,
             param_groups_fn=param_groups_fn,
+            sampler_fn=sampler_fn,
         )
 
     def last_checkpoint(self) -> str | None:

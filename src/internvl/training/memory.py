@@ -135,3 +135,63 @@ def estimate(
     if zero_stage >= 3:
         buffers += min(total, zero3_live_params) * (2 if precision == "bf16" else 4)
     return MemoryEstimate(w, g, o, act, buffers)
+
+
+# -- InternVL-Chat SFT ------------------------------------------------------------------------------
+def chat_block_bytes(vision, llm, *, tiles: int, batch: int, text_length: int, precision: str) -> tuple[float, float]:
+    """One ViT block's (over all ``tiles`` of the micro-batch) and one LLM decoder layer's (``batch`` rows
+    of ``text_length`` tokens) saved tensors: norms, q/k/v, attention output, MLP in/hidden/out (SDPA:
+    no score matrix is stored; the ViT term keeps it as the eager worst case, as `block_bytes`)."""
+    a = 2 if precision == "bf16" else 4
+    n = (vision.image_size // vision.patch_size) ** 2 + 1
+    vit = tiles * n * (8 * vision.hidden_size + 2 * vision.intermediate_size) * a
+    vit += tiles * vision.num_attention_heads * n * n * a
+    kv = llm.hidden_size // llm.num_attention_heads * getattr(llm, "num_key_value_heads", llm.num_attention_heads)
+    lm = batch * text_length * (6 * llm.hidden_size + 2 * kv + 4 * llm.intermediate_size) * a
+    return vit, lm
+
+
+def estimate_chat(
+    vision,
+    llm,
+    counts: dict[str, tuple[int, int]],
+    *,
+    batch: int,
+    tiles_per_sample: int,
+    text_length: int,
+    precision: str,
+    zero_stage: int,
+    world_size: int,
+    checkpointing: bool,
+    zero3_live_params: float = 2e9,
+) -> MemoryEstimate:
+    """Per-device estimate of one SFT step of InternVL-Chat (``counts`` from
+    `internvl.training.chat_methods.trainable_summary`).
+
+    Activations: the ViT keeps them when it trains; the LLM when anything in or below it trains (the
+    gradient of the projector/ViT flows through it). With activation checkpointing a tower keeps its
+    block inputs plus one block's working set. The loss adds the logits and their float32 copy
+    (``batch x text_length x vocab``), which checkpointing does not remove.
+    """
+    a = 2 if precision == "bf16" else 4
+    trainable, total = counts["total"]
+    w, g, o = model_state_bytes(total, trainable, precision, zero_stage, world_size)
+    tiles = batch * tiles_per_sample
+    vit_block, lm_block = chat_block_bytes(vision, llm, tiles=tiles, batch=batch, text_length=text_length,
+                                           precision=precision)
+    n = (vision.image_size // vision.patch_size) ** 2 + 1
+    vision_trains = counts.get("vision_model", (0, 0))[0] > 0
+    below_llm = vision_trains or counts.get("mlp1", (0, 0))[0] > 0
+    llm_trains = counts.get("language_model", (0, 0))[0] > 0 or below_llm
+    act = 0.0
+    if vision_trains:
+        layers = vision.num_hidden_layers
+        act += layers * tiles * n * vision.hidden_size * a + vit_block if checkpointing else layers * vit_block
+    if llm_trains:
+        layers = llm.num_hidden_layers
+        act += layers * batch * text_length * llm.hidden_size * a + lm_block if checkpointing else layers * lm_block
+    logits = batch * text_length * llm.vocab_size * (a + 4)
+    buffers = logits + (0.0 if vision_trains else vit_block)
+    if zero_stage >= 3:
+        buffers += min(total, zero3_live_params) * a
+    return MemoryEstimate(w, g, o, act, buffers)

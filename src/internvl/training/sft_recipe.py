@@ -10,7 +10,6 @@ key; ``overrides`` are ``section.key=value`` strings parsed as YAML scalars.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,8 +140,9 @@ class SFTRecipe:
         if not 1 <= d.min_dynamic_patch <= d.max_dynamic_patch:
             raise ConfigError(f"data.min_dynamic_patch={d.min_dynamic_patch}, max_dynamic_patch={d.max_dynamic_patch}; "
                               "expected 1 <= min <= max")
-        if s.lr_scheduler not in ("cosine", "linear", "constant"):
-            raise ConfigError(f"schedule.lr_scheduler={s.lr_scheduler!r}; expected cosine, linear or constant")
+        if s.lr_scheduler != "cosine":
+            raise ConfigError(f"schedule.lr_scheduler={s.lr_scheduler!r}; the training engine implements the "
+                              "reference's linear warm-up + cosine decay only (expected cosine)")
         if not 0.0 <= s.warmup_ratio < 1.0:
             raise ConfigError(f"schedule.warmup_ratio={s.warmup_ratio}; expected a fraction in [0, 1)")
         if s.global_batch_size < 1:
@@ -161,6 +161,9 @@ class SFTRecipe:
         self.method.trainable()  # validates the LoRA/freezing options
         return self
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
     def world_size(self) -> int | None:
         """Devices implied by the batch settings (global / (per-device x accumulation)), when both are set."""
         s = self.schedule
@@ -169,87 +172,10 @@ class SFTRecipe:
         return s.global_batch_size // (s.per_device_batch_size * s.gradient_accumulation_steps)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(data).__name__} {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{path}: unknown key{hint}; allowed: {sorted(fields)}")
-        default = getattr(cls(), key)
-        kwargs[key] = _build(type(default), value, path) if dataclasses.is_dataclass(default) \
-            else _coerce(value, str(fields[key].type), path)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: str, where: str) -> Any:
-    base = hint.replace(" | None", "")
-    if base == "float" and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-5 (no dot) as a string
-            value = float(value)
-        except ValueError:
-            pass
-    if value is None:
-        if hint.endswith("| None"):
-            return None
-        raise ConfigError(f"{where}: null is not allowed (expected {base})")
-    ok = {
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "str": isinstance(value, str),
-    }.get(base, isinstance(value, list) if base.startswith("list") else True)
-    if not ok:
-        raise ConfigError(f"{where}: expected {base}, got {type(value).__name__} {value!r}")
-    return float(value) if base == "float" else value
-
-
-def _overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. optim.lr=2e-5")
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
-    return out
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_sft_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
                     validate: bool = True) -> SFTRecipe:
-    """A recipe file, or a shipped recipe by name (``v1_2_finetune``), with ``key=value`` overrides."""
-    import yaml
+    """A recipe file, or a shipped recipe by name (``v1_2_finetune``), with ``key=value`` overrides
+    (the shared loader of `internvl.training.config`)."""
+    from internvl.training.config import load_recipe_file
 
-    p = Path(path)
-    if not p.is_file():
-        shipped = SFT_CONFIG_DIR / f"{p.stem}.yaml"
-        if p.parent != Path(".") or not shipped.is_file():
-            names = sorted(f.stem for f in SFT_CONFIG_DIR.glob("*.yaml"))
-            raise ConfigError(f"recipe {str(path)!r} not found: not a file, and not a shipped recipe ({', '.join(names)})")
-        p = shipped
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"{p}:{mark.line + 1 if mark else '?'}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
-    try:
-        recipe = _build(SFTRecipe, _merge(doc, _overrides(list(overrides))), "")
-        return recipe.validate() if validate else recipe
-    except ConfigError as e:
-        raise ConfigError(f"recipe {p}: {e}") from None
+    return load_recipe_file(SFTRecipe, path, overrides, task="sft", validate=validate)

@@ -12,9 +12,11 @@ from internvl.training.sft_recipe import SFT_CONFIG_DIR, load_sft_recipe
 
 def test_every_shipped_recipe_parses_and_validates():
     files = sorted(SFT_CONFIG_DIR.glob("*"))
-    assert [f.name for f in files] == ["v1_2_2nd_finetune_full.yaml", "v1_2_2nd_finetune_lora.yaml",
-                                       "v1_2_finetune.yaml"]
-    for f in files:
+    assert [f.name for f in files] == ["tiny_synthetic.yaml", "v1_2_2nd_finetune_full.yaml",
+                                       "v1_2_2nd_finetune_lora.yaml", "v1_2_finetune.yaml"]
+    tiny = load_sft_recipe("tiny_synthetic", ["model.path=ckpt", "data.meta_path=m.json"])  # the tests' CPU recipe
+    assert tiny.engine.precision == "fp32" and tiny.schedule.global_batch_size == 4
+    for f in files[1:]:
         r = load_sft_recipe(f)
         assert r.data.template == "Hermes-2" and r.data.max_length == 2048 and r.model.ps_version == "v1"
         assert r.optim.lr == 1e-5 and r.optim.weight_decay == 0.05 and r.schedule.epochs == 1
@@ -53,7 +55,7 @@ def test_overrides_and_errors(tmp_path):
     r = load_sft_recipe("v1_2_2nd_finetune_lora", ["optim.lr=2e-5", "method.llm_lora_rank=8", "data.meta_path=m.json"])
     assert r.optim.lr == 2e-5 and r.method.llm_lora_rank == 8 and r.data.meta_path == "m.json"
     bad = [
-        (["optim.lrr=1"], r"optim.lrr: unknown key \(did you mean 'lr'\?\)"),
+        (["optim.lrr=1"], r"optim.lrr: unknown key 'lrr' \(did you mean 'lr'\?\)"),
         (["optim.lr=fast"], "optim.lr: expected float"),
         (["data.template=Hermes-3"], "data.template='Hermes-3'"),
         (["model.vision_path=v", "model.llm_path=l"], "either model.path"),

@@ -39,6 +39,7 @@ def build_tokenizer(
     add_bos_token: bool = True,
     add_eos_token: bool = False,
     chat_template_tokens: Sequence[str] = (),
+    normalization: str = "nmt_nfkc",
 ) -> Path:
     """Train a tiny SentencePiece BPE tokenizer and save it as a LLaMA tokenizer directory.
 
@@ -49,6 +50,8 @@ def build_tokenizer(
         special_tokens: extra tokens appended after the base vocabulary, in order
             (e.g. `CHAT_SPECIAL_TOKENS`), recorded as added special tokens.
         add_bos_token / add_eos_token: the tokenizer's defaults for BOS/EOS insertion.
+        normalization: SentencePiece normalisation rule; "identity" keeps newlines and spaces as they are
+            (as the real LLaMA/Yi tokenizers do), the default "nmt_nfkc" folds them.
         chat_template_tokens: tokens such as ``<|im_start|>`` that must be single pieces in the base
             vocabulary (user-defined symbols), as they are in the real chat LLM tokenizers.
 
@@ -74,6 +77,7 @@ def build_tokenizer(
         pad_id=-1,
         hard_vocab_limit=False,
         minloglevel=2,
+        normalization_rule_name=normalization,
         **extra,
     )
     (root / "tokenizer.vocab").unlink(missing_ok=True)
@@ -92,8 +96,11 @@ def build_tokenizer(
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(root)
+        from internvl.core.compat import persist_tokenizer_flags
+
         tok.add_tokens(list(special_tokens), special_tokens=True)
         tok.save_pretrained(root)
+        persist_tokenizer_flags(tok, root)
     return root
 
 
