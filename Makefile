@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP_SPEC ?= pip==26.3
 UV_SPEC ?= uv==0.13.9
-EXTRAS ?= test
+EXTRAS ?= test,demo
 LOCK := requirements/lock.txt
 OLDEST := requirements/oldest.txt
 # The CPU torch wheel lies in /opt/wheels on these machines; its metadata keeps CUDA out of the lock.
