@@ -24,7 +24,7 @@ from pathlib import Path
 
 import typer
 
-STAGE1_SHARE, STAGE2_SHARE = 0.5, 0.3  # of --budget; the rest: world, evaluation, plots, loading
+STAGE1_SHARE, STAGE2_SHARE = 0.62, 0.2  # of --budget; the rest: world, evaluation, plots, loading
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         output: Path = typer.Option(Path("demo_output"), "--output", "-o", help="Directory for the demo's files."),
         budget: float = typer.Option(340.0, "--budget", min=20.0,
-                                     help="Seconds for the whole run (about 50 % stage 1, 30 % stage 2)."),
+                                     help="Seconds for the whole run (about 62 % stage 1, 20 % stage 2)."),
         seed: int = typer.Option(0, help="Seed of the world and of both training runs."),
         train_images: int = typer.Option(5000, "--train-images", min=64, help="Training scenes in the world."),
         test_images: int = typer.Option(500, "--test-images", min=20, help="Held-out scenes (retrieval and chat)."),
@@ -313,15 +313,15 @@ def _grid(output: Path, results: dict, final_c: Path, world: Path, plt) -> str:
         ax.set_xticks([])
         ax.set_yticks([])
         ok = owner[best[k]] == k
-        lines = [("✔ " if ok else "✘ ") + "top caption: " + textwrap.fill(captions[best[k]], 48)]
+        lines = [textwrap.fill(("✔ " if ok else "✘ ") + "top caption: " + captions[best[k]], 62)]
         for e in by_image.get(rec.image_path.name, [])[:3]:
             right = _norm(e["predicted"]) == _norm(e["answer"])
-            lines.append(f"{'✔' if right else '✘'} {textwrap.fill(e['question'], 48)} → {e['predicted'].strip()!r}"
-                         + ("" if right else f" (truth {e['answer']!r})"))
+            line = f"{'✔' if right else '✘'} {e['question']} → {e['predicted'].strip()!r}"
+            lines.append(textwrap.fill(line + ("" if right else f" (truth {e['answer']!r})"), 62))
         ax.set_title(rec.image_path.name, fontsize=9)
         ax.text(0.0, -0.03, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=7.5)
     fig.suptitle("Held-out images: top retrieved caption (stage 1) and chat answers (stage 2); ✔ right, ✘ wrong")
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.25, wspace=0.15, hspace=0.95)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.2, wspace=0.25, hspace=0.8)
     return _save(fig, output / "heldout_grid.png")
 
 
