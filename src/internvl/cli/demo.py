@@ -92,7 +92,7 @@ def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 500
     console.rule("[bold]3/4 stage 2: InternVL-Chat = trained InternViT + new MLP projector + new LLaMA")
     t = time.monotonic()
     vit_dir, llm_dir = _stage2_parts(final_c, world, output / "init", seed)
-    s2 = round(max(10.0, min(budget * STAGE2_SHARE, budget - (time.monotonic() - t0) - 0.2 * budget)), 1)
+    s2 = round(max(10.0, min(budget * STAGE2_SHARE, budget - (time.monotonic() - t0) - 0.12 * budget)), 1)
     call(["train", "sft", "world_chat", "--set", f"model.vision_path={vit_dir}", "--set", f"model.llm_path={llm_dir}",
           "--set", f"data.meta_path={world / 'sft' / 'world_sft_train.json'}", "--set", f"log.output_dir={chat_dir}",
           "--set", f"schedule.max_seconds={s2}", "--set", f"seed={seed}"])
