@@ -8,9 +8,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PIP_SPEC ?= pip==26.3
 UV_SPEC ?= uv==0.13.9
-# The test set: the test extra plus training (the torchrun tests assert DeepSpeed). test-oldest leaves the
-# training extras out: their floors are newer than the core's, and the training tests skip there, saying so.
-EXTRAS ?= test,train,deepspeed
+# The test set: the test extra plus training (the torchrun tests assert DeepSpeed) and the demo's plots.
+# test-oldest leaves the training extras out: their floors are newer than the core's, and the training
+# tests skip there, saying so.
+EXTRAS ?= test,train,deepspeed,demo
 OLDEST_EXTRAS ?= test
 LOCK := requirements/lock.txt
 OLDEST := requirements/oldest.txt

@@ -152,7 +152,7 @@ def test_mme_and_mmbench_files(world_dir):
             (img_a, q_a, gt_a), (img_b, q_b, gt_b) = rows[k], rows[k + 1]
             assert img_a == img_b and (gt_a, gt_b) == ("Yes", "No") and q_a != q_b
             assert q_a.endswith("Please answer yes or no.") and q_b.endswith("Please answer yes or no.")
-            assert (world_dir / "bench/mme" / task / img_a).is_file()
+            assert (world_dir / "bench/mme/images" / task / img_a).is_file()
     with open(world_dir / "bench/mmbench/world_mmbench_test.tsv", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert rows and [int(r["index"]) for r in rows] == list(range(len(rows)))

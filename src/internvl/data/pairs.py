@@ -236,7 +236,12 @@ class RetrievalPairs(torch.utils.data.Dataset):
         *,
         seed: int = 0,
         norm: str = "imagenet",
+        augment: bool = True,
+        contrastive_only: bool = False,
     ) -> None:
+        """``augment``: the reference's random-resized-crop + flip (False: resize only, for data whose
+        captions name positions); ``contrastive_only``: only the ``positive_*`` caption fields (no ITM
+        negative, no summarize prompt), what the ``itc_c`` objective reads."""
         if len({p.image_id for p in pairs}) < 2:
             # The reference's rejection loop would never terminate.
             raise DataFormatError(
@@ -248,7 +253,9 @@ class RetrievalPairs(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self._generator = torch.Generator()
-        self.transform = build_transform("train_retrieval", image_size, norm, generator=self._generator)
+        self.contrastive_only = contrastive_only
+        kind = "train_retrieval" if augment else "retrieval"
+        self.transform = build_transform(kind, image_size, norm, generator=self._generator)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -267,8 +274,12 @@ class RetrievalPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         pair = self.pairs[index]
-        negative = self.pairs[self.negative_index(index)].caption
-        fields = self.tokenizer.retrieval_fields(pair.caption, negative)
+        if self.contrastive_only:
+            ids, mask = self.tokenizer.encode(pair.caption)
+            fields = {"positive_input_ids": ids, "positive_attention_mask": mask}
+        else:
+            negative = self.pairs[self.negative_index(index)].caption
+            fields = self.tokenizer.retrieval_fields(pair.caption, negative)
         self._generator.manual_seed(_sample_seed(self.seed, self.epoch, index, 1))
         try:
             pixels = self.transform(load_image(pair.image_path))

@@ -24,6 +24,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 METHODS = ("full", "head", "lora")
 PRECISIONS = ("fp32", "bf16")
 ZERO_STAGES = (0, 1, 2, 3)
+OBJECTIVES = ("itm_itc", "itc_c")
 
 
 @dataclass
@@ -32,6 +33,11 @@ class ModelSection:
     image_size: int | None = None  # train resolution; != checkpoint's -> position table resized (bicubic)
     drop_path_rate: float = 0.0
     gradient_checkpointing: bool = True
+    # Training from scratch (a freshly initialised checkpoint): re-draw the ViT position table with this
+    # std (the preset's init is too small for the cell to reach the patch tokens) and set the initial
+    # logit scale (exp of logit_scale); None keeps the checkpoint's values.
+    position_embedding_init_std: float | None = None
+    logit_scale_init: float | None = None
 
 
 @dataclass
@@ -45,6 +51,7 @@ class DataSection:
     max_words: int = 50
     skip_bad_samples: bool = False  # skip and count bad captions/images instead of stopping before training
     verify_images: bool = True  # pre-flight: open every image's header (PIL verify), not only stat it
+    augment: bool = True  # random-resized-crop + flip (reference); false: resize only (captions that name positions)
     num_workers: int = 2
 
 
@@ -55,6 +62,10 @@ class MethodSection:
     lora_dropout: float = 0.05
     lora_vision: bool = True
     lora_qllama: bool = True
+    # itm_itc: the reference's stage-2 loss (ITM + query/backbone ITC through QLLaMA);
+    # itc_c: InternVL-C contrastive only (encode_image C mode vs encode_text, symmetric InfoNCE).
+    objective: str = "itm_itc"
+    logit_scale_max: float | None = None  # cap on exp(logit_scale) (CLIP: 100); None = uncapped, as the reference
 
 
 @dataclass
@@ -66,12 +77,15 @@ class OptimSection:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     max_grad_norm: float = 1.0
+    no_decay_position_embedding: bool = False  # weight decay 0 for the ViT position table / class token
 
 
 @dataclass
 class ScheduleSection:
     epochs: float = 10
     max_steps: int = -1  # > 0 overrides epochs
+    # > 0: a wall-clock budget; training stops after it and the cosine follows max(step, time) progress
+    max_seconds: float = 0.0
     warmup_steps: int = 100
     global_batch_size: int = 1024
     per_device_batch_size: int | None = None
@@ -126,6 +140,8 @@ class RetrievalRecipe:
             raise ConfigError(f"engine.backend={self.engine.backend!r}; expected deepspeed or ddp")
         if self.engine.zero_stage not in ZERO_STAGES:
             raise ConfigError(f"engine.zero_stage={self.engine.zero_stage}; expected one of {ZERO_STAGES}")
+        if self.method.objective not in OBJECTIVES:
+            raise ConfigError(f"method.objective={self.method.objective!r}; expected one of {OBJECTIVES}")
         if self.method.name == "lora" and self.method.lora_rank < 1:
             raise ConfigError(f"method.lora_rank={self.method.lora_rank}; expected >= 1 for the lora method")
         if self.method.name != "full" and (self.optim.vit_layer_decay != 1.0 or self.optim.qllama_layer_decay != 1.0):

@@ -49,6 +49,7 @@ class EngineSettings:
     warmup_steps: int
     epochs: float = 1.0
     max_steps: int = -1
+    max_seconds: float = 0.0  # > 0: stop after this many seconds of training; the schedule follows time too
     max_grad_norm: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -178,6 +179,19 @@ class _EpochSetter(TrainerCallback):
             self.dataset.set_epoch(math.floor(state.epoch + 1e-9) if state.epoch else 0)
 
 
+class _TimeBudget(TrainerCallback):
+    """Stops training once ``max_seconds`` have passed since the schedule started (``schedule.max_seconds``)."""
+
+    def __init__(self, max_seconds: float) -> None:
+        from internvl.training.optim import WallClock
+
+        self.max_seconds, self.clock = max_seconds, WallClock()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.clock.elapsed() >= self.max_seconds:
+            control.should_training_stop = True
+
+
 class EngineTrainer(Trainer):
     """Trainer with the recipe's param groups, a ratio-preserving schedule and logged loss parts."""
 
@@ -186,6 +200,7 @@ class EngineTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self._param_groups_fn = param_groups_fn
         self._sampler_fn = sampler_fn
+        self.time_budget = next((c for c in self.callback_handler.callbacks if isinstance(c, _TimeBudget)), None)
         self._parts: dict[str, list[float]] = {}
         # Our loss modules return a per-micro-batch mean and ignore num_items_in_batch: Trainer must divide
         # by the accumulation steps (its signature sniffing sees **batch and would skip that when the batch
@@ -208,9 +223,14 @@ class EngineTrainer(Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
-            from internvl.training.optim import warmup_cosine
+            from internvl.training.optim import warmup_cosine, warmup_cosine_timed
 
-            self.lr_scheduler = warmup_cosine(optimizer or self.optimizer, self.args.warmup_steps, num_training_steps)
+            opt = optimizer or self.optimizer
+            if self.time_budget is not None:
+                self.lr_scheduler = warmup_cosine_timed(opt, self.args.warmup_steps, num_training_steps,
+                                                        self.time_budget.max_seconds, self.time_budget.clock)
+            else:
+                self.lr_scheduler = warmup_cosine(opt, self.args.warmup_steps, num_training_steps)
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
@@ -258,6 +278,8 @@ class Engine:
             _EpochSetter(train_dataset),
             *settings.extra_callbacks,
         ]
+        if settings.max_seconds > 0:
+            callbacks.append(_TimeBudget(settings.max_seconds))
         if settings.tensorboard and dist.is_main:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -79,9 +79,37 @@ def itc_loss(
     pos = (ids[:, None] == ids_all[None, :]).to(txt.dtype)
     targets = pos / pos.sum(dim=1, keepdim=True)
     s = logit_scale.exp()
-    query_term = (soft_target_ce(s * txt @ img_all.t(), targets) + soft_target_ce(s * img @ txt_all.t(), targets)) / 2
-    backbone_term = (soft_target_ce(s * txt @ bb_all.t(), targets) + soft_target_ce(s * bb @ txt_all.t(), targets)) / 2
-    return query_term + backbone_term
+    return _symmetric_ce(s, img, txt, img_all, txt_all, targets) + _symmetric_ce(s, bb, txt, bb_all, txt_all, targets)
+
+
+def _symmetric_ce(s, img, txt, img_all, txt_all, targets) -> torch.Tensor:
+    """(text->image + image->text) / 2 of local rows against gathered columns."""
+    return (soft_target_ce(s * txt @ img_all.t(), targets) + soft_target_ce(s * img @ txt_all.t(), targets)) / 2
+
+
+def internvl_c_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    image_ids: torch.Tensor,
+    logit_scale: torch.Tensor,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    scale_max: float | None = None,
+    group=None,
+) -> torch.Tensor:
+    """InternVL-C contrastive loss (stage 1 / the ``itc_c`` objective): symmetric InfoNCE on unnormalised
+    float[B, D] embeddings, captions of the same image all positive, ``exp(logit_scale)`` capped at ``scale_max``."""
+    img = image_embeds / image_embeds.norm(dim=1, keepdim=True)
+    txt = text_embeds / text_embeds.norm(dim=1, keepdim=True)
+    img_all, txt_all = (gather_features(t, rank, world_size, group=group) for t in (img, txt))
+    ids = image_ids.reshape(-1)
+    ids_all = gather_features(ids, rank, world_size, with_grad=False, group=group)
+    pos = (ids[:, None] == ids_all[None, :]).to(txt.dtype)
+    s = logit_scale.exp()
+    if scale_max is not None:
+        s = s.clamp(max=scale_max)
+    return _symmetric_ce(s.reshape(()), img, txt, img_all, txt_all, pos / pos.sum(dim=1, keepdim=True))
 
 
 def itm_loss(itm_logits: torch.Tensor) -> torch.Tensor:
@@ -101,9 +129,17 @@ class RetrievalLoss:
 
 
 def retrieval_loss(
-    model, batch: dict[str, torch.Tensor], rank: int = 0, world_size: int = 1, group=None
+    model, batch: dict[str, torch.Tensor], rank: int = 0, world_size: int = 1, group=None, *,
+    objective: str = "itm_itc", scale_max: float | None = None,
 ) -> RetrievalLoss:
-    """The reference's stage-2 retrieval loss of an `InternVLModel` on one collated batch."""
+    """The reference's stage-2 retrieval loss of an `InternVLModel` on one collated batch
+    (``objective="itc_c"``: the InternVL-C contrastive loss alone; ``loss_itm`` is then 0)."""
+    if objective == "itc_c":
+        img = model.encode_image(batch["pixel_values"], mode="InternVL-C")
+        txt = model.encode_text(batch["positive_input_ids"], batch["positive_attention_mask"])
+        l_itc = internvl_c_loss(img, txt, batch["image_ids"], model.logit_scale, rank, world_size,
+                                scale_max=scale_max, group=group)
+        return RetrievalLoss(l_itc, torch.zeros((), device=l_itc.device), l_itc.detach())
     feats = model.retrieval_features(
         batch["pixel_values"],
         batch["positive_input_ids"],

@@ -23,8 +23,11 @@ from internvl.core.errors import ConfigError
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
     """1-D tensors (norms, layer scales, biases) and ``*.bias``; 0-dim ``logit_scale`` *is* decayed (O2).
 
-    A parameter flagged ``decay_as_scalar`` (a 0-dim one reshaped to (1,) for DeepSpeed) keeps its 0-dim rule.
+    A parameter flagged ``decay_as_scalar`` (a 0-dim one reshaped to (1,) for DeepSpeed) keeps its 0-dim rule;
+    one flagged ``exclude_from_decay`` by a recipe option (e.g. ``optim.no_decay_position_embedding``) gets none.
     """
+    if getattr(param, "exclude_from_decay", False):
+        return True
     if getattr(param, "decay_as_scalar", False):
         return False
     return param.ndim == 1 or name.endswith(".bias")
@@ -97,3 +100,36 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     from transformers import get_cosine_schedule_with_warmup
 
     return get_cosine_schedule_with_warmup(optimizer, warmup_steps, max(total_steps, 1))
+
+
+class WallClock:
+    """Seconds since the first call of `elapsed` (the schedule's first lr, i.e. the start of training)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+
+    def elapsed(self) -> float:
+        import time
+
+        if self.start is None:
+            self.start = time.monotonic()
+        return time.monotonic() - self.start
+
+
+def warmup_cosine_timed(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, max_seconds: float,
+                        clock: WallClock):
+    """`warmup_cosine` over a wall-clock budget: progress = max(step / total, elapsed / max_seconds), the
+    warm-up the same fraction ``warmup_steps / total_steps`` of it, so a run cut by its time budget still
+    ends its cosine at 0 whatever the machine's speed."""
+    import math
+
+    total = max(total_steps, 1)
+    w = min(max(warmup_steps, 0) / total, 0.999)
+
+    def factor(step: int) -> float:
+        p = min(1.0, max(step / total, clock.elapsed() / max_seconds))
+        if p < w:
+            return max(p / w, 1.0 / total)
+        return 0.5 * (1.0 + math.cos(math.pi * (p - w) / (1.0 - w)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

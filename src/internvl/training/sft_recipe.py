@@ -80,6 +80,7 @@ class SFTOptimSection:
 class SFTScheduleSection:
     epochs: float = 1
     max_steps: int = -1
+    max_seconds: float = 0.0  # > 0: wall-clock budget; stops after it, cosine over max(step, time) progress
     warmup_ratio: float = 0.03  # warm-up steps = ceil(ratio x total steps), then cosine (HF's schedule)
     lr_scheduler: str = "cosine"
     global_batch_size: int = 512

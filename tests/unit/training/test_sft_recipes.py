@@ -13,10 +13,12 @@ from internvl.training.sft_recipe import SFT_CONFIG_DIR, load_sft_recipe
 def test_every_shipped_recipe_parses_and_validates():
     files = sorted(SFT_CONFIG_DIR.glob("*"))
     assert [f.name for f in files] == ["tiny_synthetic.yaml", "v1_2_2nd_finetune_full.yaml",
-                                       "v1_2_2nd_finetune_lora.yaml", "v1_2_finetune.yaml"]
+                                       "v1_2_2nd_finetune_lora.yaml", "v1_2_finetune.yaml", "world_chat.yaml"]
     tiny = load_sft_recipe("tiny_synthetic", ["model.path=ckpt", "data.meta_path=m.json"])  # the tests' CPU recipe
     assert tiny.engine.precision == "fp32" and tiny.schedule.global_batch_size == 4
-    for f in files[1:]:
+    world = load_sft_recipe("world_chat", ["model.vision_path=v", "model.llm_path=l", "data.meta_path=m.json"])
+    assert world.schedule.max_seconds > 0 and world.model.downsample_ratio == 1.0  # `internvl demo` stage 2
+    for f in files[1:4]:
         r = load_sft_recipe(f)
         assert r.data.template == "Hermes-2" and r.data.max_length == 2048 and r.model.ps_version == "v1"
         assert r.optim.lr == 1e-5 and r.optim.weight_decay == 0.05 and r.schedule.epochs == 1

@@ -9,7 +9,7 @@ repeats within or across splits), saves each image once as ``images/<id>.jpg`` a
     registry.yaml                           dataset registry: world_{flickr,coco}_format_{split}
     sft/world_sft_{split}.json + .jsonl     InternVL SFT meta JSON + conversations JSONL (chat spec 7.1-7.2)
     qa/world_{split}.jsonl                  one question per line with its type, for per-type accuracy
-    bench/mme/Your_Results/<task>.txt       MME (img TAB question TAB gt; images in bench/mme/<task>/)
+    bench/mme/Your_Results/<task>.txt       MME (img TAB question TAB gt; images in bench/mme/images/<task>/, a layout the MME reader accepts)
     bench/mmbench/world_mmbench_{split}.tsv MMBench TSV (index, question, hint, A-D, answer, category, image b64)
     tokenizer/                              the world tokenizer (`build_world_tokenizer`)
     world.json                              settings, counts and file list
@@ -242,11 +242,11 @@ def _write_mme(root: Path, items: list[WorldItem], rng: np.random.Generator) -> 
     (base / "Your_Results").mkdir(parents=True, exist_ok=True)
     written = []
     for task in MME_TASKS:
-        (base / task).mkdir(exist_ok=True)
+        (base / "images" / task).mkdir(parents=True, exist_ok=True)
         path = base / "Your_Results" / f"{task}.txt"
         with open(path, "w", encoding="utf-8") as f:
             for item in items:
-                shutil.copyfile(root / "images" / item.file_name, base / task / item.file_name)
+                shutil.copyfile(root / "images" / item.file_name, base / "images" / task / item.file_name)
                 f.writelines(f"{item.file_name}\t{question}\t{gt}\n" for question, gt in _mme_questions(item, task, rng))
         written.append(str(path.relative_to(root)))
     return written

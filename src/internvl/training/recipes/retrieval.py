@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ RESUME_KEYS = (
     "schedule.warmup_steps",
     "schedule.epochs",
     "schedule.max_steps",
+    "schedule.max_seconds",
     "engine.precision",
     "data.train",
     "data.max_length",
@@ -75,8 +77,10 @@ class RetrievalLossModule(nn.Module):
     weight-decayed like the reference's 0-dim one) and is saved back as a 0-dim tensor by `export`.
     """
 
-    def __init__(self, model: InternVLModel, dist: DistContext, zero3: bool = False) -> None:
+    def __init__(self, model: InternVLModel, dist: DistContext, zero3: bool = False, *,
+                 objective: str = "itm_itc", scale_max: float | None = None) -> None:
         super().__init__()
+        self.objective, self.scale_max = objective, scale_max
         if model.logit_scale.ndim == 0:
             scale = model.logit_scale
             model.logit_scale = nn.Parameter(scale.detach().reshape(1), requires_grad=scale.requires_grad)
@@ -90,7 +94,8 @@ class RetrievalLossModule(nn.Module):
                 deepspeed.zero.register_external_parameter(self, p)
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = retrieval_loss(self.model, batch, self.rank, self.world_size)
+        out = retrieval_loss(self.model, batch, self.rank, self.world_size, objective=self.objective,
+                             scale_max=self.scale_max)
         return {"loss": out.loss, "loss_itm": out.loss_itm, "loss_itc": out.loss_itc}
 
 
@@ -235,6 +240,15 @@ class RetrievalFinetune:
             model.vision_model.resize_position_embeddings(r.image_size)  # bicubic, as the reference script
             force = r.image_size
         model.vision_model.set_drop_path_rate(r.drop_path_rate)
+        emb = model.vision_model.embeddings
+        with torch.no_grad():
+            if r.position_embedding_init_std is not None:
+                emb.position_embedding.normal_(0.0, r.position_embedding_init_std)
+            if r.logit_scale_init is not None:
+                model.logit_scale.fill_(math.log(r.logit_scale_init))
+        if self.recipe.optim.no_decay_position_embedding:
+            emb.position_embedding.exclude_from_decay = True
+            emb.class_embedding.exclude_from_decay = True
         # The saved config keeps the checkpoint's vision image_size and records the training size as
         # force_image_size, as the reference's fine-tuned checkpoints do.
         vision = dataclasses.replace(model.config.vision_config, drop_path_rate=r.drop_path_rate)
@@ -278,7 +292,9 @@ class RetrievalFinetune:
             )
         tokenizer = PairTokenizer.from_pretrained(self.recipe.model.path, self.recipe.data.max_length)
         model = self.load_model()
-        dataset = RetrievalPairs(data.pairs, tokenizer, model.image_size, seed=self.recipe.seed)
+        dataset = RetrievalPairs(data.pairs, tokenizer, model.image_size, seed=self.recipe.seed,
+                                 augment=self.recipe.data.augment,
+                                 contrastive_only=self.recipe.method.objective == "itc_c")
         r = self.recipe
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -295,6 +311,7 @@ class RetrievalFinetune:
             warmup_steps=r.schedule.warmup_steps,
             epochs=r.schedule.epochs,
             max_steps=r.schedule.max_steps,
+            max_seconds=r.schedule.max_seconds,
             max_grad_norm=r.optim.max_grad_norm,
             betas=tuple(r.optim.betas),
             eps=r.optim.eps,
@@ -328,7 +345,8 @@ class RetrievalFinetune:
                     )
                 )
         engine = Engine(
-            RetrievalLossModule(model, self.dist, zero3),
+            RetrievalLossModule(model, self.dist, zero3, objective=r.method.objective,
+                                scale_max=r.method.logit_scale_max),
             dataset,
             settings,
             self.dist,
