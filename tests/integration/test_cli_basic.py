@@ -44,7 +44,8 @@ def test_demo_trains_through_the_public_entry_points(tmp_path, capsys):
 
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out), "--budget", "40", "--train-images", "600", "--test-images", "60",
-                 "--eval-questions", "120", "--mme-limit", "8"]) == 0
+                 "--eval-questions", "120", "--mme-limit", "8", "--stage1-steps", "100",
+                 "--stage2-steps", "12"]) == 0  # bounded by steps: the same work on a loaded machine
     world = out / "world"
     test = read_flickr_captions(world / "flickr" / "world_test_karpathy.txt", world / "images")
     assert len(test) == 60 and all(len(r.captions) == 3 for r in test)
@@ -102,3 +103,10 @@ def test_usage_errors_print_usage_and_return_2(capsys):
     assert main(["info", "--bogus"]) == 2
     assert "No such option" in capsys.readouterr().err
     assert main(["nonexistent-command"]) == 2
+
+
+def test_demo_never_removes_a_folder_it_did_not_write(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["demo", "--output", str(tmp_path)]) == 2
+    assert "not an earlier demo's output" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "mine"

@@ -388,7 +388,7 @@ def test_readme_first_steps_run_verbatim_after_the_demo(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     # what `make demo` runs, into ./demo_output (a small budget: the checkpoint layout is the same)
     assert main(["demo", "--budget", "40", "--train-images", "600", "--test-images", "60",
-                 "--eval-questions", "60", "--mme-limit", "4"]) == 0
+                 "--eval-questions", "60", "--mme-limit", "4", "--stage1-steps", "20", "--stage2-steps", "4"]) == 0
     for line in commands:
         argv = shlex.split(line)
         assert argv[0] == "internvl"

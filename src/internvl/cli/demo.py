@@ -38,13 +38,19 @@ def register(app: typer.Typer) -> None:
         test_images: int = typer.Option(500, "--test-images", min=20, help="Held-out scenes (retrieval and chat)."),
         eval_questions: int = typer.Option(1200, "--eval-questions", min=6, help="Held-out chat questions scored."),
         mme_limit: int = typer.Option(200, "--mme-limit", min=1, help="MME questions per task (internvl eval bench)."),
+        stage1_steps: int | None = typer.Option(None, "--stage1-steps", min=1,
+                                                help="Bound stage 1 by steps instead of the time budget (reproducible work)."),
+        stage2_steps: int | None = typer.Option(None, "--stage2-steps", min=1,
+                                                help="Bound stage 2 by steps instead of the time budget."),
     ) -> None:
         """Train InternVL-C and InternVL-Chat from scratch on the built-in world; evaluate; plot (no downloads)."""
-        run_demo(output, budget, seed, train_images, test_images, eval_questions, mme_limit)
+        run_demo(output, budget, seed, train_images, test_images, eval_questions, mme_limit,
+                 stage1_steps=stage1_steps, stage2_steps=stage2_steps)
 
 
 def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 5000, test_images: int = 500,
-             eval_questions: int = 1200, mme_limit: int = 200) -> dict:
+             eval_questions: int = 1200, mme_limit: int = 200, *, stage1_steps: int | None = None,
+             stage2_steps: int | None = None) -> dict:
     from rich.console import Console
 
     from internvl.cli.main import main
@@ -52,7 +58,13 @@ def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 500
     console = Console()
     t0 = time.monotonic()
     if output.exists() and any(output.iterdir()):
-        shutil.rmtree(output)  # a fresh run each time: the training commands refuse to overwrite checkpoints
+        # A fresh run each time (the training commands refuse to overwrite checkpoints), but only a folder
+        # an earlier demo wrote is ever removed: never a user's folder given by mistake.
+        if not (output / "world" / "world.json").is_file() or not output.is_dir():
+            from internvl.core.errors import ConfigError
+
+            raise ConfigError(f"--output {output}: exists and is not an earlier demo's output; choose another folder")
+        shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     world, c_dir, chat_dir = output / "world", output / "internvl_c", output / "internvl_chat"
     results: dict = {"budget_s": budget, "seed": seed, "stages": {}}
@@ -81,7 +93,7 @@ def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 500
     s1 = round(budget * STAGE1_SHARE, 1)
     call(["train", "retrieval", "world_contrastive", "--set", f"model.path={init}",
           "--set", f"data.registry=[{world / 'registry.yaml'}]", "--set", f"log.output_dir={c_dir}",
-          "--set", f"schedule.max_seconds={s1}", "--set", f"seed={seed}",
+          *_bound(s1, stage1_steps), "--set", f"seed={seed}",
           "--set", f"data.val_limit={test_images}"])
     final_c = c_dir / "final"
     call(["eval", "retrieval", "--model", str(final_c), "--dataset", "world_flickr_format_test",
@@ -95,7 +107,7 @@ def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 500
     s2 = round(max(10.0, min(budget * STAGE2_SHARE, budget - (time.monotonic() - t0) - 0.12 * budget)), 1)
     call(["train", "sft", "world_chat", "--set", f"model.vision_path={vit_dir}", "--set", f"model.llm_path={llm_dir}",
           "--set", f"data.meta_path={world / 'sft' / 'world_sft_train.json'}", "--set", f"log.output_dir={chat_dir}",
-          "--set", f"schedule.max_seconds={s2}", "--set", f"seed={seed}"])
+          *_bound(s2, stage2_steps), "--set", f"seed={seed}"])
     final_chat = chat_dir / "final"
     results["chat"] = _chat_accuracy(final_chat, world, eval_questions)
     call(["eval", "bench", "--model", str(final_chat), "--benchmark", "mme", "--data", str(world / "bench"),
@@ -349,3 +361,10 @@ def _print_table(console, results: dict) -> None:
     table.add_row("2 InternVL-Chat", "mean over types", f"[bold]{c['mean_accuracy']:.3f}[/bold]",
                   f"{c['mean_chance']:.3f}")
     console.print(table)
+
+
+def _bound(seconds: float, steps: int | None) -> list[str]:
+    """Recipe overrides ending a stage: on the clock (the default) or after a number of steps."""
+    if steps is None:
+        return ["--set", f"schedule.max_seconds={seconds}"]
+    return ["--set", f"schedule.max_steps={steps}"]
