@@ -41,6 +41,7 @@ demo: venv
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 test: venv lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -32,13 +32,31 @@ from internvl.models.qllama import QLlamaConfig
 
 def build(width: int, layers: int, image_size: int, vocab: int, queries: int) -> InternVLConfig:
     heads = max(1, width // 64)
-    vision = InternViTConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-                             intermediate_size=4 * width, image_size=image_size, patch_size=14)
-    qllama = QLlamaConfig(vocab_size=vocab, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
-                          num_attention_heads=heads, max_position_embeddings=512, num_query_token=queries,
-                          vision_hidden_size=width)
-    return InternVLConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=width // 2,
-                          attn_pool_num_heads=heads, num_query_token=queries)
+    vision = InternViTConfig(
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * width,
+        image_size=image_size,
+        patch_size=14,
+    )
+    qllama = QLlamaConfig(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=512,
+        num_query_token=queries,
+        vision_hidden_size=width,
+    )
+    return InternVLConfig(
+        vision_config=vision,
+        qllama_config=qllama,
+        clip_embed_dim=width // 2,
+        attn_pool_num_heads=heads,
+        num_query_token=queries,
+    )
 
 
 def main() -> None:
@@ -69,21 +87,36 @@ def main() -> None:
         model = build_internvl(build(args.width, args.layers, args.image_size, tok.vocab_size, args.queries))
         model = model.to(torch.device(args.device), resolve_dtype(args.dtype)).eval()
         sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-        caption_dataset(model, tok, records[: max(args.batch_sizes)], batch_size=max(args.batch_sizes),
-                        num_beams=args.num_beams, progress=False)  # warm-up
+        caption_dataset(
+            model,
+            tok,
+            records[: max(args.batch_sizes)],
+            batch_size=max(args.batch_sizes),
+            num_beams=args.num_beams,
+            progress=False,
+        )  # warm-up
         rows = []
         for bs in args.batch_sizes:
             sync()
             start = time.perf_counter()
-            out = caption_dataset(model, tok, records, batch_size=bs, num_workers=args.num_workers,
-                                  num_beams=args.num_beams, progress=False)
+            out = caption_dataset(
+                model,
+                tok,
+                records,
+                batch_size=bs,
+                num_workers=args.num_workers,
+                num_beams=args.num_beams,
+                progress=False,
+            )
             sync()
             rows.append((bs, len(records) / (time.perf_counter() - start), [r["caption"] for r in out]))
     base = rows[0]
-    print(f"caption eval: InternVL-G ViT {args.layers}x{args.width} @ {args.image_size}px, QLLaMA {args.layers}x"
-          f"{args.width}, {args.queries} queries, {args.images} images, beam {args.num_beams}, 8-30 new tokens, "
-          f"{args.num_workers} workers, {args.device} {args.dtype}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"caption eval: InternVL-G ViT {args.layers}x{args.width} @ {args.image_size}px, QLLaMA {args.layers}x"
+        f"{args.width}, {args.queries} queries, {args.images} images, beam {args.num_beams}, 8-30 new tokens, "
+        f"{args.num_workers} workers, {args.device} {args.dtype}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     header = f"{'batch':>5} | {'images/s':>8} | {'ratio':>6} | {'captions equal to batch ' + str(base[0]):>26}"
     print(header)
     print("-" * len(header))

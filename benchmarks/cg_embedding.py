@@ -2,7 +2,8 @@
 
 Builds a small random InternVL-C/G (default: ViT width 256 x 4 layers at 224px = 257 tokens, QLLaMA
 width 256 x 4 layers with 96 queries, text length 80) and times ``encode_image`` in both modes and
-``encode_text`` for each batch size, in this one process (best of repeated calls). The baseline is batch size 1; the ratio
+``encode_text`` for each batch size, in this one process (best of repeated calls). The baseline is batch size 1;
+the ratio
 column is throughput / throughput at batch 1 (how much batching buys on this machine).
 
     python benchmarks/cg_embedding.py
@@ -25,13 +26,31 @@ from internvl.models.qllama import QLlamaConfig
 
 def build(width: int, layers: int, image_size: int, vocab: int) -> InternVLConfig:
     heads = max(1, width // 64)
-    vision = InternViTConfig(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-                             intermediate_size=4 * width, image_size=image_size, patch_size=14)
-    qllama = QLlamaConfig(vocab_size=vocab, hidden_size=width, intermediate_size=4 * width,
-                          num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=512,
-                          num_query_token=96, vision_hidden_size=width)
-    return InternVLConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=width // 2,
-                          attn_pool_num_heads=heads, num_query_token=96)
+    vision = InternViTConfig(
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * width,
+        image_size=image_size,
+        patch_size=14,
+    )
+    qllama = QLlamaConfig(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=512,
+        num_query_token=96,
+        vision_hidden_size=width,
+    )
+    return InternVLConfig(
+        vision_config=vision,
+        qllama_config=qllama,
+        clip_embed_dim=width // 2,
+        attn_pool_num_heads=heads,
+        num_query_token=96,
+    )
 
 
 def throughput(fn, n_items: int, min_seconds: float, sync) -> float:
@@ -58,8 +77,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="Timing window per measurement.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (1 avoids OpenMP spin-wait stalls on a shared, loaded machine).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 avoids OpenMP spin-wait stalls on a shared, loaded machine).",
+    )
     parser.add_argument("--json", default=None, help="Also write the table to this JSON file.")
     args = parser.parse_args()
 
@@ -82,13 +105,17 @@ def main() -> None:
         with torch.inference_mode():
             row = {"batch": bs}
             for mode in ("InternVL-C", "InternVL-G"):
-                row[mode] = throughput(lambda p=pixels, m=mode: model.encode_image(p, mode=m), bs, args.min_seconds, sync)
+                row[mode] = throughput(
+                    lambda p=pixels, m=mode: model.encode_image(p, mode=m), bs, args.min_seconds, sync
+                )
             row["text"] = throughput(lambda i=ids: model.encode_text(i), bs, args.min_seconds, sync)
         rows.append(row)
 
     base = rows[0]
-    print(f"InternVL-C/G embeddings, width {args.width}, {args.layers}+{args.layers} layers, {args.image_size}px, "
-          f"{args.device} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"InternVL-C/G embeddings, width {args.width}, {args.layers}+{args.layers} layers, {args.image_size}px, "
+        f"{args.device} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"items/s (ratio vs batch {base['batch']})")
     header = f"{'batch':>6} | {'image C':>16} | {'image G':>16} | {'text':>16}"
     print(header)

@@ -37,14 +37,24 @@ def _native_model(ours, image_token_id: int):
         return None
     v = ours.config.vision
     vision = InternVLVisionConfig(
-        hidden_size=v.hidden_size, num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
-        intermediate_size=v.intermediate_size, image_size=[v.image_size, v.image_size], patch_size=[v.patch_size] * 2,
-        use_qk_norm=True, norm_type="rms_norm", attention_bias=False,
+        hidden_size=v.hidden_size,
+        num_hidden_layers=v.num_hidden_layers,
+        num_attention_heads=v.num_attention_heads,
+        intermediate_size=v.intermediate_size,
+        image_size=[v.image_size, v.image_size],
+        patch_size=[v.patch_size] * 2,
+        use_qk_norm=True,
+        norm_type="rms_norm",
+        attention_bias=False,
     )
     config = InternVLConfig(
-        vision_config=vision, text_config=ours.config.llm_config.to_dict(), image_token_id=image_token_id,
-        image_seq_length=ours.num_image_token, downsample_ratio=ours.config.downsample_ratio,
-        vision_feature_layer=-1, tie_word_embeddings=False,
+        vision_config=vision,
+        text_config=ours.config.llm_config.to_dict(),
+        image_token_id=image_token_id,
+        image_seq_length=ours.num_image_token,
+        downsample_ratio=ours.config.downsample_ratio,
+        vision_feature_layer=-1,
+        tie_word_embeddings=False,
     )
     config.text_config._attn_implementation = "sdpa"
     model = InternVLForConditionalGeneration(config).eval()
@@ -72,12 +82,21 @@ def main() -> None:
     from internvl.models.internvl_chat import build_internvl_chat, tiny_chat_config
 
     tok_dir = tempfile.mkdtemp()
-    build_tokenizer(tok_dir, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-                    add_bos_token=False)
+    build_tokenizer(
+        tok_dir,
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        add_bos_token=False,
+    )
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     cfg = tiny_chat_config(
-        len(tokenizer), image_size=args.image_size, vit_width=args.vit_width, vit_layers=args.vit_layers,
-        llm_width=args.llm_width, llm_layers=args.llm_layers, system_message="Answer the questions.",
+        len(tokenizer),
+        image_size=args.image_size,
+        vit_width=args.vit_width,
+        vit_layers=args.vit_layers,
+        llm_width=args.llm_width,
+        llm_layers=args.llm_layers,
+        system_message="Answer the questions.",
     )
     ours = build_internvl_chat(cfg, seed=0)
     api.bind_tokenizer(ours, tokenizer)
@@ -93,13 +112,19 @@ def main() -> None:
 
     from internvl.data.conversation import build_query
 
-    query, _ = build_query("Hermes-2", question, num_patches_list=[1], num_image_token=ours.num_image_token,
-                           system_message="Answer the questions.")
+    query, _ = build_query(
+        "Hermes-2",
+        question,
+        num_patches_list=[1],
+        num_image_token=ours.num_image_token,
+        system_message="Answer the questions.",
+    )
     enc = tokenizer(query, return_tensors="pt")
 
     def ours_generate_k(k: int):
-        return lambda: ours.generate(pixel_values=pixel_values, input_ids=enc.input_ids,
-                                     attention_mask=enc.attention_mask, **gen(k))
+        return lambda: ours.generate(
+            pixel_values=pixel_values, input_ids=enc.input_ids, attention_mask=enc.attention_mask, **gen(k)
+        )
 
     with torch.inference_mode():
         rows = {}
@@ -111,19 +136,26 @@ def main() -> None:
         image_token_id = ours.img_context_token_id
         native = _native_model(ours, image_token_id)
         if native is None:
-            print("transformers' InternVLForConditionalGeneration is not available in this transformers; "
-                  "only our numbers are shown")
+            print(
+                "transformers' InternVLForConditionalGeneration is not available in this transformers; "
+                "only our numbers are shown"
+            )
         else:
+
             def native_k(k: int):
-                return lambda: native.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                                               pixel_values=pixel_values, **gen(k))
+                return lambda: native.generate(
+                    input_ids=enc.input_ids, attention_mask=enc.attention_mask, pixel_values=pixel_values, **gen(k)
+                )
+
             t1, tn = _timed(native_k(1), args.repeats), _timed(native_k(1 + n), args.repeats)
             rows["transformers InternVL"] = (t1, n / (tn - t1))
 
     prompt_len = enc.input_ids.shape[1]
-    print(f"sizes: ViT {args.vit_layers}x{args.vit_width} @ {args.image_size}px ({ours.num_image_token} visual tokens), "
-          f"LLM {args.llm_layers}x{args.llm_width}, prompt {prompt_len} tokens, {n} decoded tokens, "
-          f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
+    print(
+        f"sizes: ViT {args.vit_layers}x{args.vit_width} @ {args.image_size}px ({ours.num_image_token} visual tokens), "
+        f"LLM {args.llm_layers}x{args.llm_width}, prompt {prompt_len} tokens, {n} decoded tokens, "
+        f"torch threads {torch.get_num_threads()}, best of {args.repeats}"
+    )
     print(f"{'':26s} {'prefill (ms)':>13s} {'decode tok/s':>13s}")
     for name, (prefill, tps) in rows.items():
         print(f"{name:26s} {prefill * 1000:13.2f} {tps:13.1f}")
@@ -131,8 +163,10 @@ def main() -> None:
         base_p, base_t = rows["transformers InternVL"]
         for name in ("ours chat()", "ours model.generate"):
             p, t = rows[name]
-            print(f"ratio {name} / transformers: prefill latency x{p / base_p:.2f} (lower is better), "
-                  f"decode throughput x{t / base_t:.2f} (higher is better)")
+            print(
+                f"ratio {name} / transformers: prefill latency x{p / base_p:.2f} (lower is better), "
+                f"decode throughput x{t / base_t:.2f} (higher is better)"
+            )
 
 
 if __name__ == "__main__":

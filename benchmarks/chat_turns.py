@@ -25,9 +25,18 @@ from internvl.inference.pipeline import ChatPipeline
 from internvl.inference.requests import ChatRequest, GenerationOptions
 from internvl.models.internvl_chat import build_internvl_chat, tiny_chat_config
 
-QUESTIONS = ["what is in the image?", "what color is the largest object?", "and what is behind it?",
-             "how many objects are there?", "describe the scene in one sentence.", "is it day or night?",
-             "what is on the left?", "what is on the right?", "anything unusual?", "summarise our chat."]
+QUESTIONS = [
+    "what is in the image?",
+    "what color is the largest object?",
+    "and what is behind it?",
+    "how many objects are there?",
+    "describe the scene in one sentence.",
+    "is it day or night?",
+    "what is on the left?",
+    "what is on the right?",
+    "anything unusual?",
+    "summarise our chat.",
+]
 
 
 def main() -> None:
@@ -48,12 +57,23 @@ def main() -> None:
         parser.error(f"--turns must lie in 1..{len(QUESTIONS)}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        build_tokenizer(tmp, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-                        add_bos_token=False)
+        build_tokenizer(
+            tmp,
+            special_tokens=CHAT_SPECIAL_TOKENS,
+            chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+            add_bos_token=False,
+        )
         tok = load_tokenizer(tmp)
-    cfg = tiny_chat_config(len(tok), image_size=args.image_size, vit_width=args.vit_width, vit_layers=args.vit_layers,
-                           llm_width=args.llm_width, llm_layers=args.llm_layers, system_message="Answer briefly.",
-                           eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    cfg = tiny_chat_config(
+        len(tok),
+        image_size=args.image_size,
+        vit_width=args.vit_width,
+        vit_layers=args.vit_layers,
+        llm_width=args.llm_width,
+        llm_layers=args.llm_layers,
+        system_message="Answer briefly.",
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+    )
     pipe = ChatPipeline(build_internvl_chat(cfg, seed=0).eval(), tok)
     visuals = pipe.prepare_images([synthetic_image(0, size=args.image_size)])
     answer = GenerationOptions(max_new_tokens=args.answer_tokens, min_new_tokens=args.answer_tokens, do_sample=False)
@@ -75,16 +95,21 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         return min(times[1:]), out
 
-    print(f"sizes: ViT {args.vit_layers}x{args.vit_width} @ {args.image_size}px "
-          f"({pipe.num_image_token} visual tokens), LLM {args.llm_layers}x{args.llm_width}; "
-          f"earlier answers {args.answer_tokens} tokens; greedy; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeats}")
-    header = (f"{'turn':>4} | {'prompt ids':>10} | {'prefilled':>9} | {'rebuild TTFT ms':>15} | "
-              f"{'session TTFT ms':>15} | {'ratio':>6}")
+    print(
+        f"sizes: ViT {args.vit_layers}x{args.vit_width} @ {args.image_size}px "
+        f"({pipe.num_image_token} visual tokens), LLM {args.llm_layers}x{args.llm_width}; "
+        f"earlier answers {args.answer_tokens} tokens; greedy; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, best of {args.repeats}"
+    )
+    header = (
+        f"{'turn':>4} | {'prompt ids':>10} | {'prefilled':>9} | {'rebuild TTFT ms':>15} | "
+        f"{'session TTFT ms':>15} | {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     with torch.inference_mode():
         for k in args.turns:
+
             def setup(k=k):
                 session = pipe.session()
                 return session, turn(k, session)
@@ -93,8 +118,10 @@ def main() -> None:
             t_ses, (fast, last) = best(lambda s: (s[0].answer(s[1]), s[0].last), setup)
             if fast != ref:
                 raise SystemExit(f"turn {k}: the session answered {fast.text!r}, the rebuild {ref.text!r}")
-            print(f"{k:>4} | {last.prompt_tokens:>10} | {last.prefilled_tokens:>9} | {t_ref * 1e3:>15.1f} | "
-                  f"{t_ses * 1e3:>15.1f} | {t_ref / t_ses:>5.1f}x")
+            print(
+                f"{k:>4} | {last.prompt_tokens:>10} | {last.prefilled_tokens:>9} | {t_ref * 1e3:>15.1f} | "
+                f"{t_ses * 1e3:>15.1f} | {t_ref / t_ses:>5.1f}x"
+            )
 
 
 if __name__ == "__main__":

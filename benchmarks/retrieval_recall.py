@@ -30,7 +30,7 @@ def clip_benchmark_style(images: torch.Tensor, texts: torch.Tensor, owner: torch
     def recall(s: torch.Tensor, p: torch.Tensor, k: int) -> torch.Tensor:
         out = []
         for start in range(0, len(s), 64):
-            sc, pc = s[start:start + 64], p[start:start + 64]
+            sc, pc = s[start : start + 64], p[start : start + 64]
             top = torch.topk(sc, k, dim=1).indices
             onehot = F.one_hot(top, num_classes=sc.shape[1])  # (64, k, N)
             hits = (onehot * pc[:, None, :]).sum(dim=(1, 2))
@@ -68,8 +68,12 @@ def main() -> None:
 
     agree = all(ours[k] == base[k] for k in base)  # bit-identical values
     report = {
-        "images": n_img, "texts": len(owner), "dim": args.dim, "threads": torch.get_num_threads(),
-        "seconds_streamed": round(t_ours, 3), "seconds_full_matrix": round(t_base, 3),
+        "images": n_img,
+        "texts": len(owner),
+        "dim": args.dim,
+        "threads": torch.get_num_threads(),
+        "seconds_streamed": round(t_ours, 3),
+        "seconds_full_matrix": round(t_base, 3),
         "ratio_full_over_streamed": round(t_base / t_ours, 2),
         "largest_score_buffer_MB_streamed": round(args.chunk_size * n_img * 4 / 2**20, 1),
         "largest_score_buffer_MB_full_matrix": round(len(owner) * n_img * 4 / 2**20, 1),

@@ -33,8 +33,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         pipe = tiny_chat_pipeline(Path(tmp))
-        app = create_app(pipe, ServeSettings(model_name="m", max_queue=max(64, 2 * args.requests),
-                                             max_batch_size=args.batch))
+        app = create_app(
+            pipe, ServeSettings(model_name="m", max_queue=max(64, 2 * args.requests), max_batch_size=args.batch)
+        )
         with running_server(app) as url:
             load_run(url, "m", 4, concurrent=True, max_tokens=args.max_tokens)  # warm-up
             seq = load_run(url, "m", args.requests, concurrent=False, max_tokens=args.max_tokens)
@@ -42,14 +43,22 @@ def main() -> None:
     assert seq["answers"] == con["answers"], "batched answers differ from sequential ones"
     rows = {}
     for name, r in (("sequential", seq), ("concurrent", con)):
-        rows[name] = (args.requests / r["wall"], r["tokens"] / r["wall"], percentile(r["latencies"], 50),
-                      percentile(r["latencies"], 95))
-        print(f"{name:>10}: {rows[name][0]:7.2f} req/s  {rows[name][1]:8.1f} tok/s  "
-              f"p50 {rows[name][2] * 1000:7.1f} ms  p95 {rows[name][3] * 1000:7.1f} ms")
+        rows[name] = (
+            args.requests / r["wall"],
+            r["tokens"] / r["wall"],
+            percentile(r["latencies"], 50),
+            percentile(r["latencies"], 95),
+        )
+        print(
+            f"{name:>10}: {rows[name][0]:7.2f} req/s  {rows[name][1]:8.1f} tok/s  "
+            f"p50 {rows[name][2] * 1000:7.1f} ms  p95 {rows[name][3] * 1000:7.1f} ms"
+        )
     s, c = rows["sequential"], rows["concurrent"]
-    print(f"concurrent / sequential: throughput x{c[0] / s[0]:.2f}, p50 latency x{c[2] / s[2]:.2f}, "
-          f"p95 latency x{c[3] / s[3]:.2f}  ({args.requests} requests, {args.max_tokens} tokens each, "
-          f"max batch {args.batch})")
+    print(
+        f"concurrent / sequential: throughput x{c[0] / s[0]:.2f}, p50 latency x{c[2] / s[2]:.2f}, "
+        f"p95 latency x{c[3] / s[3]:.2f}  ({args.requests} requests, {args.max_tokens} tokens each, "
+        f"max batch {args.batch})"
+    )
 
 
 if __name__ == "__main__":

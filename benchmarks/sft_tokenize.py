@@ -21,7 +21,9 @@ from internvl.data.text_encoders import SentencePieceEncoder
 
 
 def main() -> None:
-    fixtures = Path(os.environ.get("INTERNVL_PARITY_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/upstream"))
+    fixtures = Path(
+        os.environ.get("INTERNVL_PARITY_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/upstream")
+    )
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", default=str(fixtures / "sft" / "tokenizer_no_dummy_prefix"))
     parser.add_argument("--rounds", type=int, default=8)
@@ -45,8 +47,10 @@ def main() -> None:
             best = min(best, (time.perf_counter() - t) / args.repeat)
         times[name] = (best, out)
     (fast, a), (slow, b) = times["one pass"], times["prefixes"]
-    print(f"{len(a[0])} tokens, {args.rounds} rounds: one pass {fast * 1e3:.2f} ms, prefixes {slow * 1e3:.2f} ms, "
-          f"x{slow / fast:.1f} faster, identical: {a == b}")
+    print(
+        f"{len(a[0])} tokens, {args.rounds} rounds: one pass {fast * 1e3:.2f} ms, prefixes {slow * 1e3:.2f} ms, "
+        f"x{slow / fast:.1f} faster, identical: {a == b}"
+    )
 
 
 if __name__ == "__main__":

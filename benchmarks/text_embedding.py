@@ -29,20 +29,31 @@ from internvl.models.intern_vit import InternViTConfig
 from internvl.models.internvl_cg import InternVLConfig, build_internvl
 from internvl.models.qllama import QLlamaConfig
 
-WORDS = ("a man woman dog cat child two people group young old red blue green white black shirt street "
-         "water beach grass field ball bike car building playing running sitting standing walking riding "
-         "holding wearing front near next with while on in of the at his her their large small").split()
+WORDS = (
+    "a man woman dog cat child two people group young old red blue green white black shirt street "
+    "water beach grass field ball bike car building playing running sitting standing walking riding "
+    "holding wearing front near next with while on in of the at his her their large small"
+).split()
 
 
 def build(width: int, layers: int, vocab: int) -> InternVLConfig:
     heads = max(1, width // 64)
-    vision = InternViTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=128,
-                             image_size=28, patch_size=14)
-    qllama = QLlamaConfig(vocab_size=vocab, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
-                          num_attention_heads=heads, max_position_embeddings=512, num_query_token=8,
-                          vision_hidden_size=64)
-    return InternVLConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=width // 2,
-                          attn_pool_num_heads=1, num_query_token=8)
+    vision = InternViTConfig(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=128, image_size=28, patch_size=14
+    )
+    qllama = QLlamaConfig(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=512,
+        num_query_token=8,
+        vision_hidden_size=64,
+    )
+    return InternVLConfig(
+        vision_config=vision, qllama_config=qllama, clip_embed_dim=width // 2, attn_pool_num_heads=1, num_query_token=8
+    )
 
 
 def captions(n: int, seed: int) -> list[str]:
@@ -95,17 +106,22 @@ def main() -> None:
         chunks = [texts[s : s + args.batch_size] for s in range(0, len(texts), args.batch_size)]
         return lambda: torch.cat([embedding.embed_texts(model, tok, c, args.batch_size) for c in chunks])
 
-    ways = {"padded to 80 (reference)": run("max_length", False), "dynamic padding": run("longest", False),
-            "dynamic + length-sorted": run("longest", True)}
+    ways = {
+        "padded to 80 (reference)": run("max_length", False),
+        "dynamic padding": run("longest", False),
+        "dynamic + length-sorted": run("longest", True),
+    }
     results = {}
     for name, fn in ways.items():
         seconds, emb = timed(fn, args.repeats, sync)
         results[name] = {"texts_per_s": len(texts) / seconds, "emb": emb}
     ref = results["padded to 80 (reference)"]
-    print(f"text embeddings: QLLaMA width {args.width} x {args.layers} layers, {len(texts)} Flickr-like captions "
-          f"(ids incl. BOS/EOS: mean {sum(lengths) / len(lengths):.1f}, max {max(lengths)}), batch {args.batch_size}, "
-          f"{args.device} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"best of {args.repeats}")
+    print(
+        f"text embeddings: QLLaMA width {args.width} x {args.layers} layers, {len(texts)} Flickr-like captions "
+        f"(ids incl. BOS/EOS: mean {sum(lengths) / len(lengths):.1f}, max {max(lengths)}), batch {args.batch_size}, "
+        f"{args.device} {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"best of {args.repeats}"
+    )
     header = f"{'path':<26} | {'texts/s':>9} | {'ratio':>6} | {'max |diff|':>10}"
     print(header)
     print("-" * len(header))

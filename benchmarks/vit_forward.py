@@ -82,7 +82,10 @@ def main() -> None:
 
     width, layers, heads, mlp = SIZES[args.preset]
     cfg = InternViTConfig(
-        hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=mlp,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=mlp,
         image_size=args.image_size,
     )
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -100,12 +103,19 @@ def main() -> None:
     ours_ips, native_ips = ips["ours"], ips["native"]
 
     result = {
-        "preset": args.preset, "image_size": args.image_size, "batch": args.batch, "device": args.device,
-        "dtype": args.dtype, "ours_images_per_s": round(ours_ips, 3),
-        "transformers_images_per_s": round(native_ips, 3), "ratio_ours_over_transformers": round(ours_ips / native_ips, 3),
+        "preset": args.preset,
+        "image_size": args.image_size,
+        "batch": args.batch,
+        "device": args.device,
+        "dtype": args.dtype,
+        "ours_images_per_s": round(ours_ips, 3),
+        "transformers_images_per_s": round(native_ips, 3),
+        "ratio_ours_over_transformers": round(ours_ips / native_ips, 3),
     }
-    print(f"InternViT forward, {args.preset} ({width}w x {layers}L x {heads}h), {args.image_size}px, "
-          f"batch {args.batch}, {args.device} {args.dtype}")
+    print(
+        f"InternViT forward, {args.preset} ({width}w x {layers}L x {heads}h), {args.image_size}px, "
+        f"batch {args.batch}, {args.device} {args.dtype}"
+    )
     print(f"  ours                        {ours_ips:9.2f} images/s")
     print(f"  transformers InternVLVision {native_ips:9.2f} images/s")
     print(f"  ratio ours / transformers   {ours_ips / native_ips:9.3f}")

@@ -91,14 +91,24 @@ def contrastive(a) -> None:
     emb = {id(model.vision_model.embeddings.position_embedding), id(model.vision_model.embeddings.class_embedding)}
     decay = [p for p in params if p.ndim >= 2 and not (a.no_decay_pos and id(p) in emb)]
     no_decay = [p for p in params if not (p.ndim >= 2 and not (a.no_decay_pos and id(p) in emb))]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.98)
+    )
     out = Path(a.out) if a.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
     nparam = sum(p.numel() for p in model.parameters())
-    log(out, {"stage": "contrastive", "params": nparam, "train_images": len(train), "test_images": len(test),
-              "test_queries": len(te_caps), "args": vars(a)})
+    log(
+        out,
+        {
+            "stage": "contrastive",
+            "params": nparam,
+            "train_images": len(train),
+            "test_images": len(test),
+            "test_queries": len(te_caps),
+            "args": vars(a),
+        },
+    )
     t0, step, next_eval, train_time = time.time(), 0, a.eval_every, 0.0
     g = torch.Generator().manual_seed(a.seed)
     while True:
@@ -130,8 +140,17 @@ def contrastive(a) -> None:
         if train_time >= next_eval or train_time >= a.budget:
             next_eval += a.eval_every
             r1 = evaluate_retrieval(model, xte, ids_te, te_img)
-            log(out, {"stage": "contrastive", "seconds": round(train_time, 1), "wall": round(time.time() - t0, 1),
-                      "step": step, "loss": round(loss.item(), 4), **r1})
+            log(
+                out,
+                {
+                    "stage": "contrastive",
+                    "seconds": round(train_time, 1),
+                    "wall": round(time.time() - t0, 1),
+                    "step": step,
+                    "loss": round(loss.item(), 4),
+                    **r1,
+                },
+            )
     if out:
         torch.save(model.vision_model.state_dict(), out / "vit.pt")
         torch.save(model.state_dict(), out / "model.pt")
@@ -193,7 +212,9 @@ def chat(a) -> None:
     system = config.system_message
 
     train = read_jsonl(world / "sft/world_sft_train.jsonl")[: a.train_images]
-    recs = {r.image_path.name: r for r in read_flickr_captions(world / "flickr/world_train_karpathy.txt", world / "images")}
+    recs = {
+        r.image_path.name: r for r in read_flickr_captions(world / "flickr/world_train_karpathy.txt", world / "images")
+    }
     xtr = load_images([recs[r["image"]] for r in train], 48)
     samples = []
     for r in train:
@@ -202,7 +223,9 @@ def chat(a) -> None:
         samples.append(turns)
     captions = [recs[r["image"]].captions[0] for r in train]
     test_q = read_jsonl(world / "qa/world_test.jsonl")[: a.test_questions]
-    te_recs = {r.image_path.name: r for r in read_flickr_captions(world / "flickr/world_test_karpathy.txt", world / "images")}
+    te_recs = {
+        r.image_path.name: r for r in read_flickr_captions(world / "flickr/world_test_karpathy.txt", world / "images")
+    }
     te_names = sorted({q["image"] for q in test_q})
     xte = load_images([te_recs[n] for n in te_names], 48)
     te_index = {n: i for i, n in enumerate(te_names)}
@@ -213,16 +236,26 @@ def chat(a) -> None:
         tr_index = {n: i for i, n in enumerate(tr_names)}
     params = [p for p in model.parameters() if p.requires_grad]
     vit_params = {id(p) for p in model.vision_model.parameters()}
-    groups = [{"params": [p for p in params if id(p) not in vit_params], "lr": a.lr},
-              {"params": [p for p in params if id(p) in vit_params], "lr": a.lr * a.vit_lr_mult}]
+    groups = [
+        {"params": [p for p in params if id(p) not in vit_params], "lr": a.lr},
+        {"params": [p for p in params if id(p) in vit_params], "lr": a.lr * a.vit_lr_mult},
+    ]
     for gr in groups:
         gr["base_lr"] = gr["lr"]
     opt = torch.optim.AdamW([gr for gr in groups if gr["params"]], betas=(0.9, 0.98), weight_decay=a.wd)
     out = Path(a.out) if a.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    log(out, {"stage": "chat", "params": sum(p.numel() for p in model.parameters()), "train_images": len(train),
-              "test_questions": len(test_q), "args": vars(a)})
+    log(
+        out,
+        {
+            "stage": "chat",
+            "params": sum(p.numel() for p in model.parameters()),
+            "train_images": len(train),
+            "test_questions": len(test_q),
+            "args": vars(a),
+        },
+    )
     rng = random.Random(a.seed)
     t0, step, next_eval, train_time = time.time(), 0, a.eval_every, 0.0
     while True:
@@ -253,8 +286,13 @@ def chat(a) -> None:
             ids[j, : len(s)] = torch.tensor(s)
             lab[j, : len(s)] = torch.tensor(lb)
             att[j, : len(s)] = 1
-        out_m = model(pixel_values=xtr[idx], input_ids=ids, attention_mask=att, labels=lab,
-                      image_flags=torch.ones(len(idx), dtype=torch.long))
+        out_m = model(
+            pixel_values=xtr[idx],
+            input_ids=ids,
+            attention_mask=att,
+            labels=lab,
+            image_flags=torch.ones(len(idx), dtype=torch.long),
+        )
         loss = out_m.loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -267,8 +305,17 @@ def chat(a) -> None:
             acc = evaluate_chat(model, tok, test_q, xte, te_index)
             if a.eval_train:
                 acc |= {f"train_{k}": v for k, v in evaluate_chat(model, tok, tr_q, xtr_eval, tr_index).items()}
-            log(out, {"stage": "chat", "seconds": round(train_time, 1), "wall": round(time.time() - t0, 1),
-                      "step": step, "loss": round(loss.item(), 4), **acc})
+            log(
+                out,
+                {
+                    "stage": "chat",
+                    "seconds": round(train_time, 1),
+                    "wall": round(time.time() - t0, 1),
+                    "step": step,
+                    "loss": round(loss.item(), 4),
+                    **acc,
+                },
+            )
 
 
 @torch.no_grad()
@@ -280,8 +327,14 @@ def evaluate_chat(model, tok, test_q, xte, te_index) -> dict:
     for s in range(0, len(test_q), 128):
         chunk = test_q[s : s + 128]
         pix = xte[[te_index[q["image"]] for q in chunk]]
-        answers = batch_chat(model, tok, pix, [q["question"] for q in chunk],
-                             {"max_new_tokens": 4, "do_sample": False}, num_patches_list=[1] * len(chunk))
+        answers = batch_chat(
+            model,
+            tok,
+            pix,
+            [q["question"] for q in chunk],
+            {"max_new_tokens": 4, "do_sample": False},
+            num_patches_list=[1] * len(chunk),
+        )
         for q, ans in zip(chunk, answers, strict=True):
             right.setdefault(q["type"], []).append(int(ans.strip().lower() == q["answer"]))
     model.train()

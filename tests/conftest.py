@@ -99,8 +99,11 @@ def _no_leaked_distributed_state():
 
 def _needs_training_stack(item: pytest.Item) -> bool:
     parts = Path(str(item.fspath)).relative_to(REPO).parts
-    return (parts[:3] == ("tests", "unit", "training") or Path(str(item.fspath)).name.startswith("test_train_")
-            or item.get_closest_marker("training") is not None)
+    return (
+        parts[:3] == ("tests", "unit", "training")
+        or Path(str(item.fspath)).name.startswith("test_train_")
+        or item.get_closest_marker("training") is not None
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -32,13 +32,20 @@ def tiny_chat_pipeline(tok_dir: Path) -> ChatPipeline:
     Its generation config suppresses the byte-fallback and special tokens, so answers are readable word
     pieces instead of U+FFFD runs (a real generation-config setting, applied by transformers' generate).
     """
-    build_tokenizer(tok_dir, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-                    add_bos_token=False)
+    build_tokenizer(
+        tok_dir,
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        add_bos_token=False,
+    )
     tokenizer = load_tokenizer(tok_dir)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model = build_internvl_chat(tiny_chat_config(len(tokenizer), system_message=SYSTEM, eos_token_id=im_end), seed=0)
-    junk = [i for tok, i in tokenizer.get_vocab().items()
-            if (tok.startswith("<") and tok.endswith(">") and i != im_end) or not tok.strip("▁")]
+    junk = [
+        i
+        for tok, i in tokenizer.get_vocab().items()
+        if (tok.startswith("<") and tok.endswith(">") and i != im_end) or not tok.strip("▁")
+    ]
     model.generation_config.suppress_tokens = sorted(junk)
     return ChatPipeline(model, tokenizer)
 
@@ -75,8 +82,9 @@ def running_server(app, port: int | None = None) -> Iterator[str]:
     import uvicorn
 
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5)
+    )
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -91,8 +99,16 @@ def running_server(app, port: int | None = None) -> Iterator[str]:
         thread.join(15)
 
 
-def load_run(base_url: str, model: str, n: int, *, concurrent: bool, max_tokens: int = 16,
-             with_image: bool = True, api_key: str = "none") -> dict:
+def load_run(
+    base_url: str,
+    model: str,
+    n: int,
+    *,
+    concurrent: bool,
+    max_tokens: int = 16,
+    with_image: bool = True,
+    api_key: str = "none",
+) -> dict:
     """Send ``n`` greedy chat requests (all at once, or one after another) with the async openai client.
 
     Returns wall seconds, per-request latencies (sorted), completion tokens and the answers, in order.
@@ -110,8 +126,9 @@ def load_run(base_url: str, model: str, n: int, *, concurrent: bool, max_tokens:
             if image:
                 parts.append({"type": "image_url", "image_url": {"url": image}})
             t0 = time.perf_counter()
-            r = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": parts}],
-                                                     max_tokens=max_tokens, temperature=0)
+            r = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": parts}], max_tokens=max_tokens, temperature=0
+            )
             return time.perf_counter() - t0, r
 
         start = time.perf_counter()
@@ -121,9 +138,12 @@ def load_run(base_url: str, model: str, n: int, *, concurrent: bool, max_tokens:
             results = [await one(i) for i in range(n)]
         wall = time.perf_counter() - start
         await client.close()
-        return {"wall": wall, "latencies": sorted(t for t, _ in results),
-                "tokens": sum(r.usage.completion_tokens for _, r in results),
-                "answers": [r.choices[0].message.content for _, r in results]}
+        return {
+            "wall": wall,
+            "latencies": sorted(t for t, _ in results),
+            "tokens": sum(r.usage.completion_tokens for _, r in results),
+            "answers": [r.choices[0].message.content for _, r in results],
+        }
 
     return asyncio.run(run())
 

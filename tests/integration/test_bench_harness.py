@@ -35,11 +35,13 @@ def model_dir(tmp_path_factory):
     from internvl.models.internvl_chat import build_internvl_chat, tiny_chat_config
 
     d = tmp_path_factory.mktemp("tiny_chat")
-    build_tokenizer(d, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-                    add_bos_token=False)
+    build_tokenizer(
+        d, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"], add_bos_token=False
+    )
     tok = api.load_tokenizer(d)
-    cfg = tiny_chat_config(len(tok), eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                           system_message="Answer the questions.")
+    cfg = tiny_chat_config(
+        len(tok), eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), system_message="Answer the questions."
+    )
     api.save_chat_model(build_internvl_chat(cfg, seed=0), tok, d)
     return d
 
@@ -50,8 +52,20 @@ def data_dir(tmp_path_factory):
 
 
 def _args(model_dir, data_dir, out, benches=BENCHES, *extra):
-    return ["eval", "bench", "--model", str(model_dir), "--benchmark", ",".join(benches), "--data", str(data_dir),
-            "--output", str(out), "--no-progress", *extra]
+    return [
+        "eval",
+        "bench",
+        "--model",
+        str(model_dir),
+        "--benchmark",
+        ",".join(benches),
+        "--data",
+        str(data_dir),
+        "--output",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +82,9 @@ def _env() -> dict:
 def test_results_come_from_the_answers(single, model_dir, data_dir):
     for name in BENCHES:
         result = json.loads((single / f"{name}.json").read_text())
-        answers = {r["id"]: r["answer"] for r in map(json.loads, (single / name / "answers.jsonl").read_text().splitlines())}
+        answers = {
+            r["id"]: r["answer"] for r in map(json.loads, (single / name / "answers.jsonl").read_text().splitlines())
+        }
         bench = get_benchmark(name)
         items = bench.read(data_dir)
         assert list(answers) == [i.id for i in items]  # every question listed, in benchmark order
@@ -125,8 +141,17 @@ def test_bad_arguments_fail_before_loading(model_dir, data_dir, tmp_path, capsys
 @pytest.mark.slow
 def test_two_processes_give_the_same_files(single, model_dir, data_dir, tmp_path):
     out = tmp_path / "out2"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "internvl.cli.main", *_args(model_dir, data_dir, out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "internvl.cli.main",
+        *_args(model_dir, data_dir, out),
+    ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for n in BENCHES:
@@ -146,8 +171,12 @@ def test_killed_run_resumes_to_the_same_result(model_dir, tmp_path):
 
     out = tmp_path / "killed"
     cache = out / "pope" / "answers.rank0.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "internvl.cli.main", *_args(model_dir, data, out, ("pope",))],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "internvl.cli.main", *_args(model_dir, data, out, ("pope",))],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if cache.is_file() and cache.read_bytes().count(b"\n") >= 3:

@@ -29,7 +29,10 @@ SYSTEM = "Answer the questions."
 def tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
     build_tokenizer(
-        path, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"], add_bos_token=False
+        path,
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        add_bos_token=False,
     )
     # Loaded as load_chat_model does (slow SentencePiece, like the card's use_fast=False): on transformers
     # 4.x the fast and slow Llama tokenizers split text after special tokens differently.
@@ -56,8 +59,11 @@ def _reference_answer(model, tokenizer, query: str, pixel_values=None) -> str:
     """Independent path: tokenise the prompt string, generate, decode, cut at <|im_end|>."""
     enc = tokenizer(query, return_tensors="pt")
     out = model.generate(
-        pixel_values=pixel_values, input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), **GEN,
+        pixel_values=pixel_values,
+        input_ids=enc.input_ids,
+        attention_mask=enc.attention_mask,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        **GEN,
     )
     return tokenizer.batch_decode(out, skip_special_tokens=True)[0].split("<|im_end|>")[0].strip()
 
@@ -72,7 +78,9 @@ def test_pure_text(model, tokenizer):
 
 def test_single_image_uses_the_image(model, tokenizer, pixels):
     answer = api.chat(model, tokenizer, pixels[:1], "what is in the image?", GEN)
-    query, _ = build_query("Hermes-2", "what is in the image?", num_patches_list=[1], num_image_token=4, system_message=SYSTEM)
+    query, _ = build_query(
+        "Hermes-2", "what is in the image?", num_patches_list=[1], num_image_token=4, system_message=SYSTEM
+    )
     assert answer == _reference_answer(model, tokenizer, query, pixels[:1])
     enc = tokenizer(query, return_tensors="pt")
     with torch.no_grad():
@@ -103,7 +111,9 @@ def test_two_images_separate_vs_combined(model, tokenizer, pixels):
     assert sep_answer == _reference_answer(model, tokenizer, query, pixels[:2])
 
     comb_answer = api.chat(model, tokenizer, pixels[:2], "describe the two images", GEN)  # one <image>, 2 tiles
-    query, _ = build_query("Hermes-2", "describe the two images", num_patches_list=[2], num_image_token=4, system_message=SYSTEM)
+    query, _ = build_query(
+        "Hermes-2", "describe the two images", num_patches_list=[2], num_image_token=4, system_message=SYSTEM
+    )
     assert query.count("<img>") == 1 and query.count("<IMG_CONTEXT>") == 8
     assert comb_answer == _reference_answer(model, tokenizer, query, pixels[:2])
 
@@ -320,8 +330,14 @@ def test_card_streaming_recipe_with_thread_and_conv_template(saved, model, token
     generation_config = dict(max_new_tokens=8, do_sample=False, streamer=streamer)
     thread = Thread(
         target=card_model.chat,
-        kwargs=dict(tokenizer=tok, pixel_values=pixels[:1], question="what is in the image?", history=None,
-                    return_history=False, generation_config=generation_config),
+        kwargs=dict(
+            tokenizer=tok,
+            pixel_values=pixels[:1],
+            question="what is in the image?",
+            history=None,
+            return_history=False,
+            generation_config=generation_config,
+        ),
     )
     thread.start()
     generated = ""
@@ -334,10 +350,17 @@ def test_card_streaming_recipe_with_thread_and_conv_template(saved, model, token
     # The recipe's chunks are transformers' own streamer's chunking of the ids the non-streamed path
     # generates (its chunking of byte-fallback tokens changes between releases; stream_chat's pieces
     # are the ones guaranteed to join to the answer).
-    query, _ = build_query("Hermes-2", "what is in the image?", num_patches_list=[1], num_image_token=4, system_message=SYSTEM)
+    query, _ = build_query(
+        "Hermes-2", "what is in the image?", num_patches_list=[1], num_image_token=4, system_message=SYSTEM
+    )
     enc = tokenizer(query, return_tensors="pt")
-    ids = model.generate(pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), **GEN)
+    ids = model.generate(
+        pixel_values=pixels[:1],
+        input_ids=enc.input_ids,
+        attention_mask=enc.attention_mask,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        **GEN,
+    )
     replay = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     replay.put(enc.input_ids)
     for token in ids[0]:
@@ -415,17 +438,28 @@ def test_peft_causal_lm_task_type_forward_and_generate(model, tokenizer, pixels)
     )
     query, _ = build_query("Hermes-2", "hi", num_patches_list=[1], num_image_token=4, system_message=SYSTEM)
     enc = tokenizer(query, return_tensors="pt")
-    out = peft_model(pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, labels=enc.input_ids)
+    out = peft_model(
+        pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, labels=enc.input_ids
+    )
     with torch.no_grad():
-        base_loss = model(pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                          labels=enc.input_ids).loss
+        base_loss = model(
+            pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, labels=enc.input_ids
+        ).loss
     torch.testing.assert_close(out.loss.detach(), base_loss)  # LoRA B starts at zero: the base model's loss
     ids = peft_model.generate(
-        pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, max_new_tokens=4, do_sample=False
+        pixel_values=pixels[:1],
+        input_ids=enc.input_ids,
+        attention_mask=enc.attention_mask,
+        max_new_tokens=4,
+        do_sample=False,
     )
     # LoRA B starts at zero, so the adapted model decodes exactly like the base model
     base = model.generate(
-        pixel_values=pixels[:1], input_ids=enc.input_ids, attention_mask=enc.attention_mask, max_new_tokens=4, do_sample=False
+        pixel_values=pixels[:1],
+        input_ids=enc.input_ids,
+        attention_mask=enc.attention_mask,
+        max_new_tokens=4,
+        do_sample=False,
     )
     assert ids.tolist() == base.tolist()
 
@@ -464,8 +498,11 @@ def test_training_forward_drops_dummy_tiles_and_rejects_count_mismatch(model, to
     dummy = api.load_images(model, [synthetic_image(9).convert("L").convert("RGB")])[0]
     with torch.no_grad():
         flagged = model(
-            pixel_values=torch.cat([pixels[:1], dummy]), image_flags=torch.tensor([[1], [0]]),
-            input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+            pixel_values=torch.cat([pixels[:1], dummy]),
+            image_flags=torch.tensor([[1], [0]]),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
         )
         plain = model(pixel_values=pixels[:1], input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     torch.testing.assert_close(flagged.logits, plain.logits)
@@ -478,7 +515,9 @@ def test_tokenizer_splits_after_special_tokens_like_the_reference(tmp_path):
     """transformers 4.37's slow Llama tokenizer (the reference) defaults to legacy=True: text right after a
     special token gets SentencePiece's "▁" prefix. 5.x defaults to the other split unless told."""
     build_tokenizer(
-        tmp_path, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        tmp_path,
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
         add_bos_token=False,
     )
     tok = api.load_tokenizer(tmp_path)

@@ -20,8 +20,12 @@ QUESTIONS = ["what is in the image?", "what color is it?", "and the background?"
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
-    build_tokenizer(path, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-                    add_bos_token=False)
+    build_tokenizer(
+        path,
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        add_bos_token=False,
+    )
     tok = load_tokenizer(path)
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     model = build_internvl_chat(tiny_chat_config(len(tok), system_message="Answer.", eos_token_id=im_end), seed=0)
@@ -117,7 +121,6 @@ def test_bounded_memory_and_beam_search_go_from_scratch(pipe, visuals):
     assert session.last.from_scratch and session.cached_tokens == 0
     with pytest.raises(RequestError, match="max_cached_tokens=0"):
         pipe.session(max_cached_tokens=0)
-
 
 
 def test_placeholder_ids_without_images_go_from_scratch(pipe):

@@ -43,9 +43,30 @@ def test_demo_trains_through_the_public_entry_points(tmp_path, capsys):
     from internvl.inference.loading import load_pretrained
 
     out = tmp_path / "demo"
-    assert main(["demo", "--output", str(out), "--budget", "40", "--train-images", "600", "--test-images", "60",
-                 "--eval-questions", "120", "--mme-limit", "8", "--stage1-steps", "100",
-                 "--stage2-steps", "12"]) == 0  # bounded by steps: the same work on a loaded machine
+    assert (
+        main(
+            [
+                "demo",
+                "--output",
+                str(out),
+                "--budget",
+                "40",
+                "--train-images",
+                "600",
+                "--test-images",
+                "60",
+                "--eval-questions",
+                "120",
+                "--mme-limit",
+                "8",
+                "--stage1-steps",
+                "100",
+                "--stage2-steps",
+                "12",
+            ]
+        )
+        == 0
+    )  # bounded by steps: the same work on a loaded machine
     world = out / "world"
     test = read_flickr_captions(world / "flickr" / "world_test_karpathy.txt", world / "images")
     assert len(test) == 60 and all(len(r.captions) == 3 for r in test)

@@ -41,8 +41,20 @@ def images_dir(tmp_path_factory):
 def test_embed_images_and_texts_to_safetensors(model_dir, images_dir, tmp_path):
     out = tmp_path / "emb.safetensors"
     texts = ["a dog runs", "两只猫"]
-    argv = ["embed", str(model_dir), "--images-dir", str(images_dir), "--output", str(out), "--mode", "InternVL-G",
-            "--device", "cpu", "--batch-size", "2"]
+    argv = [
+        "embed",
+        str(model_dir),
+        "--images-dir",
+        str(images_dir),
+        "--output",
+        str(out),
+        "--mode",
+        "InternVL-G",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]
     for t in texts:
         argv += ["--text", t]
     assert main(argv) == 0
@@ -62,13 +74,30 @@ def test_embed_images_and_texts_to_safetensors(model_dir, images_dir, tmp_path):
 
 def test_embed_npy_and_argument_errors(model_dir, images_dir, tmp_path, capsys):
     out = tmp_path / "img.npy"
-    assert main(["embed", str(model_dir), "--image", str(images_dir / "img1.png"), "--output", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            ["embed", str(model_dir), "--image", str(images_dir / "img1.png"), "--output", str(out), "--device", "cpu"]
+        )
+        == 0
+    )
     arr = np.load(out)
     assert arr.shape == (1, 32)
     np.testing.assert_allclose(np.linalg.norm(arr, axis=1), 1.0, rtol=1e-5)
-    assert main(["embed", str(model_dir), "--image", str(images_dir / "img1.png"), "--text", "x",
-                 "--output", str(tmp_path / "both.npy")]) == 2
+    assert (
+        main(
+            [
+                "embed",
+                str(model_dir),
+                "--image",
+                str(images_dir / "img1.png"),
+                "--text",
+                "x",
+                "--output",
+                str(tmp_path / "both.npy"),
+            ]
+        )
+        == 2
+    )
     assert "one array" in capsys.readouterr().err
     assert main(["embed", str(model_dir), "--output", str(out)]) == 2
     assert "nothing to embed" in capsys.readouterr().err
@@ -79,9 +108,28 @@ def test_classify_writes_ranked_predictions(model_dir, images_dir, tmp_path):
     classes_file.write_text("dog\ncat\n\nred square\n")
     out = tmp_path / "pred.json"
     images = [str(images_dir / "img0.png"), str(images_dir / "img2.png")]
-    assert main(["classify", str(model_dir), *images, "--classes-file", str(classes_file), "--top-k", "2",
-                 "--templates", "a photo of a {}.", "--templates", "a {}", "--output", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                str(model_dir),
+                *images,
+                "--classes-file",
+                str(classes_file),
+                "--top-k",
+                "2",
+                "--templates",
+                "a photo of a {}.",
+                "--templates",
+                "a {}",
+                "--output",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     records = json.loads(out.read_text())
     assert [r["image"] for r in records] == images
     # The same through the Python API (as the embed and caption tests do)
@@ -106,8 +154,28 @@ def test_classify_needs_classes(model_dir, images_dir, capsys):
 
 def test_caption_folder(model_dir, images_dir, tmp_path):
     out = tmp_path / "captions.json"
-    assert main(["caption", str(model_dir), str(images_dir), "--output", str(out), "--batch-size", "2",
-                 "--num-beams", "2", "--min-new-tokens", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "caption",
+                str(model_dir),
+                str(images_dir),
+                "--output",
+                str(out),
+                "--batch-size",
+                "2",
+                "--num-beams",
+                "2",
+                "--min-new-tokens",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     records = json.loads(out.read_text())
     assert [r["image"] for r in records] == ["img0.png", "img1.png", "img2.png"]
     # The CLI's batches of 2 give the same captions as captioning each image alone with the Python API.
@@ -143,7 +211,12 @@ def test_amp_context_only_for_fp16_models_on_cuda():
 
     on = ctx("cuda", torch.float16)
     assert isinstance(on, torch.autocast) and on.fast_dtype == torch.float16 and on.device == "cuda"
-    for args in (("cuda", torch.float32), ("cuda", torch.bfloat16), ("cpu", torch.float16), ("cuda", torch.float16, False)):
+    for args in (
+        ("cuda", torch.float32),
+        ("cuda", torch.bfloat16),
+        ("cpu", torch.float16),
+        ("cuda", torch.float16, False),
+    ):
         assert not isinstance(ctx(*args), torch.autocast), args
 
 
@@ -153,8 +226,9 @@ def test_classifier_and_embeddings_report_progress(model_dir, images_dir):
     model = InternVLModel.from_pretrained(model_dir)
     tok = InternVLTextTokenizer.from_pretrained(model_dir)
     done: list[int] = []
-    classifier = zero_shot_classifier(model, tok, ["dog", "cat", "car"], ["a {}.", "the {}"], batch_size=4,
-                                      progress=done.append)
+    classifier = zero_shot_classifier(
+        model, tok, ["dog", "cat", "car"], ["a {}.", "the {}"], batch_size=4, progress=done.append
+    )
     assert classifier.shape == (3, 32) and sum(done) == 6 and len(done) == 2
     done.clear()
     files = sorted(images_dir.glob("*.png"))

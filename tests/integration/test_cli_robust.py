@@ -57,12 +57,14 @@ def _truncated_jpeg(path: Path) -> Path:
 
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG claiming width x height (a decompression bomb's header) with no pixel data: a few bytes."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -79,17 +81,38 @@ def _one_line_error(err: str, *needles: str) -> str:
 
 # --- 1. Ctrl-C ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-def test_sigint_during_caption_exits_130_keeps_the_finished_captions_and_a_rerun_resumes(model_dir, tmp_path,
-                                                                                        capsys):
+def test_sigint_during_caption_exits_130_keeps_the_finished_captions_and_a_rerun_resumes(model_dir, tmp_path, capsys):
     images = _images(tmp_path / "imgs", 150)
     out = tmp_path / "caps.json"
     partial = tmp_path / "caps.json.partial.jsonl"
-    argv = ["caption", str(model_dir), str(images), "--output", str(out), "--batch-size", "1", "--device", "cpu",
-            "--min-new-tokens", "30", "--max-new-tokens", "30", "--num-beams", "2"]
+    argv = [
+        "caption",
+        str(model_dir),
+        str(images),
+        "--output",
+        str(out),
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--min-new-tokens",
+        "30",
+        "--max-new-tokens",
+        "30",
+        "--num-beams",
+        "2",
+    ]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "internvl.cli.main", *argv], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "internvl.cli.main", *argv],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if partial.exists() and partial.read_text().count("\n") >= 3:
@@ -122,14 +145,38 @@ def test_ctrl_c_to_the_process_group_of_eval_caption_with_workers_exits_130_and_
     lines = ["image,caption"] + [f"{p.name},a picture number {i}" for i, p in enumerate(sorted(images.iterdir()))]
     (tmp_path / "data" / "test.txt").write_text("\n".join(lines) + "\n")
     registry = tmp_path / "data" / "registry.yaml"
-    registry.write_text("datasets:\n  - name: many\n    root: images\n    annotation: test.txt\n"
-                        "    format: flickr_format\n")
+    registry.write_text(
+        "datasets:\n  - name: many\n    root: images\n    annotation: test.txt\n    format: flickr_format\n"
+    )
     out = tmp_path / "res"
-    argv = ["eval", "caption", "--model", str(model_dir), "--registry", str(registry), "--dataset", "many",
-            "--output", str(out), "--no-score", "--num-workers", "2", "--device", "cpu", "--num-beams", "2"]
+    argv = [
+        "eval",
+        "caption",
+        "--model",
+        str(model_dir),
+        "--registry",
+        str(registry),
+        "--dataset",
+        "many",
+        "--output",
+        str(out),
+        "--no-score",
+        "--num-workers",
+        "2",
+        "--device",
+        "cpu",
+        "--num-beams",
+        "2",
+    ]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "internvl.cli.main", *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "internvl.cli.main", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     partial = out / "many_captions.partial.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -163,44 +210,134 @@ def test_ctrl_c_inside_any_command_is_130_with_a_default_note(model_dir, monkeyp
 
 # --- 2. --output: one rule, checked before the work ---------------------------------------------------------
 
+
 def test_output_folder_gets_the_documented_file_and_a_trailing_slash_is_a_folder(model_dir, world, tmp_path):  # noqa: F811
     images = _images(tmp_path / "imgs", 2)
     folder = tmp_path / "existing"
     folder.mkdir()
-    assert main(["caption", str(model_dir), str(images), "-o", str(folder), "--device", "cpu",
-                 "--max-new-tokens", "8", "--num-beams", "1"]) == 0
+    assert (
+        main(
+            [
+                "caption",
+                str(model_dir),
+                str(images),
+                "-o",
+                str(folder),
+                "--device",
+                "cpu",
+                "--max-new-tokens",
+                "8",
+                "--num-beams",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert [r["image"] for r in json.loads((folder / "captions.json").read_text())] == ["img000.jpg", "img001.jpg"]
-    assert main(["classify", str(model_dir), str(images / "img000.jpg"), "--classes", "dog,cat", "-o",
-                 str(folder), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                str(model_dir),
+                str(images / "img000.jpg"),
+                "--classes",
+                "dog,cat",
+                "-o",
+                str(folder),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert json.loads((folder / "predictions.json").read_text())[0]["image"].endswith("img000.jpg")
 
     newres = tmp_path / "newres"
-    assert main(["eval", "retrieval", "--model", str(world / "model"), "--data-root", str(world / "data"),
-                 "--num-workers", "0", "--output", str(newres) + "/"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                str(world / "model"),
+                "--data-root",
+                str(world / "data"),
+                "--num-workers",
+                "0",
+                "--output",
+                str(newres) + "/",
+            ]
+        )
+        == 0
+    )
     assert newres.is_dir()
     assert json.loads((newres / "flickr30k_en_retrieval.json").read_text())["dataset"] == "flickr30k_en_test"
-    assert main(["eval", "retrieval", "--model", str(world / "model"), "--data-root", str(world / "data"),
-                 "--num-workers", "0", "--output", str(folder)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                str(world / "model"),
+                "--data-root",
+                str(world / "data"),
+                "--num-workers",
+                "0",
+                "--output",
+                str(folder),
+            ]
+        )
+        == 0
+    )
     assert (folder / "flickr30k_en_retrieval.json").is_file()
 
 
 def test_eval_caption_output_that_is_a_file_is_refused_before_work(world, tmp_path, capsys):  # noqa: F811
     f = tmp_path / "results.json"
     f.write_text("{}")
-    assert main(["eval", "caption", "--model", str(world / "model"), "--dataset", "coco", "--data-root",
-                 str(world / "data"), "--output", str(f)]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "caption",
+                "--model",
+                str(world / "model"),
+                "--dataset",
+                "coco",
+                "--data-root",
+                str(world / "data"),
+                "--output",
+                str(f),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys.readouterr().err, "--output", str(f), "folder")
     assert f.read_text() == "{}"
 
 
 # --- 3. one bad image in a batch job -----------------------------------------------------------------------
 
+
 def test_caption_skips_a_truncated_jpeg_writes_the_good_captions_and_exits_2(model_dir, tmp_path, capsys):
     images = _images(tmp_path / "imgs", 3)
     _truncated_jpeg(images / "img001b.jpg")
     out = tmp_path / "caps.json"
-    argv = ["caption", str(model_dir), str(images), "-o", str(out), "--device", "cpu", "--max-new-tokens", "8",
-            "--num-beams", "1", "--batch-size", "2"]
+    argv = [
+        "caption",
+        str(model_dir),
+        str(images),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "8",
+        "--num-beams",
+        "1",
+        "--batch-size",
+        "2",
+    ]
     assert main(argv) == 2
     captured = capsys.readouterr()
     _one_line_error(captured.err, "1 of 4 images", "img001b.jpg", str(out))
@@ -224,13 +361,16 @@ def test_caption_strict_rejects_a_truncated_jpeg_before_any_work(model_dir, tmp_
 
 # --- 4. huge, corrupt and non-image files --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("side", [20000, 12000])
 def test_huge_images_are_refused_from_the_header_in_classify_embed_and_chat(model_dir, tmp_path, capsys, side):
     big = _png_header_only(tmp_path / f"big{side}.png", side, side)
     assert big.stat().st_size < 200
-    for argv in (["classify", str(model_dir), str(big), "--classes", "a,b"],
-                 ["embed", str(model_dir), "--image", str(big), "-o", str(tmp_path / "e.npy")],
-                 ["chat", str(tmp_path), "--image", str(big), "hi"]):
+    for argv in (
+        ["classify", str(model_dir), str(big), "--classes", "a,b"],
+        ["embed", str(model_dir), "--image", str(big), "-o", str(tmp_path / "e.npy")],
+        ["chat", str(tmp_path), "--image", str(big), "hi"],
+    ):
         assert main(argv) == 2, argv
         _one_line_error(capsys.readouterr().err, str(big), f"{side}x{side}", "--max-image-pixels")
 
@@ -242,8 +382,22 @@ def test_max_image_pixels_raises_the_limit(model_dir, tmp_path, capsys, monkeypa
     assert main(["--max-image-pixels", "1000", "classify", str(model_dir), str(small), "--classes", "a"]) == 2
     _one_line_error(capsys.readouterr().err, "64x64", "limit of 1,000")
     # Raised: the header passes and the (empty) pixel data is what fails, while decoding, still cleanly.
-    assert main(["--max-image-pixels", "200000000", "classify", str(model_dir), str(big), "--classes", "a",
-                 "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "--max-image-pixels",
+                "200000000",
+                "classify",
+                str(model_dir),
+                str(big),
+                "--classes",
+                "a",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     line = _one_line_error(capsys.readouterr().err, str(big))
     assert "over the limit" not in line
 
@@ -267,14 +421,32 @@ def test_a_bad_image_in_an_eval_dataset_with_workers_is_one_line(world, tmp_path
         victim.write_bytes(victim.read_bytes()[:100])
     else:
         _png_header_only(victim, 20000, 20000)
-    assert main(["eval", "retrieval", "--model", str(world / "model"), "--data-root", str(data),
-                 "--num-workers", "2", "--batch-size", "2", "--output", str(tmp_path / "r.json")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--model",
+                str(world / "model"),
+                "--data-root",
+                str(data),
+                "--num-workers",
+                "2",
+                "--batch-size",
+                "2",
+                "--output",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     line = _one_line_error(err, "1003.jpg")
     assert "DataLoader worker" not in line and err.count("1003.jpg") == 1
 
 
 # --- 5. truncated or garbage weights -----------------------------------------------------------------------
+
 
 def test_truncated_and_garbage_weights_are_named_by_info_and_by_loading(model_dir, tmp_path, capsys):
     broken = tmp_path / "broken"
@@ -294,12 +466,16 @@ def test_truncated_and_garbage_weights_are_named_by_info_and_by_loading(model_di
 
 # --- 6. options checked before the model loads -------------------------------------------------------------
 
-@pytest.mark.parametrize("args, needle", [
-    (["--max-new-tokens", "0"], "--max-new-tokens"),
-    (["--sample", "--temperature", "0"], "--temperature"),
-    (["--top-p", "2"], "--top-p"),
-    (["--greedy", "--top-p", "0"], "--top-p"),
-])
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--max-new-tokens", "0"], "--max-new-tokens"),
+        (["--sample", "--temperature", "0"], "--temperature"),
+        (["--top-p", "2"], "--top-p"),
+        (["--greedy", "--top-p", "0"], "--top-p"),
+    ],
+)
 def test_chat_generation_options_are_checked_before_the_model_loads(tmp_path, capsys, args, needle):
     # tmp_path is an empty folder: loading it would fail with a checkpoint error, so an option error
     # proves the options were checked first.
@@ -325,8 +501,21 @@ def test_chat_video_that_is_not_a_video_is_named(tmp_path, capsys):
 def test_a_wrong_path_is_reported_in_well_under_a_second(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "internvl.cli.main", "classify", str(tmp_path / "nope"),
-                           str(tmp_path / "a.jpg"), "--classes", "a"], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "internvl.cli.main",
+            "classify",
+            str(tmp_path / "nope"),
+            str(tmp_path / "a.jpg"),
+            "--classes",
+            "a",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     elapsed = time.perf_counter() - start
     assert proc.returncode == 2
     _one_line_error(proc.stderr, str(tmp_path / "nope"))
@@ -342,6 +531,7 @@ def test_a_hub_id_as_the_model_says_how_to_download_it(capsys):
 
 # --- 7. conventions ----------------------------------------------------------------------------------------
 
+
 def test_version(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"internvl {internvl.__version__}"
@@ -352,8 +542,10 @@ def test_mode_is_case_insensitive_and_a_bad_mode_is_a_usage_error(model_dir, tmp
     outs = {}
     for spelling in ("InternVL-G", "internvl-g", "G"):
         out = tmp_path / f"{spelling}.npy"
-        assert main(["embed", str(model_dir), "--image", str(img), "-o", str(out), "--mode", spelling,
-                     "--device", "cpu"]) == 0
+        assert (
+            main(["embed", str(model_dir), "--image", str(img), "-o", str(out), "--mode", spelling, "--device", "cpu"])
+            == 0
+        )
         outs[spelling] = out.read_bytes()
     assert len(set(outs.values())) == 1
     c = tmp_path / "c.npy"
@@ -374,6 +566,7 @@ def test_cli_modes_match_the_model_modes():
 
 # --- 8. the README's first steps, verbatim ------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.training  # the demo trains
 def test_readme_first_steps_run_verbatim_after_the_demo(tmp_path, monkeypatch, capsys):
@@ -387,8 +580,28 @@ def test_readme_first_steps_run_verbatim_after_the_demo(tmp_path, monkeypatch, c
     shutil.copytree(repo / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
     # what `make demo` runs, into ./demo_output (a small budget: the checkpoint layout is the same)
-    assert main(["demo", "--budget", "40", "--train-images", "600", "--test-images", "60",
-                 "--eval-questions", "60", "--mme-limit", "4", "--stage1-steps", "20", "--stage2-steps", "4"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--budget",
+                "40",
+                "--train-images",
+                "600",
+                "--test-images",
+                "60",
+                "--eval-questions",
+                "60",
+                "--mme-limit",
+                "4",
+                "--stage1-steps",
+                "20",
+                "--stage2-steps",
+                "4",
+            ]
+        )
+        == 0
+    )
     for line in commands:
         argv = shlex.split(line)
         assert argv[0] == "internvl"
@@ -402,9 +615,25 @@ def test_readme_first_steps_run_verbatim_after_the_demo(tmp_path, monkeypatch, c
 
 
 def test_eval_caption_takes_a_prompt_and_checks_token_bounds_first(world, tmp_path, capsys):  # noqa: F811
-    base = ["eval", "caption", "--model", str(world / "model"), "--dataset", "coco", "--data-root",
-            str(world / "data"), "--output", str(tmp_path / "res"), "--num-workers", "0", "--no-score",
-            "--limit", "2", "--num-beams", "1"]
+    base = [
+        "eval",
+        "caption",
+        "--model",
+        str(world / "model"),
+        "--dataset",
+        "coco",
+        "--data-root",
+        str(world / "data"),
+        "--output",
+        str(tmp_path / "res"),
+        "--num-workers",
+        "0",
+        "--no-score",
+        "--limit",
+        "2",
+        "--num-beams",
+        "1",
+    ]
     assert main([*base, "--min-new-tokens", "9", "--max-new-tokens", "8"]) == 2
     _one_line_error(capsys.readouterr().err, "--min-new-tokens 9", "--max-new-tokens 8")
     assert not (tmp_path / "res").exists()
@@ -417,8 +646,10 @@ def test_embed_into_an_existing_folder(model_dir, tmp_path):
     img = _images(tmp_path / "imgs", 1) / "img000.jpg"
     folder = tmp_path / "out"
     folder.mkdir()
-    assert main(["embed", str(model_dir), "--image", str(img), "--text", "a dog", "-o", str(folder),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["embed", str(model_dir), "--image", str(img), "--text", "a dog", "-o", str(folder), "--device", "cpu"])
+        == 0
+    )
     from safetensors.torch import load_file
 
     assert set(load_file(str(folder / "embeddings.safetensors"))) == {"image_embeds", "text_embeds"}
@@ -446,10 +677,42 @@ def test_a_non_utf8_classes_file_is_named(tmp_path, capsys):
 def test_classify_takes_images_as_image_options_too(model_dir, tmp_path, capsys):
     imgs = _images(tmp_path / "imgs", 2)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    assert main(["classify", str(model_dir), str(imgs / "img000.jpg"), str(imgs / "img001.jpg"), "--classes",
-                 "dog,cat", "-o", str(a), "--device", "cpu"]) == 0
-    assert main(["classify", str(model_dir), "--image", str(imgs / "img000.jpg"), "-i", str(imgs / "img001.jpg"),
-                 "--classes", "dog,cat", "-o", str(b), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                str(model_dir),
+                str(imgs / "img000.jpg"),
+                str(imgs / "img001.jpg"),
+                "--classes",
+                "dog,cat",
+                "-o",
+                str(a),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "classify",
+                str(model_dir),
+                "--image",
+                str(imgs / "img000.jpg"),
+                "-i",
+                str(imgs / "img001.jpg"),
+                "--classes",
+                "dog,cat",
+                "-o",
+                str(b),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert json.loads(a.read_text()) == json.loads(b.read_text())
     assert main(["classify", str(model_dir), "--classes", "dog"]) == 2
     _one_line_error(capsys.readouterr().err, "no images")

@@ -17,8 +17,12 @@ GOOD = {"image": "a.png", "conversations": [Q, A]}
 
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
-    return build_tokenizer(tmp_path_factory.mktemp("tok"), special_tokens=CHAT_SPECIAL_TOKENS,
-                           chat_template_tokens=("<|im_start|>", "<|im_end|>"), add_bos_token=False)
+    return build_tokenizer(
+        tmp_path_factory.mktemp("tok"),
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=("<|im_start|>", "<|im_end|>"),
+        add_bos_token=False,
+    )
 
 
 @pytest.fixture
@@ -39,8 +43,22 @@ def _run(world, tok_dir, records, *extra, name="mix"):
     meta = world / "meta.json"
     meta.write_text(json.dumps({name: {"root": "images", "annotation": f"{name}.jsonl", "repeat_time": 2}}))
     report = world / "report.json"
-    code = main(["data", "check", str(meta), "--tokenizer", str(tok_dir), "--num-image-token", "4",
-                 "--image-size", "28", "--report", str(report), *extra])
+    code = main(
+        [
+            "data",
+            "check",
+            str(meta),
+            "--tokenizer",
+            str(tok_dir),
+            "--num-image-token",
+            "4",
+            "--image-size",
+            "28",
+            "--report",
+            str(report),
+            *extra,
+        ]
+    )
     return code, json.loads(report.read_text()), ann
 
 
@@ -50,8 +68,10 @@ BROKEN = {
     "image": ({"image": "missing.png", "conversations": [Q, A]}, "image file not found"),
     "image_unreadable": ({"image": "garbage.png", "conversations": [Q, A]}, "cannot read image"),
     "image_truncated": ({"image": "truncated.png", "conversations": [Q, A]}, "truncated"),
-    "placeholder_mismatch": ({"image": ["a.png", "a.png"], "conversations": [
-        {"from": "human", "value": "<image> only one"}, A]}, "1 <image> placeholder(s) in the human turns but 2 image(s)"),
+    "placeholder_mismatch": (
+        {"image": ["a.png", "a.png"], "conversations": [{"from": "human", "value": "<image> only one"}, A]},
+        "1 <image> placeholder(s) in the human turns but 2 image(s)",
+    ),
     "placeholder_in_answer": ({"conversations": [Q, {"from": "gpt", "value": "look: <image>"}]}, "contains <image>"),
     "empty_answer": ({"conversations": [Q, {"from": "gpt", "value": " "}]}, "turn 1: the gpt answer is empty"),
     "unknown_role": ({"conversations": [Q, {"from": "bot", "value": "x"}]}, "turn 1: unknown role 'bot'"),
@@ -110,16 +130,31 @@ def test_check_usage_errors_exit_2(world, tok_dir, capsys):
 
 def test_convert_boxes(tmp_path, capsys):
     records = [
-        {"id": 0, "conversations": [
-            {"from": "human", "value": "Please provide the bounding box coordinate of the region this sentence "
-                                       "describes: man in red."},
-            {"from": "gpt", "value": "[0.12, 0.3, 0.556, 1.0]"}]},
-        {"id": 1, "conversations": [  # already converted: left alone, byte for byte
-            {"from": "human", "value": "<ref>the dog</ref>"},
-            {"from": "gpt", "value": "<box>[[120, 300, 556, 1000], [1, 2, 3, 4]]</box>"}]},
-        {"id": 2, "conversations": [  # not boxes: integers, out of range, x1 > x2
-            {"from": "human", "value": "sizes [1, 0, 0, 1] and [0.5, 0.2, 1.5, 0.9] and [0.5, 0.2, 0.4, 0.9]"},
-            {"from": "gpt", "value": "region [0.1, 0.2, 0.3, 0.4] then [.5, .5, .75, .75], 中文"}]},
+        {
+            "id": 0,
+            "conversations": [
+                {
+                    "from": "human",
+                    "value": "Please provide the bounding box coordinate of the region this sentence "
+                    "describes: man in red.",
+                },
+                {"from": "gpt", "value": "[0.12, 0.3, 0.556, 1.0]"},
+            ],
+        },
+        {
+            "id": 1,
+            "conversations": [  # already converted: left alone, byte for byte
+                {"from": "human", "value": "<ref>the dog</ref>"},
+                {"from": "gpt", "value": "<box>[[120, 300, 556, 1000], [1, 2, 3, 4]]</box>"},
+            ],
+        },
+        {
+            "id": 2,
+            "conversations": [  # not boxes: integers, out of range, x1 > x2
+                {"from": "human", "value": "sizes [1, 0, 0, 1] and [0.5, 0.2, 1.5, 0.9] and [0.5, 0.2, 0.4, 0.9]"},
+                {"from": "gpt", "value": "region [0.1, 0.2, 0.3, 0.4] then [.5, .5, .75, .75], 中文"},
+            ],
+        },
     ]
     src = tmp_path / "refcoco.jsonl"
     lines = [json.dumps(r, ensure_ascii=False) for r in records]
@@ -133,9 +168,17 @@ def test_convert_boxes(tmp_path, capsys):
     assert got[0]["conversations"][0] == records[0]["conversations"][0]
     assert out_lines[1] == lines[1]
     assert got[2]["conversations"][0]["value"] == records[2]["conversations"][0]["value"]
-    assert got[2]["conversations"][1]["value"] == "region <box>[[100, 200, 300, 400]]</box> then <box>[[500, 500, 750, 750]]</box>, 中文"
+    assert (
+        got[2]["conversations"][1]["value"]
+        == "region <box>[[100, 200, 300, 400]]</box> then <box>[[500, 500, 750, 750]]</box>, 中文"
+    )
     rep = json.loads(report.read_text())
-    assert (rep["records"], rep["records_changed"], rep["boxes_converted"], rep["boxes_already_converted"]) == (3, 2, 3, 2)
+    assert (rep["records"], rep["records_changed"], rep["boxes_converted"], rep["boxes_already_converted"]) == (
+        3,
+        2,
+        3,
+        2,
+    )
     assert rep["changed_lines"] == [1, 3]
     assert "3 boxes converted" in capsys.readouterr().out
     # converting the output again changes nothing
@@ -169,8 +212,24 @@ def test_check_reads_template_and_tiling_from_a_model_dir(world, tok_dir, capsys
     assert "template internvl2_5" in capsys.readouterr().out
     with_model = json.loads(report.read_text())["datasets"][0]["tokens"]
     # 28 px tiles with pixel shuffle 0.5 -> 1 visual token per tile; 256 per tile by default
-    assert main(["data", "check", str(world / "meta.json"), "--tokenizer", str(tok_dir), "--template", "internvl2_5",
-                 "--image-size", "28", "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                str(world / "meta.json"),
+                "--tokenizer",
+                str(tok_dir),
+                "--template",
+                "internvl2_5",
+                "--image-size",
+                "28",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     assert json.loads(report.read_text())["datasets"][0]["tokens"] == with_model + 255
     assert main(["data", "check", str(world / "meta.json"), "--model", str(world / "images")]) == 2
     assert "no config.json" in capsys.readouterr().err

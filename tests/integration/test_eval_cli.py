@@ -94,22 +94,50 @@ def _flickr_truth(world: Path, name: str):
 @pytest.mark.parametrize("language, mode", [("en", "InternVL-C"), ("cn", "InternVL-G")])
 def test_retrieval_cli_matches_an_independent_full_matrix_computation(world, tmp_path, language, mode):
     out = tmp_path / "result.json"
-    rc = main(["eval", "retrieval", "--model", str(world / "model"), "--dataset", "flickr30k", "--language", language,
-               "--mode", mode, "--data-root", str(world / "data"), "--batch-size", "4", "--num-workers", "0",
-               "--output", str(out)])
+    rc = main(
+        [
+            "eval",
+            "retrieval",
+            "--model",
+            str(world / "model"),
+            "--dataset",
+            "flickr30k",
+            "--language",
+            language,
+            "--mode",
+            mode,
+            "--data-root",
+            str(world / "data"),
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["dataset"] == f"flickr30k_{language}_test" and result["language"] == language
     assert result["task"] == "zeroshot_retrieval" and result["mode"] == mode
     assert result["model"] == {"InternVL-C": "internvl_c_retrieval_hf", "InternVL-G": "internvl_g_retrieval_hf"}[mode]
-    files, captions = _flickr_truth(world, f"flickr30k{'_cn' if language == 'cn' else ''}_test{'_karpathy' if language == 'en' else ''}.txt")
+    files, captions = _flickr_truth(
+        world, f"flickr30k{'_cn' if language == 'cn' else ''}_test{'_karpathy' if language == 'en' else ''}.txt"
+    )
     assert result["num_images"] == N_FLICKR and result["num_texts"] == sum(map(len, captions))
 
     model, tokenizer = _load(world)
     t_rank, i_rank = _oracle_metrics(model, tokenizer, files, captions, mode)
     m = result["metrics"]
-    assert list(m) == ["image_retrieval_recall@1", "text_retrieval_recall@1", "image_retrieval_recall@5",
-                       "text_retrieval_recall@5", "image_retrieval_recall@10", "text_retrieval_recall@10", "mean_recall"]
+    assert list(m) == [
+        "image_retrieval_recall@1",
+        "text_retrieval_recall@1",
+        "image_retrieval_recall@5",
+        "text_retrieval_recall@5",
+        "image_retrieval_recall@10",
+        "text_retrieval_recall@10",
+        "mean_recall",
+    ]
     for k in (1, 5, 10):
         assert m[f"image_retrieval_recall@{k}"] == pytest.approx((t_rank < k).float().mean().item())
         assert m[f"text_retrieval_recall@{k}"] == pytest.approx((i_rank < k).float().mean().item())
@@ -125,8 +153,21 @@ def test_retrieval_cli_limit_append_and_custom_registry(world, tmp_path):
         "    annotation: coco/annotations/coco_karpathy_test.json\n"
     )
     out = tmp_path / "r.jsonl"
-    args = ["eval", "retrieval", "--model", str(world / "model"), "--dataset", "my_coco_format_test", "--registry",
-            str(reg), "--num-workers", "0", "--output", str(out), "--append"]
+    args = [
+        "eval",
+        "retrieval",
+        "--model",
+        str(world / "model"),
+        "--dataset",
+        "my_coco_format_test",
+        "--registry",
+        str(reg),
+        "--num-workers",
+        "0",
+        "--output",
+        str(out),
+        "--append",
+    ]
     assert main(args) == 0
     assert main(args + ["--limit", "3"]) == 0
     first, second = (json.loads(line) for line in out.read_text().splitlines())
@@ -139,7 +180,16 @@ def test_eval_errors_name_the_missing_file(world, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(world / "data" / "flickr30k", data / "flickr30k")
     (data / "flickr30k" / "Images" / "1003.jpg").unlink()
-    base = ["eval", "retrieval", "--model", str(world / "model"), "--output", str(tmp_path / "r.json"), "--num-workers", "0"]
+    base = [
+        "eval",
+        "retrieval",
+        "--model",
+        str(world / "model"),
+        "--output",
+        str(tmp_path / "r.json"),
+        "--num-workers",
+        "0",
+    ]
     assert main(base + ["--data-root", str(data)]) == 2
     err = capsys.readouterr().err
     assert "1 of 6 image files are missing" in err and str(data / "flickr30k" / "Images" / "1003.jpg") in err
@@ -149,8 +199,14 @@ def test_eval_errors_name_the_missing_file(world, tmp_path, capsys):
     assert "unknown dataset 'flikr30k'" in capsys.readouterr().err
     # A COCO caption dict with an image that has no caption cannot be scored image->text.
     ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "1000.jpg"}, {"id": 2, "file_name": "1001.jpg"}],
-                               "annotations": [{"image_id": 1, "caption": "a dog", "id": 0}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "1000.jpg"}, {"id": 2, "file_name": "1001.jpg"}],
+                "annotations": [{"image_id": 1, "caption": "a dog", "id": 0}],
+            }
+        )
+    )
     reg = tmp_path / "reg.yaml"
     reg.write_text(f"datasets:\n  - name: odd_coco\n    root: {data / 'flickr30k' / 'Images'}\n    annotation: {ann}\n")
     assert main(base + ["--dataset", "odd_coco", "--registry", str(reg)]) == 2
@@ -172,16 +228,38 @@ def test_caption_cli_writes_coco_results_and_pycocoevalcap_scores(world, tmp_pat
     pixels = torch.stack([transform(_open(world / "data" / "coco" / e["image"])) for e in entries])
     expected = generate_captions(model, tokenizer, pixels[:2]) + generate_captions(model, tokenizer, pixels[2:])
     ids = [391895 + i for i in range(3)]
-    gt = {"images": [{"id": i} for i in ids] + [{"id": 391898}],
-          "annotations": [{"image_id": i, "caption": c, "id": n} for n, (i, c) in enumerate(zip(ids, expected, strict=True))]
-          + [{"image_id": 391898, "caption": "unused", "id": 9}]}
+    gt = {
+        "images": [{"id": i} for i in ids] + [{"id": 391898}],
+        "annotations": [
+            {"image_id": i, "caption": c, "id": n} for n, (i, c) in enumerate(zip(ids, expected, strict=True))
+        ]
+        + [{"image_id": 391898, "caption": "unused", "id": 9}],
+    }
     data = tmp_path / "data"
     shutil.copytree(world / "data" / "coco", data / "coco")
     (data / "coco" / "annotations" / "coco_karpathy_test_gt.json").write_text(json.dumps(gt))
 
     out = tmp_path / "captions"
-    rc = main(["eval", "caption", "--model", str(world / "model"), "--dataset", "coco", "--data-root", str(data),
-               "--limit", "3", "--batch-size", "2", "--num-workers", "0", "--output", str(out)])
+    rc = main(
+        [
+            "eval",
+            "caption",
+            "--model",
+            str(world / "model"),
+            "--dataset",
+            "coco",
+            "--data-root",
+            str(data),
+            "--limit",
+            "3",
+            "--batch-size",
+            "2",
+            "--num-workers",
+            "0",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     results = json.loads((out / "coco_karpathy_test_captions.json").read_text())
     assert results == [{"image_id": i, "caption": c} for i, c in zip(ids, expected, strict=True)]
@@ -207,8 +285,11 @@ def _coco_with_references(world: Path, tmp_path: Path) -> Path:
     data = tmp_path / "data"
     shutil.copytree(world / "data" / "coco", data / "coco")
     entries = json.loads((data / "coco" / "annotations" / "coco_karpathy_test.json").read_text())
-    anns = [{"image_id": i, "caption": c, "id": 10 * i + j}
-            for i, e in zip(COCO_IDS, entries, strict=True) for j, c in enumerate(e["caption"])]
+    anns = [
+        {"image_id": i, "caption": c, "id": 10 * i + j}
+        for i, e in zip(COCO_IDS, entries, strict=True)
+        for j, c in enumerate(e["caption"])
+    ]
     gt = {"images": [{"id": i} for i in COCO_IDS], "annotations": anns}
     (data / "coco" / "annotations" / "coco_karpathy_test_gt.json").write_text(json.dumps(gt))
     return data
@@ -217,8 +298,25 @@ def _coco_with_references(world: Path, tmp_path: Path) -> Path:
 def _caption(world: Path, data: Path, out: Path, *extra: str, model: Path | None = None) -> int:
     """One CLI run; tests that do not look at metrics pass --no-score (METEOR's JVM takes ~7 s per run)."""
     model = model or world / "model"
-    return main(["eval", "caption", "--model", str(model), "--dataset", "coco", "--data-root", str(data),
-                 "--batch-size", "1", "--num-workers", "0", "--output", str(out), *extra])
+    return main(
+        [
+            "eval",
+            "caption",
+            "--model",
+            str(model),
+            "--dataset",
+            "coco",
+            "--data-root",
+            str(data),
+            "--batch-size",
+            "1",
+            "--num-workers",
+            "0",
+            "--output",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def _lines(path: Path) -> list[dict]:
@@ -265,7 +363,8 @@ def test_caption_run_resumes_after_a_crash_without_regenerating(world, tmp_path,
     assert list(summary["metrics"]) == ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr"]
     assert json.loads((out / "coco_karpathy_test_captions.json").read_text()) == results
     assert sorted(p.name for p in out.iterdir()) == sorted(  # atomic writes leave no temporary files behind
-        [PARTIAL, SETTINGS, "coco_karpathy_test_captions.json", "coco_karpathy_test_metrics.json"])
+        [PARTIAL, SETTINGS, "coco_karpathy_test_captions.json", "coco_karpathy_test_metrics.json"]
+    )
 
 
 @pytest.mark.slow  # Java (pycocoevalcap) scoring: 25-80 s here

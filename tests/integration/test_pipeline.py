@@ -26,7 +26,10 @@ GREEDY = GenerationOptions(max_new_tokens=6, do_sample=False)
 def tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
     build_tokenizer(
-        path, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"], add_bos_token=False
+        path,
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        add_bos_token=False,
     )
     return load_tokenizer(path)
 
@@ -60,8 +63,12 @@ class _ForceEndAt:
 def _independent(pipe, query: str, pixel_values=None, max_new_tokens: int = 6) -> list[int]:
     enc = pipe.tokenizer(query, return_tensors="pt")
     out = pipe.model.generate(
-        pixel_values=pixel_values, input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-        eos_token_id=pipe.end_of_turn_id, max_new_tokens=max_new_tokens, do_sample=False,
+        pixel_values=pixel_values,
+        input_ids=enc.input_ids,
+        attention_mask=enc.attention_mask,
+        eos_token_id=pipe.end_of_turn_id,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
     )
     return out[0].tolist()
 
@@ -69,7 +76,9 @@ def _independent(pipe, query: str, pixel_values=None, max_new_tokens: int = 6) -
 def test_answer_matches_prompt_builder_and_generate(pipe, images):
     req = ChatRequest("what is in the image?", images=(images[0],), options=GREEDY)
     resp = pipe.answer(req)
-    query, _ = build_query("Hermes-2", "what is in the image?", num_patches_list=[1], num_image_token=4, system_message=SYSTEM)
+    query, _ = build_query(
+        "Hermes-2", "what is in the image?", num_patches_list=[1], num_image_token=4, system_message=SYSTEM
+    )
     assert pipe.prompt(req) == query
     ids = _independent(pipe, query, pipe.prepare_images([images[0]]).pixel_values)
     assert resp.text == pipe.tokenizer.decode(ids, skip_special_tokens=True).split("<|im_end|>")[0].strip()
@@ -111,8 +120,14 @@ def test_history_turn_skips_the_prefix_and_expands_history_placeholders(pipe, im
     visuals = pipe.prepare_images(images[:2])
     first = pipe.answer(ChatRequest("compare them", visuals=visuals, options=GREEDY))
     second = ChatRequest("and now?", visuals=visuals, history=first.history, options=GREEDY)
-    expected, _ = build_query("Hermes-2", "and now?", history=list(first.history), num_patches_list=[1, 1],
-                              num_image_token=4, system_message=SYSTEM)
+    expected, _ = build_query(
+        "Hermes-2",
+        "and now?",
+        history=list(first.history),
+        num_patches_list=[1, 1],
+        num_image_token=4,
+        system_message=SYSTEM,
+    )
     assert pipe.prompt(second) == expected
     assert pipe.answer(second).history == (*first.history, ("and now?", pipe.answer(second).text))
 
@@ -165,8 +180,14 @@ def test_from_messages_builds_history_system_and_placeholders(pipe, images):
     assert req.system_message == "Be brief." and req.options == GenerationOptions(max_new_tokens=2)
     assert req.history == (("<image>\nwhat is this?", "a shape"),)
     assert req.question == "Image-2: <image>\nImage-3: <image>\nand these?"
-    expected, _ = build_query("Hermes-2", req.question, history=list(req.history), num_patches_list=[1, 1, 1],
-                              num_image_token=4, system_message="Be brief.")
+    expected, _ = build_query(
+        "Hermes-2",
+        req.question,
+        history=list(req.history),
+        num_patches_list=[1, 1, 1],
+        num_image_token=4,
+        system_message="Be brief.",
+    )
     assert pipe.prompt(req) == expected
 
 
@@ -175,10 +196,15 @@ def test_from_messages_builds_history_system_and_placeholders(pipe, images):
     [
         ([], "end with a user message"),
         ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "end with a user message"),
-        ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], r"message 1: role 'user', expected 'assistant'"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+            r"message 1: role 'user', expected 'assistant'",
+        ),
         ([{"role": "bot", "content": "a"}], "role 'bot'"),
-        ([{"role": "assistant", "content": "a", "images": ["x.png"]}, {"role": "user", "content": "b"}],
-         "expected 'user'"),
+        (
+            [{"role": "assistant", "content": "a", "images": ["x.png"]}, {"role": "user", "content": "b"}],
+            "expected 'user'",
+        ),
     ],
 )
 def test_from_messages_rejects_bad_conversations(messages, match):
@@ -252,7 +278,9 @@ def test_stream_reraises_a_generation_error_in_the_caller_and_joins_the_thread(p
 
     from transformers import LogitsProcessorList
 
-    options = GenerationOptions(max_new_tokens=20, do_sample=False, extra={"logits_processor": LogitsProcessorList([_FailAt(3)])})
+    options = GenerationOptions(
+        max_new_tokens=20, do_sample=False, extra={"logits_processor": LogitsProcessorList([_FailAt(3)])}
+    )
     stream = pipe.stream(ChatRequest("hello", options=options))
     with pytest.raises(RuntimeError, match="boom inside generate"):
         list(stream)
@@ -267,7 +295,11 @@ def test_load_and_the_cli_share_one_path(pipe, tmp_path):
     loaded = ChatPipeline.load(tmp_path / "ckpt", device="cpu")
     req = ChatRequest("hello", options=GREEDY)
     assert loaded.answer(req) == pipe.answer(req)
-    assert (loaded.template, loaded.system_message, loaded.end_of_turn_id) == (pipe.template, pipe.system_message, pipe.end_of_turn_id)
+    assert (loaded.template, loaded.system_message, loaded.end_of_turn_id) == (
+        pipe.template,
+        pipe.system_message,
+        pipe.end_of_turn_id,
+    )
     from internvl.models.registry import create_model
 
     create_model("intern_vit_tiny").save_pretrained(tmp_path / "vit")

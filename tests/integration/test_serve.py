@@ -32,8 +32,15 @@ from internvl.serving.schemas import Limits  # noqa: E402
 
 pytestmark = pytest.mark.integration
 KEY = "test-key"
-LIMITS = Limits(max_body_bytes=400_000, max_image_bytes=100_000, max_image_pixels=160 * 160, max_images=3,
-                max_messages=12, max_tokens=64, default_max_tokens=16)
+LIMITS = Limits(
+    max_body_bytes=400_000,
+    max_image_bytes=100_000,
+    max_image_pixels=160 * 160,
+    max_images=3,
+    max_messages=12,
+    max_tokens=64,
+    default_max_tokens=16,
+)
 
 
 def greedy(n: int) -> GenerationOptions:
@@ -98,11 +105,18 @@ def test_chat_with_an_image_streamed_and_not_equals_the_pipeline(client, pipe):
 def test_multi_turn_with_system_message_and_several_images(client, pipe):
     a, b = synthetic_image(2), synthetic_image(3)
     first = pipe.answer(ChatRequest("compare them", images=(a, b), options=greedy(8)))
-    messages = [{"role": "system", "content": "Be brief."}, user("compare them", a, b),
-                {"role": "assistant", "content": first.text}, {"role": "user", "content": "and the colours?"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        user("compare them", a, b),
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": "and the colours?"},
+    ]
     r = client.chat.completions.create(model="tiny-chat", messages=messages, max_completion_tokens=10, temperature=0)
-    expected = pipe.answer(ChatRequest("and the colours?", images=(a, b), history=first.history,
-                                       system_message="Be brief.", options=greedy(10)))
+    expected = pipe.answer(
+        ChatRequest(
+            "and the colours?", images=(a, b), history=first.history, system_message="Be brief.", options=greedy(10)
+        )
+    )
     assert first.history[0][0] == "Image-1: <image>\nImage-2: <image>\ncompare them"
     assert r.choices[0].message.content == expected.text
     assert r.usage.prompt_tokens == expected.prompt_tokens
@@ -150,8 +164,9 @@ def test_stop_sequences_cut_streamed_and_plain_answers_alike(client):
 
 def test_image_url_as_a_plain_string_is_accepted(client):
     parts = [{"type": "text", "text": "what?"}, {"type": "image_url", "image_url": data_url(1)}]
-    r = client.chat.completions.create(model="tiny-chat", messages=[{"role": "user", "content": parts}], max_tokens=4,
-                                       temperature=0)
+    r = client.chat.completions.create(
+        model="tiny-chat", messages=[{"role": "user", "content": parts}], max_tokens=4, temperature=0
+    )
     same = client.chat.completions.create(model="tiny-chat", messages=[user("what?", 1)], max_tokens=4, temperature=0)
     assert r.choices[0].message.content == same.choices[0].message.content
 
@@ -168,8 +183,10 @@ def test_one_failing_request_in_a_batch_fails_only_itself(pipe, tmp_path):
             options = greedy(4)
             # Queued while the worker is busy with a first job, so the three form one batch.
             first = worker.submit(Job("chat", ChatRequest("busy", options=greedy(40)), loop, 60))
-            jobs = [worker.submit(Job("chat", ChatRequest(q, images=im, options=options), loop, 60))
-                    for q, im in (("a", ()), ("b", (str(tmp_path / "missing.png"),)), ("c", ()))]
+            jobs = [
+                worker.submit(Job("chat", ChatRequest(q, images=im, options=options), loop, 60))
+                for q, im in (("a", ()), ("b", (str(tmp_path / "missing.png"),)), ("c", ()))
+            ]
             await first.future
             results = await asyncio.gather(*(j.future for j in jobs), return_exceptions=True)
         finally:
@@ -265,31 +282,59 @@ def _noise(size: int) -> Image.Image:
 ERRORS = [
     ("not base64", dict(messages=[user("x", "data:image/png;base64,@@@not-base64@@@")]), 400, "not valid base64"),
     ("not an image", dict(messages=[user("x", _bytes_url(b"hello, I am text"))]), 400, "not a decodable image"),
-    ("truncated png", dict(messages=[user("x", _bytes_url(base64.b64decode(data_url(1).split(",")[1])[:60]))]),
-     400, "corrupt or truncated"),
+    (
+        "truncated png",
+        dict(messages=[user("x", _bytes_url(base64.b64decode(data_url(1).split(",")[1])[:60]))]),
+        400,
+        "corrupt or truncated",
+    ),
     ("image bytes", dict(messages=[user("x", data_url(_noise(200)))]), 413, "exceeds the image limit"),
-    ("image pixels (bomb)", dict(messages=[user("x", data_url(Image.new("RGB", (4000, 4000))))]), 413,
-     "pixels exceeds the limit"),
+    (
+        "image pixels (bomb)",
+        dict(messages=[user("x", data_url(Image.new("RGB", (4000, 4000))))]),
+        413,
+        "pixels exceeds the limit",
+    ),
     ("too many images", dict(messages=[user("x", 1, 2, 3, 4)]), 400, "at most 3 per request"),
-    ("too many messages", dict(messages=[user("x"), {"role": "assistant", "content": "y"}] * 6 + [user("z")]), 400,
-     "at most 12"),
+    (
+        "too many messages",
+        dict(messages=[user("x"), {"role": "assistant", "content": "y"}] * 6 + [user("z")]),
+        400,
+        "at most 12",
+    ),
     ("max_tokens", dict(messages=[user("x")], max_tokens=65), 400, "exceeds this server's limit of 64"),
     ("n", dict(messages=[user("x")], n=2), 400, "n=1"),
     ("unknown model", dict(model="gpt-4o", messages=[user("x")]), 404, "does not exist"),
     ("http fetch", dict(messages=[user("x", "http://127.0.0.1:9/cat.png")]), 400, "--allow-fetch-host"),
     ("file url", dict(messages=[user("x", "file:///etc/passwd")]), 400, "not a data URL"),
     ("not an image type", dict(messages=[user("x", "data:text/plain;base64,aGk=")]), 400, "expected an image"),
-    ("assistant last", dict(messages=[user("x"), {"role": "assistant", "content": "y"}]), 400,
-     "must end with a user message"),
-    ("late system", dict(messages=[user("x"), {"role": "system", "content": "s"}, user("y")]), 400,
-     "system message must come before"),
+    (
+        "assistant last",
+        dict(messages=[user("x"), {"role": "assistant", "content": "y"}]),
+        400,
+        "must end with a user message",
+    ),
+    (
+        "late system",
+        dict(messages=[user("x"), {"role": "system", "content": "s"}, user("y")]),
+        400,
+        "system message must come before",
+    ),
     ("bad role", dict(messages=[{"role": "robot", "content": "x"}]), 400, "messages.0.role"),
     ("temperature", dict(messages=[user("x")], temperature=3), 400, "temperature"),
-    ("part type", dict(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]), 400,
-     "part type 'input_audio' is not supported"),
+    (
+        "part type",
+        dict(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]),
+        400,
+        "part type 'input_audio' is not supported",
+    ),
     ("content type", dict(messages=[{"role": "user", "content": 5}]), 400, "content must be a string"),
-    ("tools", dict(messages=[user("x")], tools=[{"type": "function", "function": {"name": "f"}}]), 400,
-     "tools is not supported"),
+    (
+        "tools",
+        dict(messages=[user("x")], tools=[{"type": "function", "function": {"name": "f"}}]),
+        400,
+        "tools is not supported",
+    ),
 ]
 
 
@@ -314,12 +359,17 @@ def test_api_key_missing_or_wrong_and_raw_http_errors(server, client):
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server + "/v1", api_key="wrong", max_retries=0).models.list()
     auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    cases = [(b'{"model": "tiny-chat", "messages": [', 400, "not valid JSON"),
-             (b'[1, 2]', 400, "must be a JSON object"),
-             (b'{"model": "tiny-chat", "messages": [{"role": "user", "content": "\\ud800"}]}', 400, "invalid Unicode"),
-             (b'{"model": "tiny-chat"}', 400, "messages: Field required"),
-             (b'{"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "pad": "'
-              + b"x" * 500_000 + b'"}', 413, "exceeds the limit of 400000 bytes")]
+    cases = [
+        (b'{"model": "tiny-chat", "messages": [', 400, "not valid JSON"),
+        (b"[1, 2]", 400, "must be a JSON object"),
+        (b'{"model": "tiny-chat", "messages": [{"role": "user", "content": "\\ud800"}]}', 400, "invalid Unicode"),
+        (b'{"model": "tiny-chat"}', 400, "messages: Field required"),
+        (
+            b'{"model": "tiny-chat", "messages": [{"role": "user", "content": "x"}], "pad": "' + b"x" * 500_000 + b'"}',
+            413,
+            "exceeds the limit of 400000 bytes",
+        ),
+    ]
     for body, status, message in cases:
         r = httpx.post(server + "/v1/chat/completions", content=body, headers=auth)
         assert r.status_code == status and message in r.json()["error"]["message"], r.text
@@ -347,8 +397,11 @@ def test_queue_full_is_429_with_retry_after_and_disconnects_free_the_worker(pipe
         running = client.chat.completions.create(stream=True, **long)
         next(iter(running))  # the worker is now generating for a long time
         queued_result: list = []
-        waiter = threading.Thread(target=lambda: queued_result.append(
-            client.chat.completions.create(model="m", messages=[user("wait")], max_tokens=3, temperature=0)))
+        waiter = threading.Thread(
+            target=lambda: queued_result.append(
+                client.chat.completions.create(model="m", messages=[user("wait")], max_tokens=3, temperature=0)
+            )
+        )
         waiter.start()
         deadline = time.monotonic() + 10
         while httpx.get(url + "/health").json()["queue_depth"] < 1 and time.monotonic() < deadline:
@@ -384,8 +437,9 @@ def test_request_timeout_is_504_and_the_worker_moves_on(pipe):
         assert info.value.status_code == 504 and "within 1 s" in info.value.message
         assert time.monotonic() - start < 8
         # Mid-stream, the deadline ends the stream with an OpenAI error event (the client raises it).
-        stream = client.chat.completions.create(model="m", messages=[user("go on")], max_tokens=50_000,
-                                                temperature=0, stream=True)
+        stream = client.chat.completions.create(
+            model="m", messages=[user("go on")], max_tokens=50_000, temperature=0, stream=True
+        )
         received = []
         with pytest.raises(openai.APIError, match="within 1 s"):
             for chunk in stream:
@@ -420,8 +474,9 @@ def test_http_images_only_from_allowed_hosts(pipe, tmp_path):
             inline = client.chat.completions.create(messages=[user("what?", data_url(4))], **kw)
             assert fetched.choices[0].message.content == inline.choices[0].message.content
             with pytest.raises(openai.BadRequestError, match="--allow-fetch-host localhost"):
-                client.chat.completions.create(messages=[user("what?", image_url.replace("127.0.0.1", "localhost"))],
-                                               **kw)
+                client.chat.completions.create(
+                    messages=[user("what?", image_url.replace("127.0.0.1", "localhost"))], **kw
+                )
     finally:
         images.shutdown()
 
@@ -442,8 +497,11 @@ def test_embeddings_texts_and_images_in_both_modes(tmp_path):
         assert np.allclose(floats.data[0].embedding, expected[0].numpy(), atol=1e-6)
 
         images = [synthetic_image(5), synthetic_image(6, size=48)]
-        mixed = [{"type": "image_url", "image_url": {"url": data_url(images[0])}}, "a red square",
-                 {"type": "image_url", "image_url": {"url": data_url(images[1])}}]
+        mixed = [
+            {"type": "image_url", "image_url": {"url": data_url(images[0])}},
+            "a red square",
+            {"type": "image_url", "image_url": {"url": data_url(images[1])}},
+        ]
         transform = build_transform("retrieval", embedder.model.image_size)
         by_mode = {}
         for mode in ("InternVL-C", "InternVL-G"):
@@ -457,8 +515,10 @@ def test_embeddings_texts_and_images_in_both_modes(tmp_path):
         assert not torch.allclose(by_mode["InternVL-C"], by_mode["InternVL-G"])
 
         for kwargs, message in [
-            (dict(input=[{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]),
-             "not a decodable"),
+            (
+                dict(input=[{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]),
+                "not a decodable",
+            ),
             (dict(input=["ok", ""]), "input[1] is an empty string"),
             (dict(input="x", extra_body={"mode": "InternVL-X"}), "mode"),
             (dict(input="x", dimensions=8), "dimensions is not supported"),
@@ -479,8 +539,12 @@ def test_queued_embedding_requests_share_one_model_call(tmp_path):
 
     embedder = tiny_embedder(tmp_path)
     images = [synthetic_image(8), synthetic_image(9)]
-    inputs = [(["a cat", images[0]], "InternVL-G"), (["two dogs"], "InternVL-G"), ([images[1], "x"], "InternVL-G"),
-              (["a cat"], "InternVL-C")]
+    inputs = [
+        (["a cat", images[0]], "InternVL-G"),
+        (["two dogs"], "InternVL-G"),
+        ([images[1], "x"], "InternVL-G"),
+        (["a cat"], "InternVL-C"),
+    ]
     calls: list[tuple[str, int]] = []
 
     async def run():

@@ -26,8 +26,16 @@ from internvl.serving.schemas import Limits  # noqa: E402
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 KEY = "browser-key"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def chromium_path() -> str:
@@ -40,8 +48,13 @@ def chromium_path() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         subprocess.run(["apt-get", "update"], check=True, capture_output=True, env=env, timeout=300)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=True,
-                       capture_output=True, env=env, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=600,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         pytest.skip(f"apt-get could not install chromium: {getattr(e, 'stderr', b'')[-300:]!r}")
     found = shutil.which("chromium")
@@ -56,8 +69,11 @@ def test_chat_page_streams_answers_and_stops(tmp_path):
     image = synthetic_image(7, size=96)
     image_file = tmp_path / "shapes.png"
     image.save(image_file)
-    expected = pipe.answer(ChatRequest("what is in the image?", images=(image,),
-                                       options=GenerationOptions(max_new_tokens=12, do_sample=False))).text
+    expected = pipe.answer(
+        ChatRequest(
+            "what is in the image?", images=(image,), options=GenerationOptions(max_new_tokens=12, do_sample=False)
+        )
+    ).text
     artifacts = Path(os.environ.get("INTERNVL_TEST_ARTIFACTS", REPO / "test-artifacts"))
     artifacts.mkdir(parents=True, exist_ok=True)
     settings = ServeSettings(model_name="tiny-chat", api_key=KEY, limits=Limits(max_tokens=100_000))
@@ -75,12 +91,15 @@ def test_chat_page_streams_answers_and_stops(tmp_path):
             page.set_input_files("#file", str(image_file))
             expect(page.locator(".thumb img")).to_have_count(1)
             # Pasting an image adds it; its x button removes it again.
-            page.evaluate("""async (url) => {
+            page.evaluate(
+                """async (url) => {
                 const blob = await (await fetch(url)).blob();
                 const dt = new DataTransfer();
                 dt.items.add(new File([blob], "pasted.png", {type: "image/png"}));
                 document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: dt}));
-            }""", data_url(3))
+            }""",
+                data_url(3),
+            )
             expect(page.locator(".thumb img")).to_have_count(2)
             page.locator(".thumb button").nth(1).click()
             expect(page.locator(".thumb img")).to_have_count(1)
@@ -99,8 +118,9 @@ def test_chat_page_streams_answers_and_stops(tmp_path):
             page.click("#send")
             second = page.locator(".msg.assistant .text").nth(1)
             expect(page.locator("#stopbtn")).to_be_enabled()
-            page.wait_for_function("document.querySelectorAll('.msg.assistant .text')[1].textContent.length > 40",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "document.querySelectorAll('.msg.assistant .text')[1].textContent.length > 40", timeout=30_000
+            )
             page.screenshot(path=str(artifacts / "serve_chat_page_streaming.png"))
             page.click("#stopbtn")
             expect(page.locator(".msg.assistant .note").nth(1)).to_have_text("stopped")

@@ -38,12 +38,32 @@ def chat_dir(tmp_path_factory):
 @pytest.mark.slow
 def test_serve_command_answers_with_the_openai_client(chat_dir, tmp_path):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "INTERNVL_API_KEY": "from-env"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "INTERNVL_API_KEY": "from-env",
+    }
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "internvl.cli.main", "serve", str(chat_dir), "--port", str(port),
-                             "--model-name", "tiny", "--max-images", "1", "--max-tokens", "32"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "internvl.cli.main",
+            "serve",
+            str(chat_dir),
+            "--port",
+            str(port),
+            "--model-name",
+            "tiny",
+            "--max-images",
+            "1",
+            "--max-tokens",
+            "32",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -56,8 +76,12 @@ def test_serve_command_answers_with_the_openai_client(chat_dir, tmp_path):
             assert time.monotonic() < deadline, "the server did not come up"
             time.sleep(0.25)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="from-env", max_retries=0)
-        msg = [{"role": "user", "content": [{"type": "text", "text": "hi"},
-                                            {"type": "image_url", "image_url": {"url": data_url(0)}}]}]
+        msg = [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": data_url(0)}}],
+            }
+        ]
         r = client.chat.completions.create(model="tiny", messages=msg, max_tokens=5, temperature=0)
         assert r.usage.completion_tokens == 5 and r.choices[0].finish_reason == "length"
         with pytest.raises(openai.BadRequestError, match="at most 1 per request"):

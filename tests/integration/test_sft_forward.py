@@ -26,8 +26,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def setup(tmp_path):
-    tok = build_tokenizer(tmp_path / "tok", special_tokens=CHAT_SPECIAL_TOKENS,
-                          chat_template_tokens=("<|im_start|>", "<|im_end|>"), add_bos_token=False)
+    tok = build_tokenizer(
+        tmp_path / "tok",
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=("<|im_start|>", "<|im_end|>"),
+        add_bos_token=False,
+    )
     encoder = load_text_encoder(tok)
     (tmp_path / "images").mkdir()
     for i in range(3):
@@ -35,15 +39,23 @@ def setup(tmp_path):
     q = {"from": "human", "value": "what is in the image?"}
     records = [
         {"image": "0.png", "conversations": [q, {"from": "gpt", "value": "a red square"}]},
-        {"image": ["1.png", "2.png"], "conversations": [
-            {"from": "human", "value": "<image>\n<image>\nsame?"}, {"from": "gpt", "value": "two cats sit"}]},
+        {
+            "image": ["1.png", "2.png"],
+            "conversations": [
+                {"from": "human", "value": "<image>\n<image>\nsame?"},
+                {"from": "gpt", "value": "two cats sit"},
+            ],
+        },
         {"conversations": [q, {"from": "gpt", "value": "a dog runs on the green grass"}]},
     ]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (tmp_path / "meta.json").write_text(json.dumps({"mix": {"root": "images", "annotation": "a.jsonl"}}))
     settings = ChatImageSettings(image_size=28, dynamic_image_size=True, use_thumbnail=True, max_dynamic_patch=4)
-    ds = SFTDataset(read_sft_meta(tmp_path / "meta.json"), encoder,
-                    SFTDataConfig(template="Hermes-2", num_image_token=1, max_length=512, image=settings))
+    ds = SFTDataset(
+        read_sft_meta(tmp_path / "meta.json"),
+        encoder,
+        SFTDataConfig(template="Hermes-2", num_image_token=1, max_length=512, image=settings),
+    )
     torch.manual_seed(0)
     vocab = max(v[0] for v in encoder.split_tokens.values()) + 1
     model = InternVLChatModel(tiny_chat_config(vocab_size=vocab, image_size=28, pad_token_id=encoder.pad_token_id))
@@ -61,8 +73,9 @@ def _loss(model, batch):
 
 def test_batches_train_the_tiny_model(setup):
     ds, encoder, model = setup
-    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2,
-                                         collate_fn=lambda b: collate_sft(b, encoder.pad_token_id))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, num_workers=2, collate_fn=lambda b: collate_sft(b, encoder.pad_token_id)
+    )
     batch = next(iter(loader))  # worker processes: the dataset and its encoder pickle/fork fine
     assert batch["image_flags"].tolist().count(0) == 1
     n_ctx = int((batch["input_ids"] == model.img_context_token_id).sum())

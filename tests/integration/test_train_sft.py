@@ -24,8 +24,13 @@ SYSTEM = "Answer the questions."
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("sft")
     vit, llm = make_parts(root / "pretrained")
-    return {"root": root, "ckpt": make_chat_checkpoint(root / "ckpt"), "vit": vit, "llm": llm,
-            "meta": make_mixture(root / "data")}
+    return {
+        "root": root,
+        "ckpt": make_chat_checkpoint(root / "ckpt"),
+        "vit": vit,
+        "llm": llm,
+        "meta": make_mixture(root / "data"),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -38,8 +43,19 @@ def _single_process_env(monkeypatch):
 
 
 def _train(world, out, *sets: str, resume: bool = False) -> int:
-    args = ["train", "sft", "tiny_synthetic", "--set", f"data.meta_path={world['meta']}",
-            "--set", f"log.output_dir={out}", "--set", "engine.backend=ddp", "--set", f"data.system_message={SYSTEM}"]
+    args = [
+        "train",
+        "sft",
+        "tiny_synthetic",
+        "--set",
+        f"data.meta_path={world['meta']}",
+        "--set",
+        f"log.output_dir={out}",
+        "--set",
+        "engine.backend=ddp",
+        "--set",
+        f"data.system_message={SYSTEM}",
+    ]
     for s in sets:
         args += ["--set", s]
     return main([*args, "--resume"] if resume else args)
@@ -62,8 +78,10 @@ def _chat(capsys, final, question, image=None) -> str:
 
 def test_loss_falls_and_the_checkpoint_answers_in_chat(world, capsys):
     out = world["root"] / "full"
-    assert _train(world, out, f"model.path={world['ckpt']}", "schedule.epochs=30", "optim.lr=1e-2",
-                  "log.save_steps=1000") == 0
+    assert (
+        _train(world, out, f"model.path={world['ckpt']}", "schedule.epochs=30", "optim.lr=1e-2", "log.save_steps=1000")
+        == 0
+    )
     info = json.loads((out / "run_info.json").read_text())
     assert info["samples_per_epoch"] == 6 + 2  # 4 colour records x 1.5 + 4 text records x 0.5
     assert info["global_step"] == 60 and info["warmup_steps"] == 6  # 8 // 4 = 2 steps/epoch; ceil(0.1 x 60)
@@ -82,8 +100,9 @@ def test_loss_falls_and_the_checkpoint_answers_in_chat(world, capsys):
     from internvl.data.text_encoders import load_text_encoder
     from internvl.inference.chat import load_tokenizer
 
-    prompt, _ = build_query("Hermes-2", "<image>\nwhat colour is the image?", num_patches_list=[1],
-                            num_image_token=1, system_message=SYSTEM)
+    prompt, _ = build_query(
+        "Hermes-2", "<image>\nwhat colour is the image?", num_patches_list=[1], num_image_token=1, system_message=SYSTEM
+    )
     trained = load_text_encoder(world["ckpt"]).encode(prompt)
     assert load_text_encoder(final).encode(prompt) == trained == load_tokenizer(final)(prompt).input_ids
     # trained answers come back through `internvl chat` (the answer format and the text facts)
@@ -101,8 +120,12 @@ def test_assembled_from_internvit_llm_and_a_projector(world, tmp_path, capsys):
     from internvl.training.recipes.sft import SFTFinetune
     from internvl.training.sft_recipe import load_sft_recipe
 
-    base = [f"model.vision_path={world['vit']}", f"model.llm_path={world['llm']}",
-            f"data.meta_path={world['meta']}", f"log.output_dir={tmp_path / 'x'}"]
+    base = [
+        f"model.vision_path={world['vit']}",
+        f"model.llm_path={world['llm']}",
+        f"data.meta_path={world['meta']}",
+        f"log.output_dir={tmp_path / 'x'}",
+    ]
     job = SFTFinetune(load_sft_recipe("tiny_synthetic", base))
     model, tok = job.assemble(torch.float32)
     llm = AutoModelForCausalLM.from_pretrained(world["llm"])
@@ -111,7 +134,7 @@ def test_assembled_from_internvit_llm_and_a_projector(world, tmp_path, capsys):
     assert len(tok) == old.shape[0] + 9 and tok.convert_tokens_to_ids("<IMG_CONTEXT>") >= old.shape[0]
     head = model.language_model.get_output_embeddings().weight
     torch.testing.assert_close(head[: old.shape[0]], old)
-    torch.testing.assert_close(head[old.shape[0]:], old.mean(0, keepdim=True).expand(9, -1))
+    torch.testing.assert_close(head[old.shape[0] :], old.mean(0, keepdim=True).expand(9, -1))
     for k, v in vit.state_dict().items():
         assert torch.equal(model.vision_model.state_dict()[k], v), k
     assert model.config.llm_config.vocab_size == len(tok)
@@ -126,8 +149,17 @@ def test_assembled_from_internvit_llm_and_a_projector(world, tmp_path, capsys):
         assert torch.equal(v, mlp[f"mlp1.{k}"])
 
     out = tmp_path / "parts"
-    assert _train(world, out, f"model.vision_path={world['vit']}", f"model.llm_path={world['llm']}",
-                  f"model.mlp_path={projector}", "schedule.max_steps=3") == 0
+    assert (
+        _train(
+            world,
+            out,
+            f"model.vision_path={world['vit']}",
+            f"model.llm_path={world['llm']}",
+            f"model.mlp_path={projector}",
+            "schedule.max_steps=3",
+        )
+        == 0
+    )
     trained = InternVLChatModel.from_pretrained(out / "final")
     assert trained.config.llm_config.vocab_size == len(tok)
     assert trained.config.img_context_token_id == tok.convert_tokens_to_ids("<IMG_CONTEXT>")
@@ -136,8 +168,20 @@ def test_assembled_from_internvit_llm_and_a_projector(world, tmp_path, capsys):
 
 def test_lora_saves_the_adapter_and_a_merged_checkpoint(world, tmp_path, capsys):
     out = tmp_path / "lora"
-    assert _train(world, out, f"model.path={world['ckpt']}", "method.freeze_vision=true", "method.freeze_mlp=true",
-                  "method.freeze_llm=true", "method.llm_lora_rank=4", "schedule.max_steps=3", "optim.lr=5e-2") == 0
+    assert (
+        _train(
+            world,
+            out,
+            f"model.path={world['ckpt']}",
+            "method.freeze_vision=true",
+            "method.freeze_mlp=true",
+            "method.freeze_llm=true",
+            "method.llm_lora_rank=4",
+            "schedule.max_steps=3",
+            "optim.lr=5e-2",
+        )
+        == 0
+    )
     before = InternVLChatModel.from_pretrained(world["ckpt"]).state_dict()
     after = InternVLChatModel.from_pretrained(out / "final").state_dict()
     assert before.keys() == after.keys()  # merged: the plain chat layout, no adapter keys
@@ -153,16 +197,35 @@ def test_lora_saves_the_adapter_and_a_merged_checkpoint(world, tmp_path, capsys)
 
 
 def test_dry_run_reports_parts_batch_and_memory(world, capsys):
-    rc = main(["train", "sft", "tiny_synthetic", "--set", f"model.path={world['ckpt']}", "--set",
-               f"data.meta_path={world['meta']}", "--set", "method.freeze_vision=true", "--set",
-               "schedule.global_batch_size=8", "--set", "schedule.per_device_batch_size=2", "--dry-run"])
+    rc = main(
+        [
+            "train",
+            "sft",
+            "tiny_synthetic",
+            "--set",
+            f"model.path={world['ckpt']}",
+            "--set",
+            f"data.meta_path={world['meta']}",
+            "--set",
+            "method.freeze_vision=true",
+            "--set",
+            "schedule.global_batch_size=8",
+            "--set",
+            "schedule.per_device_batch_size=2",
+            "--dry-run",
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     p = report["parameters"]
     assert p["vision_model"]["trainable"] == 0 < p["vision_model"]["total"]
     assert p["total"]["trainable"] == p["mlp1"]["total"] + p["language_model"]["total"]
-    assert report["batch"] == {"global_batch_size": 8, "per_device_batch_size": 2, "world_size": 1,
-                               "gradient_accumulation_steps": 4}
+    assert report["batch"] == {
+        "global_batch_size": 8,
+        "per_device_batch_size": 2,
+        "world_size": 1,
+        "gradient_accumulation_steps": 4,
+    }
     assert report["memory_per_device_gib"]["total"] > 0
 
 
@@ -178,13 +241,40 @@ def test_dry_run_of_the_v1_2_recipe_at_full_size(world, tmp_path, monkeypatch, c
     vit.mkdir(parents=True)
     (vit / "config.json").write_text(json.dumps(PRESETS["intern_vit_6b_448_v1_2"].to_dict()))
     shutil.copytree(world["llm"], llm)
-    (llm / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 7168,
-        "intermediate_size": 20480, "num_hidden_layers": 60, "num_attention_heads": 56, "num_key_value_heads": 8,
-        "vocab_size": 64000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False}))
+    (llm / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": 7168,
+                "intermediate_size": 20480,
+                "num_hidden_layers": 60,
+                "num_attention_heads": 56,
+                "num_key_value_heads": 8,
+                "vocab_size": 64000,
+                "max_position_embeddings": 4096,
+                "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": False,
+            }
+        )
+    )
     monkeypatch.setenv("WORLD_SIZE", "64")
-    rc = main(["train", "sft", "v1_2_finetune", "--set", f"model.vision_path={vit}", "--set", f"model.llm_path={llm}",
-               "--set", "model.mlp_path=", "--set", f"data.meta_path={world['meta']}", "--dry-run"])
+    rc = main(
+        [
+            "train",
+            "sft",
+            "v1_2_finetune",
+            "--set",
+            f"model.vision_path={vit}",
+            "--set",
+            f"model.llm_path={llm}",
+            "--set",
+            "model.mlp_path=",
+            "--set",
+            f"data.meta_path={world['meta']}",
+            "--dry-run",
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     p = report["parameters"]
@@ -195,8 +285,12 @@ def test_dry_run_of_the_v1_2_recipe_at_full_size(world, tmp_path, monkeypatch, c
     layer = 2 * 7168 * 7168 + 2 * 7168 * 1024 + 3 * 7168 * 20480 + 2 * 7168
     assert p["language_model"]["total"] == 60 * layer + 2 * vocab * 7168 + 7168  # 34.39B with Yi's 64000 rows
     assert p["total"]["trainable"] == p["total"]["total"]  # the V1-2 SFT trains everything
-    assert report["batch"] == {"global_batch_size": 512, "per_device_batch_size": 8, "world_size": 64,
-                               "gradient_accumulation_steps": 1}
+    assert report["batch"] == {
+        "global_batch_size": 512,
+        "per_device_batch_size": 8,
+        "world_size": 64,
+        "gradient_accumulation_steps": 1,
+    }
     mem = report["memory_per_device_gib"]
     total = p["total"]["total"]
     assert mem["zero_stage"] == 3 and mem["precision"] == "bf16"
@@ -210,11 +304,23 @@ def test_a_bad_record_stops_training_with_file_and_line(world, tmp_path, capsys)
     data = tmp_path / "data"
     meta = make_mixture(data)
     lines = (data / "colours.jsonl").read_text().splitlines()
-    lines[2] = json.dumps({"image": "missing.png", "conversations": [{"from": "human", "value": "hi"},
-                                                                     {"from": "gpt", "value": "x"}]})
+    lines[2] = json.dumps(
+        {"image": "missing.png", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "x"}]}
+    )
     (data / "colours.jsonl").write_text("\n".join(lines) + "\n")
-    args = ["train", "sft", "tiny_synthetic", "--set", f"model.path={world['ckpt']}", "--set", f"data.meta_path={meta}",
-            "--set", f"log.output_dir={tmp_path / 'out'}", "--set", "engine.backend=ddp"]
+    args = [
+        "train",
+        "sft",
+        "tiny_synthetic",
+        "--set",
+        f"model.path={world['ckpt']}",
+        "--set",
+        f"data.meta_path={meta}",
+        "--set",
+        f"log.output_dir={tmp_path / 'out'}",
+        "--set",
+        "engine.backend=ddp",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"{data / 'colours.jsonl'}:3" in err and "missing.png" in err and "[image]" in err

@@ -23,8 +23,20 @@ def test_eval_retrieval_on_the_world(tmp_path):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(world / "tokenizer" / name, ckpt)
     out = tmp_path / "r.json"
-    code = main(["eval", "retrieval", "--model", str(ckpt), "--registry", str(world / "registry.yaml"),
-                 "--dataset", "world_flickr_format_test", "--output", str(out)])
+    code = main(
+        [
+            "eval",
+            "retrieval",
+            "--model",
+            str(ckpt),
+            "--registry",
+            str(world / "registry.yaml"),
+            "--dataset",
+            "world_flickr_format_test",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert (result["num_images"], result["num_texts"], result["image_size"]) == (12, 36, 48)

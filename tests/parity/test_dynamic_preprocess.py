@@ -44,10 +44,17 @@ def test_candidate_order(key):
     assert [list(g) for g in target_ratios(*_range(key))] == DATA["candidates"][key]
 
 
-@pytest.mark.parametrize("call", DATA["find_closest_aspect_ratio"], ids=lambda c: f"{c['width']}x{c['height']}-{c['candidates']}")
+@pytest.mark.parametrize(
+    "call", DATA["find_closest_aspect_ratio"], ids=lambda c: f"{c['width']}x{c['height']}-{c['candidates']}"
+)
 def test_find_closest_aspect_ratio_ties(call):
-    got = find_closest_aspect_ratio(call["aspect_ratio"], target_ratios(*_range(call["candidates"])), call["width"],
-                                    call["height"], call["image_size"])
+    got = find_closest_aspect_ratio(
+        call["aspect_ratio"],
+        target_ratios(*_range(call["candidates"])),
+        call["width"],
+        call["height"],
+        call["image_size"],
+    )
     assert list(got) == call["best"]
 
 
@@ -73,8 +80,10 @@ def test_dynamic_preprocess_grid_and_tiles(case):
 FIXTURE_PILLOW = json.loads((_root() / "meta.json").read_text()).get("versions", {}).get("pillow")
 
 
-@pytest.mark.skipif(FIXTURE_PILLOW not in (None, PIL.__version__),
-                    reason=f"tile pixels are Pillow-version specific: fixture {FIXTURE_PILLOW}, installed {PIL.__version__}")
+@pytest.mark.skipif(
+    FIXTURE_PILLOW not in (None, PIL.__version__),
+    reason=f"tile pixels are Pillow-version specific: fixture {FIXTURE_PILLOW}, installed {PIL.__version__}",
+)
 @pytest.mark.parametrize("case", DATA["cases"], ids=lambda c: c["key"])
 def test_dynamic_preprocess_pixels(case, stored):
     _, _, tiles = _tiles(case)

@@ -76,7 +76,10 @@ def test_training_forward_logits_and_loss(fx, model, version, monkeypatch):
     x = fx["inputs"]
     with torch.no_grad():
         out = model(
-            pixel_values=x["pixel_values"], input_ids=x["input_ids"], attention_mask=x["attention_mask"], labels=x["labels"]
+            pixel_values=x["pixel_values"],
+            input_ids=x["input_ids"],
+            attention_mask=x["attention_mask"],
+            labels=x["labels"],
         )
     torch.testing.assert_close(out.logits, fx["outputs"][f"{version}.logits"], atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(out.loss.reshape(1), fx["outputs"][f"{version}.loss"], atol=ATOL, rtol=RTOL)

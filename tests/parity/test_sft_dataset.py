@@ -41,27 +41,52 @@ def _dataset(tmp_path, root, records, kw, encoder, max_length, name="fixture_ds"
     ann = tmp_path / f"{name}.jsonl"
     ann.write_text("".join(json.dumps(r) + "\n" for r in records))
     meta = tmp_path / "meta.json"
-    meta.write_text(json.dumps({name: {"root": str(root / "dataset_images"), "annotation": str(ann),
-                                       "data_augment": kw["is_train"], "repeat_time": 1, "length": len(records)}}))
-    settings = ChatImageSettings(
-        image_size=kw["image_size"], dynamic_image_size=kw["dynamic_image_size"], use_thumbnail=kw["use_thumbnail"],
-        min_dynamic_patch=kw["min_dynamic_patch"], max_dynamic_patch=kw["max_dynamic_patch"], pad2square=kw["pad2square"],
+    meta.write_text(
+        json.dumps(
+            {
+                name: {
+                    "root": str(root / "dataset_images"),
+                    "annotation": str(ann),
+                    "data_augment": kw["is_train"],
+                    "repeat_time": 1,
+                    "length": len(records),
+                }
+            }
+        )
     )
-    config = SFTDataConfig(template=kw["template_name"], num_image_token=kw["num_image_token"], max_length=max_length,
-                           image=settings)
+    settings = ChatImageSettings(
+        image_size=kw["image_size"],
+        dynamic_image_size=kw["dynamic_image_size"],
+        use_thumbnail=kw["use_thumbnail"],
+        min_dynamic_patch=kw["min_dynamic_patch"],
+        max_dynamic_patch=kw["max_dynamic_patch"],
+        pad2square=kw["pad2square"],
+    )
+    config = SFTDataConfig(
+        template=kw["template_name"], num_image_token=kw["num_image_token"], max_length=max_length, image=settings
+    )
     return SFTDataset(read_sft_meta(meta), encoder, config)
 
 
 def test_dataset_cases(fixture, tmp_path):
     root, data, encoders = fixture
-    by_key = {(c["template"], json.dumps(c["record"]["conversations"]), json.dumps(c["record"].get("image"))): c
-              for c in data["cases"] if c["error"] is None}
+    by_key = {
+        (c["template"], json.dumps(c["record"]["conversations"]), json.dumps(c["record"].get("image"))): c
+        for c in data["cases"]
+        if c["error"] is None
+    }
     identical = better = 0
     for n, case in enumerate(data["cases"]):
         sub = tmp_path / str(n)
         sub.mkdir()
-        ds = _dataset(sub, root, [case["record"]], case["dataset_kwargs"], encoders[case["tokenizer_profile"]],
-                      case["model_max_length"])
+        ds = _dataset(
+            sub,
+            root,
+            [case["record"]],
+            case["dataset_kwargs"],
+            encoders[case["tokenizer_profile"]],
+            case["model_max_length"],
+        )
         if case["error"] is None:
             out = ds[0]
             for key in KEYS:
@@ -85,7 +110,9 @@ def test_dataset_cases(fixture, tmp_path):
                     assert out["labels"].tolist() == twin["labels"], case["name"]
             better += 1
         else:  # the reference's "image tokens are truncated" resampling
-            with pytest.raises(SFTSampleError, match=r"dataset 'fixture_ds': .*fixture_ds\.jsonl:1: .*image block") as err:
+            with pytest.raises(
+                SFTSampleError, match=r"dataset 'fixture_ds': .*fixture_ds\.jsonl:1: .*image block"
+            ) as err:
                 ds[0]
             assert err.value.kind == "over_length"
             better += 1
@@ -97,9 +124,17 @@ def test_length_estimates(fixture, tmp_path):
     root, data, encoders = fixture
     records = data["group_by_length"]["records"]
     for template, spec in data["group_by_length"]["by_template"].items():
-        kw = {"template_name": template, "num_image_token": spec["num_image_token"], "image_size": 28,
-              "is_train": False, "pad2square": False, "dynamic_image_size": True, "use_thumbnail": spec["use_thumbnail"],
-              "min_dynamic_patch": 1, "max_dynamic_patch": spec["max_dynamic_patch"]}
+        kw = {
+            "template_name": template,
+            "num_image_token": spec["num_image_token"],
+            "image_size": 28,
+            "is_train": False,
+            "pad2square": False,
+            "dynamic_image_size": True,
+            "use_thumbnail": spec["use_thumbnail"],
+            "min_dynamic_patch": 1,
+            "max_dynamic_patch": spec["max_dynamic_patch"],
+        }
         sub = tmp_path / template
         sub.mkdir()
         ds = _dataset(sub, root, records, kw, encoders[spec["tokenizer_profile"]], 512)

@@ -83,7 +83,9 @@ def _labels_problem(case: dict, encoder: SentencePieceEncoder, ids: list[int], l
     answers, _ = _expected_answers(case)
     end = get_conv_template(case["template"]).end_of_turn
     end_id = encoder.token_id(end)
-    n_real = sum(1 for i, t in enumerate(ids) if t != encoder.pad_token_id or i < len(ids) and labels[i] != IGNORE_INDEX)
+    n_real = sum(
+        1 for i, t in enumerate(ids) if t != encoder.pad_token_id or i < len(ids) and labels[i] != IGNORE_INDEX
+    )
     truncated = len(ids) >= case["model_max_length"] and n_real >= case["model_max_length"]
     if len(runs) != len(answers) and not (truncated and len(runs) < len(answers)):
         return f"{len(runs)} supervised runs for {len(answers)} answers"
@@ -159,27 +161,38 @@ def test_every_case(fixture):
             assert ours["input_ids"] == case["input_ids"], name
             pad_tail = len(ours["input_ids"]) - sum(ours["attention_mask"])
             assert ours["attention_mask"] == [1] * (len(ours["input_ids"]) - pad_tail) + [0] * pad_tail, name
-            ref_inner_zeros = [i for i, m in enumerate(case["attention_mask"]) if not m and i < len(ours["input_ids"]) - pad_tail]
+            ref_inner_zeros = [
+                i for i, m in enumerate(case["attention_mask"]) if not m and i < len(ours["input_ids"]) - pad_tail
+            ]
             assert all(ours["attention_mask"][i] == 1 for i in ref_inner_zeros), name
         _, system = _expected_answers(case)
         if system is not None:  # a leading system turn becomes the system prompt (the reference raised KeyError)
-            prompt = _decode(enc, [t for t, lab in zip(ours["input_ids"], ours["labels"], strict=True) if lab == IGNORE_INDEX])
+            prompt = _decode(
+                enc, [t for t, lab in zip(ours["input_ids"], ours["labels"], strict=True) if lab == IGNORE_INDEX]
+            )
             assert _squash(system) in _squash(prompt), name
         outcome["better"].append(name)
     # Every template contributes reference-identical cases; every kind of deviation is exercised.
     assert {data["cases"][0]["template"]} | {c["template"] for c in data["cases"]} == set(data["template_function"])
     identical_templates = {n.split("/")[0] for n in outcome["identical"]}
     assert identical_templates == set(data["template_function"]) - {"internvl_zh"}, identical_templates
-    assert len(outcome["identical"]) >= 50 and outcome["better"] and outcome["rejected"], {k: len(v) for k, v in outcome.items()}
+    assert len(outcome["identical"]) >= 50 and outcome["better"] and outcome["rejected"], {
+        k: len(v) for k, v in outcome.items()
+    }
 
 
 def test_reference_failure_modes_are_all_classified(fixture):
     """The cases the fixture README names as reference bugs land in "better" or "rejected", from their fields."""
     data, encoders = fixture
     by_name = {c["name"]: c for c in data["cases"]}
-    shifted = [c for c in data["cases"] if c["error"] is None and not c["mismatch_warning"]
-               and _bad_input(c, encoders[c["tokenizer_profile"]]) is None
-               and _labels_problem(c, encoders[c["tokenizer_profile"]], c["input_ids"], c["labels"])]
+    shifted = [
+        c
+        for c in data["cases"]
+        if c["error"] is None
+        and not c["mismatch_warning"]
+        and _bad_input(c, encoders[c["tokenizer_profile"]]) is None
+        and _labels_problem(c, encoders[c["tokenizer_profile"]], c["input_ids"], c["labels"])
+    ]
     # Consistent by the reference's own check, but wrong labels: the shifted internlm2 dialogue and the
     # dummy-prefix "▁" after <|im_end|> that internvl2_5 supervises.
     assert {c["template"] for c in shifted} == {"internlm2-chat", "internvl2_5"}, [c["name"] for c in shifted]
@@ -197,7 +210,9 @@ def test_one_pass_boundaries_equal_prefix_encodings(fixture):
         conv = get_conv_template(case["template"])
         for turn in case["conversations"]:
             if turn["from"] in ("human", "gpt"):
-                conv.append_message(conv.roles[turn["from"] == "gpt"], turn["value"].replace("<image>", "<img><IMG_CONTEXT></img>"))
+                conv.append_message(
+                    conv.roles[turn["from"] == "gpt"], turn["value"].replace("<image>", "<img><IMG_CONTEXT></img>")
+                )
         segments = conv.segments()
         enc = encoders[case["tokenizer_profile"]]
         assert enc.encode_with_offsets("ab", [1]) is not None

@@ -31,7 +31,9 @@ def _bound(case: dict):
 
 
 def _call(case: dict):
-    return get_index(_bound(case), case["fps"], case["max_frame"], first_idx=case["first_idx"], num_segments=case["num_segments"])
+    return get_index(
+        _bound(case), case["fps"], case["max_frame"], first_idx=case["first_idx"], num_segments=case["num_segments"]
+    )
 
 
 CASES = _cases()

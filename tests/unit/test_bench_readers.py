@@ -33,14 +33,29 @@ def _read(name, data):
 
 def test_mme(data):
     bench, items, by_id = _read("mme", data)
-    assert [i.id for i in items] == ["count/1", "count/2", "count/3", "count/4", "existence/1", "existence/2",
-                                     "existence/3", "existence/4"]
+    assert [i.id for i in items] == [
+        "count/1",
+        "count/2",
+        "count/3",
+        "count/4",
+        "existence/1",
+        "existence/2",
+        "existence/3",
+        "existence/4",
+    ]
     assert "image not found" in by_id["count/1"].problem and "3 tab-separated" in by_id["count/4"].problem
     assert by_id["count/3"].image.name == "c2.png"  # found under <task>/images/
-    assert bench.prompt(by_id["existence/1"]) == f"Is there a red square in the image? Please answer yes or no. {SUFFIX}"
+    assert (
+        bench.prompt(by_id["existence/1"]) == f"Is there a red square in the image? Please answer yes or no. {SUFFIX}"
+    )
     assert bench.generation(1) == {"num_beams": 1, "max_new_tokens": 20, "do_sample": False}
-    answers = {"existence/1": "Yes", "existence/2": "No", "existence/3": "Yes", "existence/4": "Yes, there is a cat",
-               "count/3": "I think yes"}
+    answers = {
+        "existence/1": "Yes",
+        "existence/2": "No",
+        "existence/3": "Yes",
+        "existence/4": "Yes, there is a cat",
+        "count/3": "I think yes",
+    }
     r = bench.score(items, answers)
     # existence: image 1 both right, image 2 one right -> 75 + 50; count: nothing right -> 0
     assert r["breakdown"]["existence"]["score"] == 125.0 and r["breakdown"]["count"]["score"] == 0.0
@@ -80,10 +95,12 @@ def test_mmbench(data, tmp_path):
 
 
 def test_mmbench_cn_prompt_and_pandas_quirks(tmp_path):
-    rows = [["5", "几个?", "", "1", "2", "3", "", "A", "c", "s", "l", "", "dev", "iVBOR"],
-            ["6", "Pick one", "None", "7", "8", "", "", "B", "c", "s", "l", "", "dev", "iVBOR"],
-            ["x7", "bad index", "", "a", "b", "", "", "A", "c", "s", "l", "", "dev", "iVBOR"],
-            ["8", "too few fields"]]
+    rows = [
+        ["5", "几个?", "", "1", "2", "3", "", "A", "c", "s", "l", "", "dev", "iVBOR"],
+        ["6", "Pick one", "None", "7", "8", "", "", "B", "c", "s", "l", "", "dev", "iVBOR"],
+        ["x7", "bad index", "", "a", "b", "", "", "A", "c", "s", "l", "", "dev", "iVBOR"],
+        ["8", "too few fields"],
+    ]
     path = bench_data.write_mmbench(tmp_path, "mmbench_dev_cn_20231003.tsv", rows)
     items = {i.id: i for i in read_mmbench(path)}
     # column C holds "3" and an empty cell -> pandas reads floats -> "3.0"; "None" is NA (no hint)
@@ -131,7 +148,9 @@ def test_textvqa(data):
 def test_scienceqa(data):
     bench, items, by_id = _read("scienceqa_test", data)
     assert bench.prompt(by_id["line1"]) == f"Which is a mammal?\nA. frog\nB. whale\nC. shark\n{MC}"
-    assert bench.prompt(by_id["line2"]) == f"Look at the map.\nWhich ocean is highlighted?\nA. Pacific\nB. Atlantic\n{MC}"
+    assert (
+        bench.prompt(by_id["line2"]) == f"Look at the map.\nWhich ocean is highlighted?\nA. Pacific\nB. Atlantic\n{MC}"
+    )
     assert "image not found" in by_id["line3"].problem and "not an index" in by_id["line4"].problem
     r = bench.score(items, {"line1": "(B)", "line2": "The Atlantic"})
     assert r["score"] == 25.0
@@ -163,8 +182,9 @@ def test_gqa_and_vizwiz(data, tmp_path):
     sub = json.loads(bench.submission(items, answers, tmp_path).read_text())
     assert sub == [{"questionId": "q1", "prediction": "yes"}, {"questionId": "q2", "prediction": "left side"}]
     bench, items, _ = _read("vizwiz_val", data)
-    assert bench.prompt(items[0]) == ("What is this? When the provided information is insufficient, respond with "
-                                      f"'Unanswerable'. {SUFFIX}")
+    assert bench.prompt(items[0]) == (
+        f"What is this? When the provided information is insufficient, respond with 'Unanswerable'. {SUFFIX}"
+    )
     assert bench.score(items, {items[0].id: "Unanswerable"})["score"] == 100.0
     bench, items, _ = _read("vizwiz_test", data)
     assert bench.score(items, {})["score"] is None
@@ -199,11 +219,16 @@ def test_mmmu(tmp_path):
     pytest.importorskip("pyarrow")
     bench_data.write_mmmu(tmp_path)
     bench, items, by_id = _read("mmmu_val", tmp_path)
-    assert bench.prompt(by_id["validation_Art_Theory_1"]) == f"<image 1> Which style is this?\nA. Baroque\nB. Cubism\n{MC}"
+    assert (
+        bench.prompt(by_id["validation_Art_Theory_1"]) == f"<image 1> Which style is this?\nA. Baroque\nB. Cubism\n{MC}"
+    )
     assert bench.prompt(by_id["validation_Math_1"]) == f"What is 6*7? <image 1>\n{SUFFIX}"
     assert by_id["validation_Math_2"].answer == ["square", "quadrilateral"]
-    answers = {"validation_Art_Theory_1": "Cubism", "validation_Math_1": "The answer is 42",
-               "validation_Math_2": "A circle"}
+    answers = {
+        "validation_Art_Theory_1": "Cubism",
+        "validation_Math_1": "The answer is 42",
+        "validation_Math_2": "A circle",
+    }
     r = bench.score(items, answers)
     # "Cubism" -> B right; 42 right; "a circle" contains neither gold string
     assert r["score"] == pytest.approx(200 / 3)

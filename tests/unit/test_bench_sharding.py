@@ -34,7 +34,8 @@ def test_read_results_skips_but_keeps_a_half_written_line(tmp_path):
         f.write(b'{"id": "2", "ans')  # another process is mid-write
     size = path.stat().st_size
     assert read_results(path, settings_path, {"k": 1}, key="id", fields=("id", "answer")) == {
-        "1": {"id": "1", "answer": "yes"}}
+        "1": {"id": "1", "answer": "yes"}
+    }
     assert path.stat().st_size == size  # not truncated: the file is not ours
     with pytest.raises(ConfigError, match="different settings"):
         read_results(path, settings_path, {"k": 2}, key="id", fields=("id", "answer"))

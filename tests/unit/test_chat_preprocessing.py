@@ -67,12 +67,57 @@ def test_mlp_projector_keys_match_checkpoint():
 
 def test_candidate_grid_order_matches_reference():
     assert target_ratios(1, 6) == [
-        (1, 1), (1, 2), (2, 1), (3, 1), (1, 3), (4, 1), (1, 4), (2, 2), (1, 5), (5, 1), (6, 1), (2, 3), (1, 6), (3, 2)
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (3, 1),
+        (1, 3),
+        (4, 1),
+        (1, 4),
+        (2, 2),
+        (1, 5),
+        (5, 1),
+        (6, 1),
+        (2, 3),
+        (1, 6),
+        (3, 2),
     ]
     assert target_ratios(1, 12) == [
-        (1, 1), (1, 2), (2, 1), (3, 1), (1, 3), (2, 2), (4, 1), (1, 4), (5, 1), (1, 5), (1, 6), (6, 1), (3, 2), (2, 3),
-        (7, 1), (1, 7), (4, 2), (2, 4), (1, 8), (8, 1), (1, 9), (3, 3), (9, 1), (2, 5), (5, 2), (10, 1), (1, 10),
-        (11, 1), (1, 11), (12, 1), (3, 4), (4, 3), (1, 12), (6, 2), (2, 6),
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (3, 1),
+        (1, 3),
+        (2, 2),
+        (4, 1),
+        (1, 4),
+        (5, 1),
+        (1, 5),
+        (1, 6),
+        (6, 1),
+        (3, 2),
+        (2, 3),
+        (7, 1),
+        (1, 7),
+        (4, 2),
+        (2, 4),
+        (1, 8),
+        (8, 1),
+        (1, 9),
+        (3, 3),
+        (9, 1),
+        (2, 5),
+        (5, 2),
+        (10, 1),
+        (1, 10),
+        (11, 1),
+        (1, 11),
+        (12, 1),
+        (3, 4),
+        (4, 3),
+        (1, 12),
+        (6, 2),
+        (2, 6),
     ]
 
 
@@ -100,7 +145,9 @@ def test_single_tile_preprocessing_equals_chat_transform():
     x = preprocess_image(img, ChatImageSettings(image_size=56))
     assert x.shape == (1, 3, 56, 56)
     torch.testing.assert_close(x[0], build_transform("chat", 56)(img), rtol=0, atol=0)
-    dyn = preprocess_image(Image.new("RGB", (120, 56)), ChatImageSettings(image_size=56, dynamic_image_size=True, use_thumbnail=True))
+    dyn = preprocess_image(
+        Image.new("RGB", (120, 56)), ChatImageSettings(image_size=56, dynamic_image_size=True, use_thumbnail=True)
+    )
     assert dyn.shape == (3, 3, 56, 56)  # 2 tiles + thumbnail
 
 
@@ -154,8 +201,12 @@ def test_card_path_equals_transformers_clip_image_processor():
         from transformers import CLIPImageProcessor
 
         proc = CLIPImageProcessor(
-            size={"shortest_edge": 56}, crop_size=56, do_center_crop=True, resample=3,
-            image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+            size={"shortest_edge": 56},
+            crop_size=56,
+            do_center_crop=True,
+            resample=3,
+            image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
         )
     except Exception as e:  # pragma: no cover - depends on the installed transformers
         pytest.skip(f"CLIPImageProcessor unavailable: {e}")

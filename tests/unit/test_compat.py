@@ -16,8 +16,15 @@ from internvl.core import compat
 def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=32,
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).eval()
 
@@ -79,7 +86,9 @@ def test_split_generation_kwargs_folds_settings_and_keeps_inputs():
     from transformers import GenerationConfig
 
     base = GenerationConfig(max_new_tokens=5)
-    config, rest = compat.split_generation_kwargs(base, {"max_new_tokens": 9, "num_beams": 2, "vision_hidden_states": 7})
+    config, rest = compat.split_generation_kwargs(
+        base, {"max_new_tokens": 9, "num_beams": 2, "vision_hidden_states": 7}
+    )
     assert (config.max_new_tokens, config.num_beams) == (9, 2)
     assert rest == {"vision_hidden_states": 7}
     assert base.to_dict() == GenerationConfig(max_new_tokens=5).to_dict()  # the caller's object is untouched

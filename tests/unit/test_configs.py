@@ -47,7 +47,13 @@ def test_cg_config_is_never_rewritten_behind_the_callers_back():
 def test_chat_config_keeps_unknown_config_json_keys():
     raw = json.loads((parity_root() / "internvl_chat" / "config.json").read_text())
     out = InternVLChatConfig.from_dict(raw).to_dict()
-    derived = {"torch_dtype", "hidden_size", "architectures", "llm_config", "vision_config"}  # written by to_dict / the saver
+    derived = {
+        "torch_dtype",
+        "hidden_size",
+        "architectures",
+        "llm_config",
+        "vision_config",
+    }  # written by to_dict / the saver
     for key, value in raw.items():
         if key not in derived:
             assert key in out, key
@@ -78,11 +84,11 @@ def test_served_image_size_rule():
 @pytest.mark.parametrize(
     ("target", "built", "grid", "expected"),
     [
-        (None, 224, 16, (224, None)),    # no force: build as configured
-        (448, 224, 32, (448, None)),     # the stored table already serves 448px
-        (448, 224, 16, (224, 448)),      # a 224px table asked to serve 448px: load, then resize
-        (336, 224, 32, (448, 336)),      # stored 448px, served 336px
-        (448, 448, None, (448, None)),   # no table in the state dict
+        (None, 224, 16, (224, None)),  # no force: build as configured
+        (448, 224, 32, (448, None)),  # the stored table already serves 448px
+        (448, 224, 16, (224, 448)),  # a 224px table asked to serve 448px: load, then resize
+        (336, 224, 32, (448, 336)),  # stored 448px, served 336px
+        (448, 448, None, (448, None)),  # no table in the state dict
     ],
 )
 def test_plan_position_table(target, built, grid, expected):

@@ -46,7 +46,9 @@ def test_image_placeholder_auto_insertion_rules():
     assert add_image_placeholder("Q", False, None) == "Q"  # no images
     assert add_image_placeholder("Q", True, []) == "Q"  # history=[] disables it, as in the reference
     assert add_image_placeholder("a <image> b", True, None) == "a <image> b"
-    assert add_image_placeholder("see <image 1>", True, None) == "<image>\nsee <image 1>"  # MMMU style is not a placeholder
+    assert (
+        add_image_placeholder("see <image 1>", True, None) == "<image>\nsee <image 1>"
+    )  # MMMU style is not a placeholder
 
 
 def test_expansion_replaces_in_order_and_keeps_extra_placeholders():

@@ -15,7 +15,11 @@ from internvl.inference.embedding import encode_batches
 
 @pytest.mark.parametrize(
     ("device", "dtype", "enabled", "force"),
-    list(itertools.product(["cpu", "cuda", "cuda:1"], [torch.float32, torch.bfloat16, torch.float16], [True, False], [False, True])),
+    list(
+        itertools.product(
+            ["cpu", "cuda", "cuda:1"], [torch.float32, torch.bfloat16, torch.float16], [True, False], [False, True]
+        )
+    ),
 )
 def test_amp_dtype_only_for_fp16_models_on_cuda_unless_forced(device, dtype, enabled, force):
     expected = torch.float16 if enabled and device.startswith("cuda") and (dtype == torch.float16 or force) else None
@@ -46,7 +50,9 @@ def test_fp32_and_bf16_models_never_enter_autocast_in_the_shared_encoder(dtype):
     done: list[int] = []
     out = encode_batches(_FakeCudaModel(dtype), [[1, 2], [3]], encode, progress=done.append)
     assert seen == [False, False] and done == [2, 1]
-    expected = torch.nn.functional.normalize(torch.cat([torch.arange(8.0).reshape(2, 4), torch.arange(4.0).reshape(1, 4)]) + 1, dim=-1)
+    expected = torch.nn.functional.normalize(
+        torch.cat([torch.arange(8.0).reshape(2, 4), torch.arange(4.0).reshape(1, 4)]) + 1, dim=-1
+    )
     torch.testing.assert_close(out, expected)
     assert encode_batches(_FakeCudaModel(dtype), [], encode).shape == (0, 4)
 

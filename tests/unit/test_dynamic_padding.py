@@ -40,7 +40,7 @@ def test_longest_padding_is_the_max_length_layout_cut(tok):
     short = tok(TEXTS[:3], padding="longest")
     assert short.shape[1] == max(len(tok.encode(t)) for t in TEXTS[:3]) < MAX_LENGTH
     torch.testing.assert_close(short, full[:3, : short.shape[1]], rtol=0, atol=0)
-    assert (full[:3, short.shape[1]:] == 0).all()
+    assert (full[:3, short.shape[1] :] == 0).all()
     with pytest.raises(ValueError, match="padding='left'"):
         tok(TEXTS, padding="left")
 

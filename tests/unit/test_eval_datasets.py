@@ -71,7 +71,10 @@ def test_flickr_cn_txt_reads_utf8_chinese(tmp_path):
 
 
 def test_pre_caption_matches_the_reference_rules():
-    assert pre_caption('"Two young, White males" (outside)!  near: bushes.\n') == "two young, white males outside near bushes"
+    assert (
+        pre_caption('"Two young, White males" (outside)!  near: bushes.\n')
+        == "two young, white males outside near bushes"
+    )
     assert pre_caption(" ".join(["w"] * 60)) == " ".join(["w"] * 50)
     once = pre_caption("A  Dog ~ runs; fast*#")
     assert once == "a dog runs fast" and pre_caption(once) == once
@@ -105,13 +108,31 @@ def test_missing_annotation_file_says_what_was_expected(tmp_path):
 
 def test_coco_karpathy_lavis_test_and_train_lists(tmp_path):
     test = [
-        {"image": "val2014/COCO_val2014_000000391895.jpg", "caption": ["A man with a red helmet on a small moped.", "Man riding a motor bike."]},
-        {"image": "val2014/COCO_val2014_000000060623.jpg", "caption": ["A young girl inhales with the intent of blowing out a candle."]},
+        {
+            "image": "val2014/COCO_val2014_000000391895.jpg",
+            "caption": ["A man with a red helmet on a small moped.", "Man riding a motor bike."],
+        },
+        {
+            "image": "val2014/COCO_val2014_000000060623.jpg",
+            "caption": ["A young girl inhales with the intent of blowing out a candle."],
+        },
     ]
     train = [
-        {"caption": "A woman wearing a net on her head.", "image": "val2014/COCO_val2014_000000522418.jpg", "image_id": "coco_522418"},
-        {"caption": "A bicycle replica with a clock.", "image": "val2014/COCO_val2014_000000184613.jpg", "image_id": "coco_184613"},
-        {"caption": "A woman cutting a large white sheet cake.", "image": "val2014/COCO_val2014_000000522418.jpg", "image_id": "coco_522418"},
+        {
+            "caption": "A woman wearing a net on her head.",
+            "image": "val2014/COCO_val2014_000000522418.jpg",
+            "image_id": "coco_522418",
+        },
+        {
+            "caption": "A bicycle replica with a clock.",
+            "image": "val2014/COCO_val2014_000000184613.jpg",
+            "image_id": "coco_184613",
+        },
+        {
+            "caption": "A woman cutting a large white sheet cake.",
+            "image": "val2014/COCO_val2014_000000522418.jpg",
+            "image_id": "coco_522418",
+        },
     ]
     root = tmp_path / "coco"
     recs = read_coco_captions(_write(root / "annotations/coco_karpathy_test.json", json.dumps(test)), root)
@@ -134,12 +155,20 @@ def test_coco_caption_dict_gt_flickr_json_and_nocaps(tmp_path):
         "type": "captions",
     }
     refs = read_caption_references(_write(tmp_path / "coco_karpathy_test_gt.json", json.dumps(gt)))
-    assert refs == {391895: ["A man with a red helmet on a small moped.", "Man riding a motor bike."], 60623: ["A young girl inhales."]}
+    assert refs == {
+        391895: ["A man with a red helmet on a small moped.", "Man riding a motor bike."],
+        60623: ["A young girl inhales."],
+    }
 
     flickr = {
-        "images": [{"id": 1000092795, "file_name": "Images/1000092795.jpg"}, {"id": 10002456, "image": "Images/10002456.jpg"}],
-        "annotations": [{"image_id": 10002456, "caption": "Several men.", "id": 0},
-                        {"image_id": 1000092795, "caption": '"Two young, White males."', "id": 1}],
+        "images": [
+            {"id": 1000092795, "file_name": "Images/1000092795.jpg"},
+            {"id": 10002456, "image": "Images/10002456.jpg"},
+        ],
+        "annotations": [
+            {"image_id": 10002456, "caption": "Several men.", "id": 0},
+            {"image_id": 1000092795, "caption": '"Two young, White males."', "id": 1},
+        ],
     }
     ann = _write(tmp_path / "flickr30k/flickr30k_test_karpathy.json", json.dumps(flickr))
     recs = read_coco_captions(ann, tmp_path / "flickr30k")
@@ -148,13 +177,18 @@ def test_coco_caption_dict_gt_flickr_json_and_nocaps(tmp_path):
     assert read_caption_references(ann)[1000092795] == ['"Two young, White males."']
 
     nocaps = {
-        "licenses": [], "info": {},
-        "images": [{"id": 0, "file_name": "0013ea2087020901.jpg", "open_images_id": "0013ea2087020901", "domain": "in-domain"},
-                   {"id": 1, "file_name": "0023ea2087020901.jpg", "domain": "near-domain"}],
+        "licenses": [],
+        "info": {},
+        "images": [
+            {"id": 0, "file_name": "0013ea2087020901.jpg", "open_images_id": "0013ea2087020901", "domain": "in-domain"},
+            {"id": 1, "file_name": "0023ea2087020901.jpg", "domain": "near-domain"},
+        ],
         "annotations": [{"image_id": 0, "id": i, "caption": f"caption {i}"} for i in range(10)]
-                       + [{"image_id": 1, "id": 10, "caption": "another"}],
+        + [{"image_id": 1, "id": 10, "caption": "another"}],
     }
-    recs = read_coco_captions(_write(tmp_path / "nocaps/nocaps_val_4500_captions.json", json.dumps(nocaps)), tmp_path / "nocaps/images")
+    recs = read_coco_captions(
+        _write(tmp_path / "nocaps/nocaps_val_4500_captions.json", json.dumps(nocaps)), tmp_path / "nocaps/images"
+    )
     assert [len(r.captions) for r in recs] == [10, 1]
     assert recs[0].image_path == tmp_path / "nocaps/images/0013ea2087020901.jpg"
 
@@ -163,10 +197,15 @@ def test_coco_caption_dict_gt_flickr_json_and_nocaps(tmp_path):
     "doc, pattern",
     [
         ([{"image": "a.jpg"}], r"entry \[0\]: field 'caption' missing"),
-        ([{"image": "a.jpg", "caption": "x"}, {"image": 3, "caption": "y"}], r"entry \[1\]: field 'image': expected str"),
+        (
+            [{"image": "a.jpg", "caption": "x"}, {"image": 3, "caption": "y"}],
+            r"entry \[1\]: field 'image': expected str",
+        ),
         ([{"image": "a.jpg", "caption": ["x", 5]}], r"entry \[0\]: field 'caption'\[1\]: expected a string"),
-        ({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 2, "caption": "x"}]},
-         r"annotations\[0\]: field 'image_id': 2 is not among 'images'"),
+        (
+            {"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"image_id": 2, "caption": "x"}]},
+            r"annotations\[0\]: field 'image_id': 2 is not among 'images'",
+        ),
         ({"images": [{"id": 1}], "annotations": []}, r"images\[0\]: field 'file_name' missing"),
         ({"annotations": []}, r"top level: field 'images' missing"),
         ("just a string", r"top level is a JSON str"),
@@ -205,7 +244,9 @@ def test_missing_images_are_found_before_and_reported_at_load(tmp_path):
 def test_builtin_registry_has_the_guides_layout(tmp_path):
     reg = load_registry()
     spec = reg.get("flickr30k_en_test")
-    assert spec.root == Path("data/flickr30k/Images") and spec.annotation == Path("data/flickr30k/flickr30k_test_karpathy.txt")
+    assert spec.root == Path("data/flickr30k/Images") and spec.annotation == Path(
+        "data/flickr30k/flickr30k_test_karpathy.txt"
+    )
     assert spec.format == "flickr_format"
     assert reg.get("flickr30k_cn_test").language == "cn"
     coco = reg.get("coco_karpathy_test")
@@ -239,9 +280,13 @@ def test_user_registry_file_adds_overrides_and_infers_format(tmp_path):
     assert reg.get("flickr30k_en_test").root == Path("/abs/Images")  # the user entry replaced the built-in
     assert "nocaps_val" in reg
     # --data-root takes precedence over the file's data_root.
-    assert load_registry([reg_file], data_root=tmp_path / "x").get("my_flickr_format_test").root == tmp_path / "x/Images"
+    assert (
+        load_registry([reg_file], data_root=tmp_path / "x").get("my_flickr_format_test").root == tmp_path / "x/Images"
+    )
     # The mapping form, without data_root: paths are relative to the file's folder.
-    json_file = _write(tmp_path / "r.json", json.dumps({"datasets": {"cc_coco_format": {"root": "img", "annotation": "a.json"}}}))
+    json_file = _write(
+        tmp_path / "r.json", json.dumps({"datasets": {"cc_coco_format": {"root": "img", "annotation": "a.json"}}})
+    )
     (spec,) = read_registry_file(json_file)
     assert spec.format == "coco_format" and spec.root == tmp_path / "img"
 
@@ -256,12 +301,22 @@ def test_infer_format_follows_the_reference_substring_rule():
 @pytest.mark.parametrize(
     "body, pattern",
     [
-        ("datasets:\n  - name: x_coco\n    root: a\n    annotaton: b\n", r"dataset 'x_coco': unknown key\(s\) 'annotaton' \(did you mean 'annotation'\?\)"),
+        (
+            "datasets:\n  - name: x_coco\n    root: a\n    annotaton: b\n",
+            r"dataset 'x_coco': unknown key\(s\) 'annotaton' \(did you mean 'annotation'\?\)",
+        ),
         ("datasets:\n  - name: x_coco\n    root: a\n", r"dataset 'x_coco': required key 'annotation' missing"),
         ("datasets:\n  - name: laion\n    root: a\n    annotation: b\n", r"dataset 'laion': no 'format' given"),
-        ("datasets:\n  - name: x\n    root: a\n    annotation: b\n    format: csv\n", r"format 'csv' is not supported; expected one of \['flickr_format', 'coco_format'\]"),
+        (
+            "datasets:\n  - name: x\n    root: a\n    annotation: b\n    format: csv\n",
+            r"format 'csv' is not supported; expected one of \['flickr_format', 'coco_format'\]",
+        ),
         ("datasets:\n  - name: x_coco\n    root: [a]\n    annotation: b\n", r"'root' must be a string"),
-        ("datasets:\n  - name: a_coco\n    root: a\n    annotation: b\n  - name: a_coco\n    root: a\n    annotation: b\n", r"datasets\[1\]: duplicate name 'a_coco'"),
+        (
+            "datasets:\n  - name: a_coco\n    root: a\n    annotation: b\n"
+            "  - name: a_coco\n    root: a\n    annotation: b\n",
+            r"datasets\[1\]: duplicate name 'a_coco'",
+        ),
         ("datasets:\n  - root: a\n", r"datasets\[0\]: 'name' must be a non-empty string"),
         ("sets: []\n", r"expected a mapping with a 'datasets' key"),
         ("datasets:\n  - name: [unclosed\n", r"r\.yaml:\d+:\d+: invalid YAML"),

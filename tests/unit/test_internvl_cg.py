@@ -178,15 +178,18 @@ def test_lora_merge_of_a_bf16_checkpoint_keeps_the_load_precision(tmp_path, conf
     """A LoRA checkpoint stored in bf16 (DeepSpeed's dtype) loaded in fp32 merges W + 2*B@A in float32 and
     rounds once to the load dtype, not to bf16 (which would lose the low bits of the adapter update)."""
     rank = 4
-    state = {k.replace("vision_model.", "vision_model.base_model.model.", 1): v.to(torch.bfloat16)
-             for k, v in model.state_dict().items()}
+    state = {
+        k.replace("vision_model.", "vision_model.base_model.model.", 1): v.to(torch.bfloat16)
+        for k, v in model.state_dict().items()
+    }
     prefix = "vision_model.base_model.model.encoder.layers.0.attn.qkv"
     w = state.pop(f"{prefix}.weight")
     g = torch.Generator().manual_seed(3)
     a = torch.randn(rank, w.shape[1], generator=g).to(torch.bfloat16)
     b = (torch.randn(w.shape[0], rank, generator=g) * 0.01).to(torch.bfloat16)
-    state.update({f"{prefix}.base_layer.weight": w, f"{prefix}.lora_A.default.weight": a,
-                  f"{prefix}.lora_B.default.weight": b})
+    state.update(
+        {f"{prefix}.base_layer.weight": w, f"{prefix}.lora_A.default.weight": a, f"{prefix}.lora_B.default.weight": b}
+    )
     (tmp_path / "config.json").write_text(json.dumps(dataclasses.replace(config, use_backbone_lora=rank).to_dict()))
     ckpt.save_state_dict(state, tmp_path)
     loaded = InternVLModel.from_pretrained(tmp_path, dtype="fp32")
@@ -221,6 +224,7 @@ def test_rope_rows_come_from_the_cpu_table_and_extend_past_it(model):
 def test_min_new_tokens_counts_generated_tokens_only(model, num_beams):
     """Reference captioning: min_new_tokens=8 forbids EOS for the first 8 generated tokens, not counting the
     query tokens and the prompt (given as embeddings); with EOS strongly preferred, EOS comes 9th."""
+
     def prefer_eos(module, args, out):
         out = out.clone()
         out[..., 2] += 100.0
@@ -228,8 +232,9 @@ def test_min_new_tokens_counts_generated_tokens_only(model, num_beams):
 
     handle = model.qllama.lm_head.register_forward_hook(prefer_eos)
     try:
-        ids = model.generate(_inputs()[0], torch.tensor([[1, 5, 9]]), num_beams=num_beams, min_new_tokens=8,
-                             max_new_tokens=30)
+        ids = model.generate(
+            _inputs()[0], torch.tensor([[1, 5, 9]]), num_beams=num_beams, min_new_tokens=8, max_new_tokens=30
+        )
     finally:
         handle.remove()
     assert ids.shape == (2, 9)

@@ -88,7 +88,9 @@ def test_auto_device_map_keeps_blocks_whole_and_io_modules_together():
 
 def test_from_pretrained_cpu_device_map_and_overrides():
     root = parity_root() / "internvl_chat"
-    model = InternVLChatModel.from_pretrained(root, dtype="bf16", device_map="auto", ps_version="v1", system_message="Hi.")
+    model = InternVLChatModel.from_pretrained(
+        root, dtype="bf16", device_map="auto", ps_version="v1", system_message="Hi."
+    )
     assert model.vision_model.dtype == torch.bfloat16 and model.config.ps_version == "v1"
     assert model.system_message == "Hi."
     assert model.language_model.model.rotary_emb.inv_freq.dtype == torch.float32  # buffers are not down-cast
@@ -127,7 +129,10 @@ def test_auto_device_map_reserves_room_for_pinned_modules_on_meta():
     # rotary_emb has buffers only; a map without it leaves inv_freq behind (InternVL#774)
     assert device_map["language_model.model.rotary_emb"] == 0
     for name, module in model.named_modules():
-        if next(module.parameters(recurse=False), None) is not None or next(module.buffers(recurse=False), None) is not None:
+        if (
+            next(module.parameters(recurse=False), None) is not None
+            or next(module.buffers(recurse=False), None) is not None
+        ):
             assert any(name == k or name.startswith(k + ".") for k in device_map), name
     used = _placed_bytes(model, device_map)
     assert all(used[d] <= max_memory[d] for d in used), (used, max_memory)

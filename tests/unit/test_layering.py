@@ -18,11 +18,30 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "internvl"
-RANK = {"core": 0, "layers": 0, "models": 1, "data": 1, "inference": 2, "evaluation": 3, "training": 4,
-        "serving": 4, "cli": 5}
-FORBIDDEN = {("models", "data"), ("data", "models"), ("serving", "evaluation"), ("serving", "training"),
-             ("training", "serving"), ("training", "cli"), ("serving", "cli"), ("evaluation", "training"),
-             ("evaluation", "serving"), ("inference", "serving"), ("inference", "training")}
+RANK = {
+    "core": 0,
+    "layers": 0,
+    "models": 1,
+    "data": 1,
+    "inference": 2,
+    "evaluation": 3,
+    "training": 4,
+    "serving": 4,
+    "cli": 5,
+}
+FORBIDDEN = {
+    ("models", "data"),
+    ("data", "models"),
+    ("serving", "evaluation"),
+    ("serving", "training"),
+    ("training", "serving"),
+    ("training", "cli"),
+    ("serving", "cli"),
+    ("evaluation", "training"),
+    ("evaluation", "serving"),
+    ("inference", "serving"),
+    ("inference", "training"),
+}
 
 
 def _internvl_imports(path: Path) -> list[tuple[str, int]]:
@@ -31,7 +50,9 @@ def _internvl_imports(path: Path) -> list[tuple[str, int]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names if a.name.startswith("internvl")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("internvl") and node.level == 0:
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("internvl") and node.level == 0
+        ):
             found.append((node.module, node.lineno))
     return found
 
@@ -56,8 +77,10 @@ def find_problems(root: Path) -> list[str]:
                 problems.append(f"{rel}:{line} evaluation.metrics must stay pure but imports {module}")
             elif layer == "evaluation" and rel.parts[1] == "metrics" and len(parts) > 2 and parts[2] != "metrics":
                 problems.append(f"{rel}:{line} evaluation.metrics must stay pure but imports {module}")
-            elif layer in RANK and target != layer and (
-                RANK[target] > RANK[layer] or (layer, target) in FORBIDDEN or RANK[target] == RANK[layer]
+            elif (
+                layer in RANK
+                and target != layer
+                and (RANK[target] > RANK[layer] or (layer, target) in FORBIDDEN or RANK[target] == RANK[layer])
             ):
                 problems.append(f"{rel}:{line} {layer} must not import {module}")
     return problems
@@ -71,9 +94,17 @@ def test_layers_only_import_downwards():
 @pytest.mark.parametrize(
     ("file", "source", "expected"),
     [
-        ("training/recipe.py", "from internvl.serving.app import create_app", "training must not import internvl.serving.app"),
+        (
+            "training/recipe.py",
+            "from internvl.serving.app import create_app",
+            "training must not import internvl.serving.app",
+        ),
         ("training/recipe.py", "def f():\n    import internvl.cli.main", "training must not import internvl.cli.main"),
-        ("serving/app.py", "from internvl.evaluation.retrieval import x", "serving must not import internvl.evaluation.retrieval"),
+        (
+            "serving/app.py",
+            "from internvl.evaluation.retrieval import x",
+            "serving must not import internvl.evaluation.retrieval",
+        ),
         ("serving/app.py", "from internvl.training.state import x", "serving must not import internvl.training.state"),
         ("evaluation/run.py", "from internvl.training import x", "evaluation must not import internvl.training"),
         ("inference/pipeline.py", "from internvl.serving import x", "inference must not import internvl.serving"),
@@ -96,7 +127,9 @@ def test_each_rule_reports_a_violation(tmp_path, file, source, expected):
 def test_allowed_imports_are_not_reported(tmp_path):
     allowed = {
         "training/recipe.py": "from internvl.evaluation.retrieval import x\nfrom internvl.inference.pipeline import y",
-        "serving/app.py": "from internvl.inference.pipeline import ChatPipeline\nfrom internvl.data.conversation import z",
+        "serving/app.py": (
+            "from internvl.inference.pipeline import ChatPipeline\nfrom internvl.data.conversation import z"
+        ),
         "cli/serve.py": "from internvl.serving.app import create_app\nfrom internvl.training import t",
         "evaluation/metrics/vqa.py": "from internvl.evaluation.metrics.choice import c",
     }

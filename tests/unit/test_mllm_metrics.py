@@ -34,27 +34,30 @@ from internvl.evaluation.metrics.yesno import (
 
 
 # -- VQA normalisation and soft accuracy ------------------------------------------------------------------
-@pytest.mark.parametrize("raw, expected", [
-    ("The Dog", "dog"),                 # lower-case, article dropped
-    ("a", ""),                          # only an article
-    ("Two dogs.", "2 dogs"),            # number word, trailing period
-    ("none", "0"),
-    ("ten", "10"),
-    ("eleven", "eleven"),               # only zero..ten are mapped
-    ("dont", "don't"),                  # contraction restored
-    ("Don't", "don't"),
-    ("coca-cola", "coca cola"),         # "-" not next to a space -> space
-    ("coca - cola", "coca cola"),       # "-" next to a space -> deleted
-    ("yes!", "yes"),
-    ("hello ?", "hello"),               # "?" dropped in the tokenize step
-    ("1,000", "1000"),                  # "," dropped before the digit-comma rule can see it
-    ("3.5", "3.5"),                     # period before a digit kept
-    ("3.5.", "3.5"),
-    ("e.g.", "eg"),
-    ("it's", "it 's"),                  # "'s" split off
-    ("  Red\tcar\n", "red car"),
-    ("(stop)", "stop"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("The Dog", "dog"),  # lower-case, article dropped
+        ("a", ""),  # only an article
+        ("Two dogs.", "2 dogs"),  # number word, trailing period
+        ("none", "0"),
+        ("ten", "10"),
+        ("eleven", "eleven"),  # only zero..ten are mapped
+        ("dont", "don't"),  # contraction restored
+        ("Don't", "don't"),
+        ("coca-cola", "coca cola"),  # "-" not next to a space -> space
+        ("coca - cola", "coca cola"),  # "-" next to a space -> deleted
+        ("yes!", "yes"),
+        ("hello ?", "hello"),  # "?" dropped in the tokenize step
+        ("1,000", "1000"),  # "," dropped before the digit-comma rule can see it
+        ("3.5", "3.5"),  # period before a digit kept
+        ("3.5.", "3.5"),
+        ("e.g.", "eg"),
+        ("it's", "it 's"),  # "'s" split off
+        ("  Red\tcar\n", "red car"),
+        ("(stop)", "stop"),
+    ],
+)
 def test_vqa_normalisation(raw, expected):
     assert normalize_answer(raw) == expected
 
@@ -81,39 +84,45 @@ def test_gqa_exact_match():
     assert gqa_correct("Yes.", "yes")
     assert gqa_correct("left", "left")
     assert not gqa_correct("the left", "left")  # no article removal in GQA
-    assert not gqa_correct("yes ", "yes")       # only periods are stripped
+    assert not gqa_correct("yes ", "yes")  # only periods are stripped
 
 
 # -- multiple choice ----------------------------------------------------------------------------------------
 OPTS = {"A": "cat", "B": "dog", "C": "bird"}
 
 
-@pytest.mark.parametrize("pred, expected", [
-    ("A", "A"),
-    (" C ", "C"),
-    ("A.", "A"),
-    ("B dog", "B"),
-    ("A cat sits on the mat", "A"),           # first character is a letter: taken (reference quirk)
-    ("It is a dog", "B"),                     # option text found
-    ("cat and dog", "A"),                     # the first option in letter order whose text occurs
-    ("(A)", "(A)"),                           # MMBench's rule does not read "(A)": unparsed
-    ("The answer is A", "The answer is A"),   # unparsed (no option text inside)
-    ("The answer is B. dog", "B"),
-    ("", ""),
-    ("x", "x"),                               # one character is returned as is (and is wrong)
-])
+@pytest.mark.parametrize(
+    "pred, expected",
+    [
+        ("A", "A"),
+        (" C ", "C"),
+        ("A.", "A"),
+        ("B dog", "B"),
+        ("A cat sits on the mat", "A"),  # first character is a letter: taken (reference quirk)
+        ("It is a dog", "B"),  # option text found
+        ("cat and dog", "A"),  # the first option in letter order whose text occurs
+        ("(A)", "(A)"),  # MMBench's rule does not read "(A)": unparsed
+        ("The answer is A", "The answer is A"),  # unparsed (no option text inside)
+        ("The answer is B. dog", "B"),
+        ("", ""),
+        ("x", "x"),  # one character is returned as is (and is wrong)
+    ],
+)
 def test_extract_choice(pred, expected):
     assert extract_choice(pred, OPTS) == expected
 
 
-@pytest.mark.parametrize("pred, expected", [
-    ("(A)", "A"),
-    ("(B) something", "B"),
-    ("F. none", "F"),            # "X." rule; F is no option, so still wrong
-    ("B", "B"),
-    ("It is a dog", "B"),
-    ("(A", "(A"),                # the reference would raise IndexError here
-])
+@pytest.mark.parametrize(
+    "pred, expected",
+    [
+        ("(A)", "A"),
+        ("(B) something", "B"),
+        ("F. none", "F"),  # "X." rule; F is no option, so still wrong
+        ("B", "B"),
+        ("It is a dog", "B"),
+        ("(A", "(A"),  # the reference would raise IndexError here
+    ],
+)
 def test_extract_choice_scienceqa(pred, expected):
     assert extract_choice_scienceqa(pred, OPTS) == expected
 
@@ -139,31 +148,39 @@ def test_mmvp_pairs_and_options():
 
 
 # -- MME ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw, expected", [
-    ("Yes\n", "yes"),
-    ("是", "yes"),
-    ("不是", "no"),
-    ("否", "no"),
-    ("True", "yes"),
-    ("No, it is false.", "no, it is no."),
-    ("是的", "yes"),            # CJK left over after the replacements is deleted
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Yes\n", "yes"),
+        ("是", "yes"),
+        ("不是", "no"),
+        ("否", "no"),
+        ("True", "yes"),
+        ("No, it is false.", "no, it is no."),
+        ("是的", "yes"),  # CJK left over after the replacements is deleted
+    ],
+)
 def test_mme_normalize(raw, expected):
     assert mme_normalize(raw) == expected
 
 
-@pytest.mark.parametrize("pred, expected", [
-    ("yes", "yes"), ("no", "no"), ("Yes", "yes"),
-    ("yes, there is", "yes"),
-    ("not really", "no"),
-    ("nope", "no"),
-    ("know", "no"),              # "no" inside the first 4 characters
-    ("yesno", "yes"),            # yes is checked first
-    ("i think yes", "other"),    # beyond the first 4 characters
-    ("unknown", "other"),
-    ("  yes", "other"),
-    ("", "other"),
-])
+@pytest.mark.parametrize(
+    "pred, expected",
+    [
+        ("yes", "yes"),
+        ("no", "no"),
+        ("Yes", "yes"),
+        ("yes, there is", "yes"),
+        ("not really", "no"),
+        ("nope", "no"),
+        ("know", "no"),  # "no" inside the first 4 characters
+        ("yesno", "yes"),  # yes is checked first
+        ("i think yes", "other"),  # beyond the first 4 characters
+        ("unknown", "other"),
+        ("  yes", "other"),
+        ("", "other"),
+    ],
+)
 def test_mme_label(pred, expected):
     assert mme_label(pred) == expected
 
@@ -181,17 +198,20 @@ def test_mme_scores_pairs_with_one_wrong():
 
 
 # -- POPE ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text, expected", [
-    ("Yes, there is a dog.", "yes"),
-    ("No.", "no"),
-    ("no, there isn't", "no"),
-    ("There is no dog in the image.", "no"),
-    ("Yes. But no dog", "yes"),     # only the first sentence counts
-    ("Not at all", "yes"),          # "Not" is not in the word list (reference quirk)
-    ("NO", "yes"),
-    ("Nope", "yes"),
-    ("", "yes"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Yes, there is a dog.", "yes"),
+        ("No.", "no"),
+        ("no, there isn't", "no"),
+        ("There is no dog in the image.", "no"),
+        ("Yes. But no dog", "yes"),  # only the first sentence counts
+        ("Not at all", "yes"),  # "Not" is not in the word list (reference quirk)
+        ("NO", "yes"),
+        ("Nope", "yes"),
+        ("", "yes"),
+    ],
+)
 def test_pope_label(text, expected):
     assert pope_label(text) == expected
 
@@ -224,17 +244,17 @@ def test_mathvista_extraction_and_normalisation():
     assert extract_answer("15", *mc, choices) == "15"
     assert extract_answer("B", *mc, choices) == "B"
     assert extract_answer("(C)", *mc, choices) == "C"
-    assert extract_answer("D", *mc, choices) == ""          # no fourth choice
+    assert extract_answer("D", *mc, choices) == ""  # no fourth choice
     assert extract_answer('The answer is "18".', *mc, choices) == "18"
     assert extract_answer("I think it's 15", *mc, choices) == ""
     assert normalize_extraction("B", choices, *mc, None) == "15"
     assert normalize_extraction("(C)", choices, *mc, None) == "18"
     assert normalize_extraction("150", choices, *mc, None) == "15"  # distances 2, 1, 2
-    assert normalize_extraction("17", choices, *mc, None) == "12"   # a three-way tie at 1: the first
-    assert normalize_extraction("", choices, *mc, None) == "12"     # all at distance 2: the first
+    assert normalize_extraction("17", choices, *mc, None) == "12"  # a three-way tie at 1: the first
+    assert normalize_extraction("", choices, *mc, None) == "12"  # all at distance 2: the first
     # free form
     assert extract_answer("3", "free_form", "integer", None) == "3"
-    assert extract_answer("3.0", "free_form", "integer", None) == ""   # int() fails; the judge would be next
+    assert extract_answer("3.0", "free_form", "integer", None) == ""  # int() fails; the judge would be next
     assert extract_answer("2.50", "free_form", "float", None) == "2.5"
     assert extract_answer("", "free_form", "float", None) == ""
     assert normalize_extraction("3.7", None, "free_form", "integer", None) == "3"
@@ -249,14 +269,14 @@ def test_mmmu_open_response_parsing():
     from internvl.evaluation.metrics.mmmu import eval_multi_choice, eval_open, normalize_str, parse_open_response
 
     assert normalize_str(" 1,234.567 ") == [1234.57]
-    assert normalize_str("B") == [" b", "b "]          # single characters padded against trivial matches
-    assert parse_open_response("The answer is 42.") == [42.0]   # "is " gives the shortest tail "42"
+    assert normalize_str("B") == [" b", "b "]  # single characters padded against trivial matches
+    assert parse_open_response("The answer is 42.") == [42.0]  # "is " gives the shortest tail "42"
     assert parse_open_response("Paris") == ["paris"]
     # "=" only counts in the last sentence; "3,000" and the trailing "000" are both numbers to MMMU
     assert set(parse_open_response("x = 3,000 meters")) == {"3,000 meters", 3000.0, 0.0}
     assert parse_open_response("First compute.\nSo the result is 7") == [7.0]
-    assert eval_open("42.001", [42.0])                # gold rounded to 2 places
-    assert eval_open("par", ["paris"])                # a gold string inside a candidate string
+    assert eval_open("42.001", [42.0])  # gold rounded to 2 places
+    assert eval_open("par", ["paris"])  # a gold string inside a candidate string
     assert not eval_open("B", ["b"]) and eval_open("B", parse_open_response("B"))
     assert eval_open(["24", "twenty-four"], parse_open_response("It is twenty-four"))
     assert eval_multi_choice("C", "C") and not eval_multi_choice("C", "(C)") and eval_multi_choice(["A", "C"], "C")

@@ -28,8 +28,10 @@ def test_every_family_has_a_tiny_preset_and_every_preset_makes_its_config():
     assert set(names) == {n for f in FAMILIES for n in registry.list_presets(f)}
 
 
-@pytest.mark.parametrize(("name", "cls"), [("intern_vit_tiny", InternViT), ("internvl_cg_tiny", InternVLModel),
-                                           ("internvl_chat_tiny", InternVLChatModel)])
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("intern_vit_tiny", InternViT), ("internvl_cg_tiny", InternVLModel), ("internvl_chat_tiny", InternVLChatModel)],
+)
 def test_tiny_presets_build_deterministically(name, cls):
     a, b = registry.create_model(name, seed=3), registry.create_model(name, seed=3)
     assert type(a) is cls
@@ -41,7 +43,11 @@ def test_tiny_presets_build_deterministically(name, cls):
 def test_published_sizes():
     v12 = registry.get_preset("internvl_chat_v1_2")
     assert (v12.num_image_token, v12.vision.num_hidden_layers, v12.vision.image_size) == (256, 45, 448)
-    assert (v12.llm_config.hidden_size, v12.llm_config.num_hidden_layers, v12.llm_config.vocab_size) == (7168, 60, 64007)
+    assert (v12.llm_config.hidden_size, v12.llm_config.num_hidden_layers, v12.llm_config.vocab_size) == (
+        7168,
+        60,
+        64007,
+    )
     assert registry.get_preset("intern_vit_300m_448").norm_type == "layer_norm"
     cg = registry.get_preset("internvl_cg_14b_224")
     assert (cg.vision_config.hidden_size, cg.num_query_token, cg.clip_embed_dim) == (3200, 96, 768)
@@ -72,8 +78,12 @@ def checkpoints(tmp_path_factory):
     build_tokenizer(root / "cg")
     cg = registry.create_model("internvl_cg_tiny", seed=1)
     cg.save_pretrained(root / "cg")
-    build_tokenizer(root / "chat", special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-                    add_bos_token=False)
+    build_tokenizer(
+        root / "chat",
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        add_bos_token=False,
+    )
     tok = load_tokenizer(root / "chat")
     chat = registry.create_model("internvl_chat_tiny", seed=1, vocab_size=len(tok))
     save_chat_model(chat, tok, root / "chat")
@@ -105,7 +115,9 @@ def test_load_pretrained_refuses_before_reading_weights(checkpoints, tmp_path):
     only_config = tmp_path / "only_config"
     only_config.mkdir()
     (only_config / "config.json").write_text((root / "chat" / "config.json").read_text())
-    with pytest.raises(ConfigError, match="holds a model_type 'internvl_chat' checkpoint; this command needs model_type 'internvl'"):
+    with pytest.raises(
+        ConfigError, match="holds a model_type 'internvl_chat' checkpoint; this command needs model_type 'internvl'"
+    ):
         load_pretrained(only_config, model_types=("internvl",))
     (only_config / "config.json").write_text(json.dumps({"model_type": "clip"}))
     with pytest.raises(CheckpointError, match="model_type 'clip'; supported: intern_vit_6b, internvl, internvl_chat"):
@@ -132,8 +144,13 @@ def test_retrieval_encoder_equals_embed_images_and_texts(checkpoints, tmp_path):
         synthetic_image(i, 64).save(path)
         records.append(ImageCaptions(i, path, tuple(f"A dog, number {i}. Caption {j}!" for j in range(1 + i % 2))))
     emb = encode_dataset(loaded.model, loaded.tokenizer, records, mode="InternVL-G", batch_size=2, progress=False)
-    images = embed_images(loaded.model, [r.image_path for r in records], build_transform("retrieval", loaded.image_size),
-                          batch_size=2, mode="InternVL-G")
+    images = embed_images(
+        loaded.model,
+        [r.image_path for r in records],
+        build_transform("retrieval", loaded.image_size),
+        batch_size=2,
+        mode="InternVL-G",
+    )
     torch.testing.assert_close(emb.images, images, rtol=0, atol=0)
     texts = [pre_caption(c) for r in records for c in r.captions]
     assert emb.text_to_image.tolist() == [i for r in records for i in [r.image_id] * len(r.captions)]

@@ -8,9 +8,12 @@ import torch
 from internvl.evaluation.metrics.retrieval import first_positive_ranks, recall_at_k, retrieval_metrics
 
 KEYS = [
-    "image_retrieval_recall@1", "text_retrieval_recall@1",
-    "image_retrieval_recall@5", "text_retrieval_recall@5",
-    "image_retrieval_recall@10", "text_retrieval_recall@10",
+    "image_retrieval_recall@1",
+    "text_retrieval_recall@1",
+    "image_retrieval_recall@5",
+    "text_retrieval_recall@5",
+    "image_retrieval_recall@10",
+    "text_retrieval_recall@10",
     "mean_recall",
 ]
 

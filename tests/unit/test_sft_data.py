@@ -25,8 +25,12 @@ A = {"from": "gpt", "value": "a dog runs"}
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory):
-    d = build_tokenizer(tmp_path_factory.mktemp("tok"), special_tokens=CHAT_SPECIAL_TOKENS,
-                        chat_template_tokens=ROLE_TOKENS, add_bos_token=False)
+    d = build_tokenizer(
+        tmp_path_factory.mktemp("tok"),
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=ROLE_TOKENS,
+        add_bos_token=False,
+    )
     return load_text_encoder(d)
 
 
@@ -52,8 +56,19 @@ def _meta(world, datasets):
 
 def test_meta_paths_repeat_time_and_validation(world):
     _write(world / "a.jsonl", [{"conversations": [Q, A]}] * 10)
-    sources = _meta(world, {"d": {"root": "images/", "annotation": "a.jsonl", "repeat_time": 0.35, "length": 10,
-                                  "max_dynamic_patch": 4, "data_augment": True}})
+    sources = _meta(
+        world,
+        {
+            "d": {
+                "root": "images/",
+                "annotation": "a.jsonl",
+                "repeat_time": 0.35,
+                "length": 10,
+                "max_dynamic_patch": 4,
+                "data_augment": True,
+            }
+        },
+    )
     s = sources[0]
     assert s.annotation == world / "a.jsonl" and s.image_path("x.png") == str(world / "images" / "x.png")
     assert s.max_dynamic_patch == 4 and s.data_augment
@@ -99,8 +114,11 @@ def _config(**kw):
 def test_dataset_record_kinds_and_collator(world, encoder):
     records = [
         {"id": 0, "image": "a.png", "conversations": [Q, A]},  # placeholder inserted
-        {"id": 1, "image": ["a.png", "wide.png"], "conversations": [
-            {"from": "human", "value": "Image-1: <image>\nImage-2: <image>\nsame?"}, A]},
+        {
+            "id": 1,
+            "image": ["a.png", "wide.png"],
+            "conversations": [{"from": "human", "value": "Image-1: <image>\nImage-2: <image>\nsame?"}, A],
+        },
         {"id": 2, "conversations": [Q, A]},  # pure text
     ]
     _write(world / "a.jsonl", records)
@@ -131,9 +149,16 @@ def test_dataset_record_kinds_and_collator(world, encoder):
 
 
 def test_errors_name_dataset_and_line_and_skip_is_counted(world, encoder):
-    _write(world / "b.jsonl", [{"image": "a.png", "conversations": [Q, A]}, "", "{bad",
-                               {"image": "missing.png", "conversations": [Q, A]},
-                               {"conversations": [Q, {"from": "gpt", "value": ""}]}])
+    _write(
+        world / "b.jsonl",
+        [
+            {"image": "a.png", "conversations": [Q, A]},
+            "",
+            "{bad",
+            {"image": "missing.png", "conversations": [Q, A]},
+            {"conversations": [Q, {"from": "gpt", "value": ""}]},
+        ],
+    )
     sources = _meta(world, {"mix": {"root": "images", "annotation": "b.jsonl"}})
     ds = SFTDataset(sources, encoder, _config())
     assert len(ds) == 4  # the blank line 2 is not a sample, line numbers stay the file's
@@ -176,8 +201,9 @@ def test_video_record_becomes_frame_lines(world, encoder):
         for packet in stream.encode():
             container.mux(packet)
     _write(world / "v.jsonl", [{"video": "clip.mp4", "conversations": [Q, A]}])
-    ds = SFTDataset(_meta(world, {"v": {"root": "images", "annotation": "v.jsonl"}}), encoder,
-                    _config(num_video_frames=3))
+    ds = SFTDataset(
+        _meta(world, {"v": {"root": "images", "annotation": "v.jsonl"}}), encoder, _config(num_video_frames=3)
+    )
     out = ds[0]
     assert out["image_flags"].tolist() == [1, 1, 1]
     assert int((out["input_ids"] == encoder.token_id("<img>")).sum()) == 3

@@ -15,7 +15,9 @@ ROLE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|system|>", "<|user|>", "<|assist
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory):
     return build_tokenizer(
-        tmp_path_factory.mktemp("tok"), special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=ROLE_TOKENS,
+        tmp_path_factory.mktemp("tok"),
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=ROLE_TOKENS,
         add_bos_token=False,
     )
 
@@ -50,20 +52,38 @@ def test_internvl2_5_newline_after_im_end_is_not_trained():
 
 
 def test_parse_turns_rules():
-    t = parse_turns([{"from": "system", "value": "sys"}, {"from": "gpt", "value": "hi"},
-                     {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}])
+    t = parse_turns(
+        [
+            {"from": "system", "value": "sys"},
+            {"from": "gpt", "value": "hi"},
+            {"from": "human", "value": "q"},
+            {"from": "gpt", "value": "a"},
+        ]
+    )
     assert t.system == "sys" and t.messages == [("user", "q"), ("assistant", "a")]  # leading gpt dropped
-    kept = parse_turns([{"from": "gpt", "value": "hi"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
-                       keep_leading_assistant=True)
+    kept = parse_turns(
+        [{"from": "gpt", "value": "hi"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+        keep_leading_assistant=True,
+    )
     assert kept.messages[0] == ("assistant", "hi")
     cases = [
-        ([{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}], "unknown_role", "turn 1: unknown role 'robot'"),
-        ([{"from": "human", "value": "q"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
-         "alternation", "turn 1: expected a gpt turn"),
+        (
+            [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}],
+            "unknown_role",
+            "turn 1: unknown role 'robot'",
+        ),
+        (
+            [{"from": "human", "value": "q"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+            "alternation",
+            "turn 1: expected a gpt turn",
+        ),
         ([{"from": "human", "value": "q"}, {"from": "gpt", "value": "  "}], "empty_answer", "turn 1"),
         ([{"from": "human", "value": "q"}], "alternation", "end with a gpt answer"),
-        ([{"from": "human", "value": "q"}, {"from": "system", "value": "s"}, {"from": "gpt", "value": "a"}],
-         "unknown_role", "turn 1"),
+        (
+            [{"from": "human", "value": "q"}, {"from": "system", "value": "s"}, {"from": "gpt", "value": "a"}],
+            "unknown_role",
+            "turn 1",
+        ),
     ]
     for conversations, kind, message in cases:
         with pytest.raises(SFTSampleError, match=message) as err:
@@ -77,8 +97,12 @@ def _supervised_text(encoder, out) -> str:
 
 
 def test_labels_are_the_answers_and_their_end_token(encoder):
-    conv = [{"from": "human", "value": "<image>\nwhat is in the image?"}, {"from": "gpt", "value": "a dog runs"},
-            {"from": "human", "value": "and then?"}, {"from": "gpt", "value": "two cats sit"}]
+    conv = [
+        {"from": "human", "value": "<image>\nwhat is in the image?"},
+        {"from": "gpt", "value": "a dog runs"},
+        {"from": "human", "value": "and then?"},
+        {"from": "gpt", "value": "two cats sit"},
+    ]
     out = preprocess_conversation(conv, "Hermes-2", encoder, num_image_tokens=[4])
     text, ids = _supervised_text(encoder, out)
     assert text.replace(" ", "") == "adogruns<|im_end|>twocatssit<|im_end|>"
@@ -102,8 +126,9 @@ def test_truncation_keeps_text_cuts_and_never_cuts_image_tokens(encoder):
     with pytest.raises(SFTSampleError, match="cut the image block") as err:
         preprocess_conversation(conv, "Hermes-2", encoder, num_image_tokens=[8], max_length=img_end)
     assert err.value.kind == "over_length"
-    padded = preprocess_conversation(conv, "Hermes-2", encoder, num_image_tokens=[8], max_length=n + 5,
-                                     pad_to_max_length=True)
+    padded = preprocess_conversation(
+        conv, "Hermes-2", encoder, num_image_tokens=[8], max_length=n + 5, pad_to_max_length=True
+    )
     assert padded["attention_mask"].tolist() == [1] * n + [0] * 5
     assert padded["labels"][n:].tolist() == [IGNORE_INDEX] * 5
     assert padded["input_ids"][n:].tolist() == [encoder.pad_token_id] * 5
@@ -115,8 +140,9 @@ def test_placeholder_rules(encoder):
         preprocess_conversation([ask, {"from": "gpt", "value": "a"}], "Hermes-2", encoder, num_image_tokens=[4])
     assert err.value.kind == "placeholder_mismatch"
     with pytest.raises(SFTSampleError) as err:
-        preprocess_conversation([{"from": "human", "value": "q"}, {"from": "gpt", "value": "see <image>"}],
-                                "Hermes-2", encoder)
+        preprocess_conversation(
+            [{"from": "human", "value": "q"}, {"from": "gpt", "value": "see <image>"}], "Hermes-2", encoder
+        )
     assert err.value.kind == "placeholder_in_answer"
 
 

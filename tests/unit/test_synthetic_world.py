@@ -38,8 +38,11 @@ def world_dir(tmp_path_factory) -> Path:
 def _digest(root: Path) -> dict[str, str]:
     """sha256 of every file, with the root's own path blanked (the SFT meta JSON holds absolute paths)."""
     here = str(root.resolve()).encode()
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes().replace(here, b"")).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes().replace(here, b"")).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_files_other_seed_other_world(tmp_path, world_dir):
@@ -69,7 +72,9 @@ def test_min_objects_drops_one_object_scenes():
 
     world = build_world(0, {"train": 50, "val": 0, "test": 50})
     assert min(len(i.scene.objects) for s in world.values() for i in s) == 2
-    assert 1 in {len(i.scene.objects) for i in build_world(0, {"train": 50, "val": 0, "test": 50}, min_objects=1)["test"]}
+    assert 1 in {
+        len(i.scene.objects) for i in build_world(0, {"train": 50, "val": 0, "test": 50}, min_objects=1)["test"]
+    }
     with pytest.raises(ConfigError, match="min_objects"):
         build_world(0, min_objects=4)
 
@@ -162,8 +167,12 @@ def test_mme_and_mmbench_files(world_dir):
         assert len(set(options)) == 4 and r["answer"] in "ABCD"
         with Image.open(io.BytesIO(base64.b64decode(r["image"]))) as im:
             assert im.size == (48, 48)
-        truth = [q for i in world.values() for q in i.questions if q.type == r["category"]
-                 and q.question.startswith(r["question"])]
+        truth = [
+            q
+            for i in world.values()
+            for q in i.questions
+            if q.type == r["category"] and q.question.startswith(r["question"])
+        ]
         assert r[r["answer"]] in {q.answer for q in truth}
     assert {r["category"] for r in rows} >= {"colour", "shape", "count"}
 
@@ -184,7 +193,7 @@ def test_world_tokenizer_loads_with_the_special_tokens(world_dir):
     assert tok.decode(tok(text)["input_ids"]) == text
     cg = InternVLTextTokenizer.from_pretrained(world_dir / "tokenizer", max_length=32)
     ids = cg([text])[0].tolist()
-    assert ids[0] == 1 and ids[ids.index(2) + 1:] == [0] * (31 - ids.index(2)) and 0 not in ids[: ids.index(2)]
+    assert ids[0] == 1 and ids[ids.index(2) + 1 :] == [0] * (31 - ids.index(2)) and 0 not in ids[: ids.index(2)]
     chat_tok = load_tokenizer(world_dir / "tokenizer")
     assert chat_tok.convert_tokens_to_ids("<IMG_CONTEXT>") != chat_tok.unk_token_id
 
@@ -197,8 +206,27 @@ def test_tokenizer_builder_on_a_corpus(tmp_path):
 
 def test_cli_data_synth(tmp_path, capsys):
     out = tmp_path / "w"
-    assert main(["data", "synth", "--out", str(out), "--seed", "2", "--train", "10", "--val", "2", "--test", "4",
-                 "--min-objects", "1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(out),
+                "--seed",
+                "2",
+                "--train",
+                "10",
+                "--val",
+                "2",
+                "--test",
+                "4",
+                "--min-objects",
+                "1",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "world.json").read_text())
     assert summary["sizes"] == {"train": 10, "val": 2, "test": 4} and summary["seed"] == 2
     assert summary["min_objects"] == 1

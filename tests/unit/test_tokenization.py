@@ -86,11 +86,19 @@ def test_special_token_strings_split_like_the_slow_tokenizer(tok, sp):
     encodes the text between them chunk by chunk (each chunk with its own dummy-prefix space)."""
     text = "a dog </s> runs <s>x<unk> end"
     expected = [
-        1, *sp.encode("summarize:a dog "), 2, *sp.encode(" runs "), 1, *sp.encode("x"), 0, *sp.encode(" end"), 2,
+        1,
+        *sp.encode("summarize:a dog "),
+        2,
+        *sp.encode(" runs "),
+        1,
+        *sp.encode("x"),
+        0,
+        *sp.encode(" end"),
+        2,
     ]
     row = tok([text])[0]
     assert row[: len(expected)].tolist() == expected
-    assert (row[len(expected):] == 0).all()
+    assert (row[len(expected) :] == 0).all()
     # Plain text is one sentencepiece call, as before.
     assert tok.encode_pieces("summarize:a dog") == sp.encode("summarize:a dog")
 
@@ -103,8 +111,9 @@ def test_added_pad_token_of_the_checkpoint_is_split(tmp_path, tok_dir, sp):
     d = tmp_path / "tok"
     shutil.copytree(tok_dir, d)
     size = sp.get_piece_size()
-    (d / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "[PAD]"}))
+    (d / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "[PAD]"})
+    )
     (d / "added_tokens.json").write_text(json.dumps({"[PAD]": size}))
     t = InternVLTextTokenizer.from_pretrained(d)
     assert t.encode_pieces("a[PAD]b") == [*sp.encode("a"), size, *sp.encode("b")]

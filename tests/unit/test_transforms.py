@@ -14,7 +14,9 @@ from internvl.data.synthetic import synthetic_image
 
 def _reference(img: Image.Image, size_wh: tuple[int, int], mean, std) -> torch.Tensor:
     """The documented torchvision sequence written out with NumPy (float64 stats cast like torchvision)."""
-    arr = np.asarray(img.convert("RGB").resize(size_wh, Image.BICUBIC), dtype=np.uint8).astype(np.float32) / np.float32(255)
+    arr = np.asarray(img.convert("RGB").resize(size_wh, Image.BICUBIC), dtype=np.uint8).astype(np.float32) / np.float32(
+        255
+    )
     arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 

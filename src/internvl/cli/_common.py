@@ -146,8 +146,9 @@ def progress_bar(label: str):
     """A transient rich progress bar; returns (context manager, start(total) -> advance(n) callback)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        transient=True)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    )
 
     def start(description: str, total: int):
         task = progress.add_task(f"{label}: {description}", total=total)

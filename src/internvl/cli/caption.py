@@ -19,12 +19,17 @@ CAPTIONS_FILE = "captions.json"
 def register(app: typer.Typer) -> None:
     @app.command("caption")
     def caption(
-        model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, "
-                                                   "tokenizer)."),
+        model_dir: Path = typer.Argument(
+            ..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."
+        ),
         images_dir: Path = typer.Argument(..., help="Folder of images (every image file directly inside, sorted)."),
-        output: str = typer.Option(..., "--output", "-o",
-                                    help='JSON file [{"image": name, "caption": text}, ...]; an existing folder '
-                                         f"(or a path ending in /) gets {CAPTIONS_FILE} inside."),
+        output: str = typer.Option(
+            ...,
+            "--output",
+            "-o",
+            help='JSON file [{"image": name, "caption": text}, ...]; an existing folder '
+            f"(or a path ending in /) gets {CAPTIONS_FILE} inside.",
+        ),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per generate call."),
         num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
         min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
@@ -32,12 +37,18 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Option("English caption:", "--prompt", help="Text after the query tokens."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
-        resume: bool = typer.Option(True, "--resume/--overwrite",
-                                    help="Continue <output>.partial.jsonl of an interrupted run with the same "
-                                         "settings (default), or discard it."),
-        strict: bool = typer.Option(False, "--strict",
-                                    help="Decode every image first and stop before any work if one is unreadable "
-                                         "(default: skip it, list it in the output, exit 2)."),
+        resume: bool = typer.Option(
+            True,
+            "--resume/--overwrite",
+            help="Continue <output>.partial.jsonl of an interrupted run with the same "
+            "settings (default), or discard it.",
+        ),
+        strict: bool = typer.Option(
+            False,
+            "--strict",
+            help="Decode every image first and stop before any work if one is unreadable "
+            "(default: skip it, list it in the output, exit 2).",
+        ),
     ) -> None:
         """Caption every image of a folder with the reference settings (beam 5, 8-30 new tokens)."""
         output = parse_output(output)  # keeps a trailing / (a folder)
@@ -64,20 +75,32 @@ def register(app: typer.Typer) -> None:
 
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
-        settings = {"model": str(model_dir.resolve()), "model_files": file_fingerprint(model_dir, MODEL_FILES),
-                    "images_dir": str(images_dir.resolve()), "prompt": prompt, "dtype": dt,
-                    "generation": {"num_beams": num_beams, "min_new_tokens": min_new_tokens,
-                                   "max_new_tokens": max_new_tokens}}
+        settings = {
+            "model": str(model_dir.resolve()),
+            "model_files": file_fingerprint(model_dir, MODEL_FILES),
+            "images_dir": str(images_dir.resolve()),
+            "prompt": prompt,
+            "dtype": dt,
+            "generation": {"num_beams": num_beams, "min_new_tokens": min_new_tokens, "max_new_tokens": max_new_tokens},
+        }
         partial_path = output.with_name(output.name + ".partial.jsonl")
-        partial = PartialResults.open(partial_path, output.with_name(output.name + ".partial.settings.json"),
-                                      settings, details={"batch_size": batch_size, "device": str(dev)},
-                                      key="image", fields=("image", "caption"), resume=resume)
+        partial = PartialResults.open(
+            partial_path,
+            output.with_name(output.name + ".partial.settings.json"),
+            settings,
+            details={"batch_size": batch_size, "device": str(dev)},
+            key="image",
+            fields=("image", "caption"),
+            resume=resume,
+        )
         with partial:
             todo = [p for p in files if p.name not in partial.done]
             if partial.resumed:
                 typer.echo(f"resuming: {len(files) - len(todo)} of {len(files)} captions already in {partial_path}")
-            set_interrupt_note(f"the captions finished so far are in {partial_path}; run the same command again "
-                               "to caption only the rest")
+            set_interrupt_note(
+                f"the captions finished so far are in {partial_path}; run the same command again "
+                "to caption only the rest"
+            )
             failed: dict[str, str] = {}
             if todo:
                 loaded = load_pretrained(model_dir, dtype=dt, device=dev, model_types=("internvl",))
@@ -95,9 +118,15 @@ def register(app: typer.Typer) -> None:
                             except DataFormatError as e:
                                 failed[p.name] = str(e)
                         if chunk:
-                            texts = generate_captions(model, tokenizer, torch.stack(pixels), prompt=prompt,
-                                                      num_beams=num_beams, min_new_tokens=min_new_tokens,
-                                                      max_new_tokens=max_new_tokens)
+                            texts = generate_captions(
+                                model,
+                                tokenizer,
+                                torch.stack(pixels),
+                                prompt=prompt,
+                                num_beams=num_beams,
+                                min_new_tokens=min_new_tokens,
+                                max_new_tokens=max_new_tokens,
+                            )
                             partial.append([{"image": p.name, "caption": t} for p, t in zip(chunk, texts, strict=True)])
                         progress.advance(task, len(todo[start : start + batch_size]))
         set_interrupt_note(f"the captions are in {partial_path}; run the same command again to write {output}")
@@ -109,5 +138,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {output}: {len(good)} captions, average length {avg:.4f} words")
         if failed:
             first = next(iter(failed.values()))
-            raise DataFormatError(f"{len(failed)} of {len(files)} images could not be read and were skipped (listed "
-                                  f"in {output} with their error; fix them and rerun to caption only those): {first}")
+            raise DataFormatError(
+                f"{len(failed)} of {len(files)} images could not be read and were skipped (listed "
+                f"in {output} with their error; fix them and rerun to caption only those): {first}"
+            )

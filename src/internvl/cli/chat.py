@@ -63,8 +63,10 @@ def register(app: typer.Typer) -> None:
         except InternVLError as e:
             raise ConfigError(f"--{str(e).split('=', 1)[0].replace('_', '-')}: {e}") from None
         options = GenerationOptions(
-            max_new_tokens=max_new_tokens, do_sample=do_sample,
-            temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_p=top_p if do_sample else None,
         )
         if device is not None:
             pick_device(device)  # CUDA asked for on a machine without one: an error now
@@ -74,8 +76,9 @@ def register(app: typer.Typer) -> None:
             from internvl.data.video import video_info
 
             video_info(video)  # not a video / no frames: an error now, not after loading the model
-        pipe = ChatPipeline.load(model_dir, dtype=dtype, device=device, device_map=device_map,
-                                 load_in_8bit=load_in_8bit)
+        pipe = ChatPipeline.load(
+            model_dir, dtype=dtype, device=device, device_map=device_map, load_in_8bit=load_in_8bit
+        )
         visuals = None  # preprocessed once, reused by every turn
         if video is not None:
             visuals = pipe.prepare_video(video, num_segments=num_segments)

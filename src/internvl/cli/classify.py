@@ -23,8 +23,9 @@ def read_classes(classes: str | None, classes_file: Path | None) -> list[str]:
         try:
             lines = classes_file.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as e:
-            raise DataFormatError(f"--classes-file {classes_file}: not valid UTF-8 ({e.reason} at byte {e.start}); "
-                                  "save it as UTF-8") from None
+            raise DataFormatError(
+                f"--classes-file {classes_file}: not valid UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8"
+            ) from None
         names = [line.strip() for line in lines]
     names = [n for n in names if n]
     if not names:
@@ -35,24 +36,40 @@ def read_classes(classes: str | None, classes_file: Path | None) -> list[str]:
 def register(app: typer.Typer) -> None:
     @app.command("classify")
     def classify_cmd(
-        model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."),
+        model_dir: Path = typer.Argument(
+            ..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."
+        ),
         images: list[Path] | None = typer.Argument(None, help="Image files to classify (or --image)."),
-        image: list[Path] | None = typer.Option(None, "--image", "-i",
-                                                help="Image file (repeatable; the spelling embed and chat use)."),
+        image: list[Path] | None = typer.Option(
+            None, "--image", "-i", help="Image file (repeatable; the spelling embed and chat use)."
+        ),
         classes: str | None = typer.Option(None, "--classes", help="Comma-separated class names."),
         classes_file: Path | None = typer.Option(None, "--classes-file", help="File with one class name per line."),
         templates: list[str] | None = typer.Option(
-            None, "--templates", help='Prompt template with {} for the class name (repeatable; default "a photo of a {}.").'),
+            None,
+            "--templates",
+            help='Prompt template with {} for the class name (repeatable; default "a photo of a {}.").',
+        ),
         top_k: int = typer.Option(5, "--top-k", min=1, help="Predictions to report per image."),
-        output: str | None = typer.Option(None, "--output", "-o",
-                                           help="Write the predictions as JSON here (an existing folder or a path "
-                                                "ending in / gets predictions.json inside)."),
-        mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
-                                help="Image embedding: InternVL-C or InternVL-G (any case, or C / G)."),
+        output: str | None = typer.Option(
+            None,
+            "--output",
+            "-o",
+            help="Write the predictions as JSON here (an existing folder or a path "
+            "ending in / gets predictions.json inside).",
+        ),
+        mode: str = typer.Option(
+            "InternVL-C",
+            "--mode",
+            callback=parse_mode,
+            help="Image embedding: InternVL-C or InternVL-G (any case, or C / G).",
+        ),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
-        amp: bool = typer.Option(True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."),
+        amp: bool = typer.Option(
+            True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."
+        ),
     ) -> None:
         """Rank class names for each image (classification transform; classifier = mean of template embeddings)."""
         output = parse_output(output) if output is not None else None  # keeps a trailing / (a folder)
@@ -90,14 +107,32 @@ def register(app: typer.Typer) -> None:
         model, tokenizer = loaded.model, loaded.tokenizer
         bar, start = progress_bar("classifying")
         with bar:
-            classifier = zero_shot_classifier(model, tokenizer, names, temps, batch_size,
-                                              progress=start("class prompts", len(names) * len(temps)), amp=amp)
-            emb = embed_images(model, images, build_transform("classification", model.image_size), batch_size, mode,
-                               progress=start("images", len(images)), amp=amp)
+            classifier = zero_shot_classifier(
+                model,
+                tokenizer,
+                names,
+                temps,
+                batch_size,
+                progress=start("class prompts", len(names) * len(temps)),
+                amp=amp,
+            )
+            emb = embed_images(
+                model,
+                images,
+                build_transform("classification", model.image_size),
+                batch_size,
+                mode,
+                progress=start("images", len(images)),
+                amp=amp,
+            )
         result = classify(emb, classifier, top_k)
         records = [
-            {"image": str(path),
-             "predictions": [{"label": names[int(i)], "score": round(float(p), 6)} for p, i in zip(probs, idx, strict=True)]}
+            {
+                "image": str(path),
+                "predictions": [
+                    {"label": names[int(i)], "score": round(float(p), 6)} for p, i in zip(probs, idx, strict=True)
+                ],
+            }
             for path, probs, idx in zip(images, result.probs, result.indices, strict=True)
         ]
         table = Table(title=f"zero-shot {mode}, {len(names)} classes")

@@ -17,8 +17,9 @@ PROBLEMS_SHOWN = 20
 def register(app: typer.Typer) -> None:
     from internvl.cli.synth import synth
 
-    sub = typer.Typer(help="Data: validate an SFT mixture, convert RefCOCO boxes, write the built-in world.",
-                      no_args_is_help=True)
+    sub = typer.Typer(
+        help="Data: validate an SFT mixture, convert RefCOCO boxes, write the built-in world.", no_args_is_help=True
+    )
     app.add_typer(sub, name="data")
     sub.command("synth")(synth)
 
@@ -26,23 +27,33 @@ def register(app: typer.Typer) -> None:
     def check(
         meta: Path = typer.Argument(..., help="Meta JSON {name: {root, annotation, repeat_time, ...}}."),
         model: Path | None = typer.Option(
-            None, "--model", "-m", help="Chat checkpoint: template, tiling and tokens per tile from its config.json, "
-            "tokenizer from its files (the options below override)."),
+            None,
+            "--model",
+            "-m",
+            help="Chat checkpoint: template, tiling and tokens per tile from its config.json, "
+            "tokenizer from its files (the options below override).",
+        ),
         tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer directory (default: --model)."),
-        template: str | None = typer.Option(None, "--template", help="Conversation template (default: the model's, "
-                                               "else Hermes-2)."),
+        template: str | None = typer.Option(
+            None, "--template", help="Conversation template (default: the model's, else Hermes-2)."
+        ),
         max_length: int = typer.Option(2048, "--max-length", min=1, help="max_seq_length of the run."),
-        num_image_token: int | None = typer.Option(None, "--num-image-token", min=1, help="Visual tokens per tile "
-                                                      "(default: the model's, else 256)."),
+        num_image_token: int | None = typer.Option(
+            None, "--num-image-token", min=1, help="Visual tokens per tile (default: the model's, else 256)."
+        ),
         image_size: int | None = typer.Option(None, "--image-size", min=1, help="Tile size (default 448)."),
         dynamic: bool | None = typer.Option(None, "--dynamic/--no-dynamic", help="Dynamic tiling (V1-2: off)."),
         max_dynamic_patch: int | None = typer.Option(None, "--max-dynamic-patch", min=1),
         use_thumbnail: bool | None = typer.Option(None, "--thumbnail/--no-thumbnail"),
-        decode_images: bool = typer.Option(True, "--decode-images/--headers-only",
-                                           help="Decode every image fully (finds truncated files) or read headers only."),
+        decode_images: bool = typer.Option(
+            True,
+            "--decode-images/--headers-only",
+            help="Decode every image fully (finds truncated files) or read headers only.",
+        ),
         report: Path | None = typer.Option(None, "--report", "-o", help="Write the full JSON report here."),
-        strict: bool = typer.Option(False, "--strict", help="Count truncated (over max_length, text-only cut) samples "
-                                    "as problems."),
+        strict: bool = typer.Option(
+            False, "--strict", help="Count truncated (over max_length, text-only cut) samples as problems."
+        ),
     ) -> None:
         """Validate every record of a meta mixture as training would read it; exit 2 on problems."""
         import dataclasses
@@ -68,15 +79,26 @@ def register(app: typer.Typer) -> None:
             settings = ChatImageSettings.from_config_dict(raw)
             config = InternVLChatConfig.from_dict(raw)
             default_template, default_tokens = config.template or default_template, config.num_image_token
-        overrides = {k: v for k, v in {"image_size": image_size, "dynamic_image_size": dynamic,
-                                       "max_dynamic_patch": max_dynamic_patch, "use_thumbnail": use_thumbnail}.items()
-                     if v is not None}
+        overrides = {
+            k: v
+            for k, v in {
+                "image_size": image_size,
+                "dynamic_image_size": dynamic,
+                "max_dynamic_patch": max_dynamic_patch,
+                "use_thumbnail": use_thumbnail,
+            }.items()
+            if v is not None
+        }
         settings = dataclasses.replace(settings, **overrides)
         tok_dir = tokenizer or model
         if tok_dir is None:
             raise DataFormatError("pass --model CHECKPOINT or --tokenizer DIR (token counts need the tokenizer)")
-        data_config = SFTDataConfig(template=template or default_template, num_image_token=num_image_token or default_tokens,
-                                    max_length=max_length, image=settings)
+        data_config = SFTDataConfig(
+            template=template or default_template,
+            num_image_token=num_image_token or default_tokens,
+            max_length=max_length,
+            image=settings,
+        )
         dataset = SFTDataset(read_sft_meta(meta), load_text_encoder(tok_dir), data_config)
         console = Console(stderr=True)
         from rich.progress import Progress
@@ -90,7 +112,9 @@ def register(app: typer.Typer) -> None:
             table.add_column(col, justify="left" if col in ("dataset", "problems") else "right")
         for d in result.datasets:
             kinds = ", ".join(f"{k} {n}" for k, n in sorted(d.problems.items())) or "-"
-            table.add_row(d.name, str(d.records), str(d.samples), str(d.images), f"{d.tokens:,}", str(d.truncated), kinds)
+            table.add_row(
+                d.name, str(d.records), str(d.samples), str(d.images), f"{d.tokens:,}", str(d.truncated), kinds
+            )
         Console().print(table)
         shown = result.problems + (result.warnings if strict else [])
         for p in shown[:PROBLEMS_SHOWN]:
@@ -113,7 +137,9 @@ def register(app: typer.Typer) -> None:
         from internvl.data.boxes import convert_boxes_file
 
         result = convert_boxes_file(annotation, output)
-        typer.echo(f"{result.records} records: {result.records_changed} changed, {result.boxes_converted} boxes "
-                   f"converted, {result.boxes_already_converted} already in <box> form -> {output}")
+        typer.echo(
+            f"{result.records} records: {result.records_changed} changed, {result.boxes_converted} boxes "
+            f"converted, {result.boxes_already_converted} already in <box> form -> {output}"
+        )
         if report is not None:
             report.write_text(json.dumps(result.to_dict(), indent=2))

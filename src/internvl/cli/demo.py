@@ -31,26 +31,47 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         output: Path = typer.Option(Path("demo_output"), "--output", "-o", help="Directory for the demo's files."),
-        budget: float = typer.Option(340.0, "--budget", min=20.0,
-                                     help="Seconds for the whole run (about 62 % stage 1, 20 % stage 2)."),
+        budget: float = typer.Option(
+            340.0, "--budget", min=20.0, help="Seconds for the whole run (about 62 % stage 1, 20 % stage 2)."
+        ),
         seed: int = typer.Option(0, help="Seed of the world and of both training runs."),
         train_images: int = typer.Option(5000, "--train-images", min=64, help="Training scenes in the world."),
         test_images: int = typer.Option(500, "--test-images", min=20, help="Held-out scenes (retrieval and chat)."),
         eval_questions: int = typer.Option(1200, "--eval-questions", min=6, help="Held-out chat questions scored."),
         mme_limit: int = typer.Option(200, "--mme-limit", min=1, help="MME questions per task (internvl eval bench)."),
-        stage1_steps: int | None = typer.Option(None, "--stage1-steps", min=1,
-                                                help="Bound stage 1 by steps instead of the time budget (reproducible work)."),
-        stage2_steps: int | None = typer.Option(None, "--stage2-steps", min=1,
-                                                help="Bound stage 2 by steps instead of the time budget."),
+        stage1_steps: int | None = typer.Option(
+            None, "--stage1-steps", min=1, help="Bound stage 1 by steps instead of the time budget (reproducible work)."
+        ),
+        stage2_steps: int | None = typer.Option(
+            None, "--stage2-steps", min=1, help="Bound stage 2 by steps instead of the time budget."
+        ),
     ) -> None:
         """Train InternVL-C and InternVL-Chat from scratch on the built-in world; evaluate; plot (no downloads)."""
-        run_demo(output, budget, seed, train_images, test_images, eval_questions, mme_limit,
-                 stage1_steps=stage1_steps, stage2_steps=stage2_steps)
+        run_demo(
+            output,
+            budget,
+            seed,
+            train_images,
+            test_images,
+            eval_questions,
+            mme_limit,
+            stage1_steps=stage1_steps,
+            stage2_steps=stage2_steps,
+        )
 
 
-def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 5000, test_images: int = 500,
-             eval_questions: int = 1200, mme_limit: int = 200, *, stage1_steps: int | None = None,
-             stage2_steps: int | None = None) -> dict:
+def run_demo(
+    output: Path,
+    budget: float,
+    seed: int = 0,
+    train_images: int = 5000,
+    test_images: int = 500,
+    eval_questions: int = 1200,
+    mme_limit: int = 200,
+    *,
+    stage1_steps: int | None = None,
+    stage2_steps: int | None = None,
+) -> dict:
     from rich.console import Console
 
     from internvl.cli.main import main
@@ -83,21 +104,62 @@ def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 500
 
     console.rule("[bold]1/4 the built-in world")
     t = time.monotonic()
-    call(["data", "synth", "--out", str(world), "--seed", str(seed), "--train", str(train_images), "--val", "100",
-          "--test", str(test_images)])
+    call(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(world),
+            "--seed",
+            str(seed),
+            "--train",
+            str(train_images),
+            "--val",
+            "100",
+            "--test",
+            str(test_images),
+        ]
+    )
     done("world", t)
 
     console.rule("[bold]2/4 stage 1: InternVL-C, contrastive from scratch")
     t = time.monotonic()
     init = _init_contrastive(world, output / "init" / "internvl_c", seed)
     s1 = round(budget * STAGE1_SHARE, 1)
-    call(["train", "retrieval", "world_contrastive", "--set", f"model.path={init}",
-          "--set", f"data.registry=[{world / 'registry.yaml'}]", "--set", f"log.output_dir={c_dir}",
-          *_bound(s1, stage1_steps), "--set", f"seed={seed}",
-          "--set", f"data.val_limit={test_images}"])
+    call(
+        [
+            "train",
+            "retrieval",
+            "world_contrastive",
+            "--set",
+            f"model.path={init}",
+            "--set",
+            f"data.registry=[{world / 'registry.yaml'}]",
+            "--set",
+            f"log.output_dir={c_dir}",
+            *_bound(s1, stage1_steps),
+            "--set",
+            f"seed={seed}",
+            "--set",
+            f"data.val_limit={test_images}",
+        ]
+    )
     final_c = c_dir / "final"
-    call(["eval", "retrieval", "--model", str(final_c), "--dataset", "world_flickr_format_test",
-          "--registry", str(world / "registry.yaml"), "--output", str(output / "retrieval.json"), "--no-amp"])
+    call(
+        [
+            "eval",
+            "retrieval",
+            "--model",
+            str(final_c),
+            "--dataset",
+            "world_flickr_format_test",
+            "--registry",
+            str(world / "registry.yaml"),
+            "--output",
+            str(output / "retrieval.json"),
+            "--no-amp",
+        ]
+    )
     results["retrieval"] = _retrieval_results(output / "retrieval.json", world)
     done("stage 1", t)
 
@@ -105,13 +167,45 @@ def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 500
     t = time.monotonic()
     vit_dir, llm_dir = _stage2_parts(final_c, world, output / "init", seed)
     s2 = round(max(10.0, min(budget * STAGE2_SHARE, budget - (time.monotonic() - t0) - 0.12 * budget)), 1)
-    call(["train", "sft", "world_chat", "--set", f"model.vision_path={vit_dir}", "--set", f"model.llm_path={llm_dir}",
-          "--set", f"data.meta_path={world / 'sft' / 'world_sft_train.json'}", "--set", f"log.output_dir={chat_dir}",
-          *_bound(s2, stage2_steps), "--set", f"seed={seed}"])
+    call(
+        [
+            "train",
+            "sft",
+            "world_chat",
+            "--set",
+            f"model.vision_path={vit_dir}",
+            "--set",
+            f"model.llm_path={llm_dir}",
+            "--set",
+            f"data.meta_path={world / 'sft' / 'world_sft_train.json'}",
+            "--set",
+            f"log.output_dir={chat_dir}",
+            *_bound(s2, stage2_steps),
+            "--set",
+            f"seed={seed}",
+        ]
+    )
     final_chat = chat_dir / "final"
     results["chat"] = _chat_accuracy(final_chat, world, eval_questions)
-    call(["eval", "bench", "--model", str(final_chat), "--benchmark", "mme", "--data", str(world / "bench"),
-          "--output", str(output / "bench"), "--limit", str(mme_limit), "--batch-size", "50", "--no-progress"])
+    call(
+        [
+            "eval",
+            "bench",
+            "--model",
+            str(final_chat),
+            "--benchmark",
+            "mme",
+            "--data",
+            str(world / "bench"),
+            "--output",
+            str(output / "bench"),
+            "--limit",
+            str(mme_limit),
+            "--batch-size",
+            "50",
+            "--no-progress",
+        ]
+    )
     results["mme"] = _mme_results(output / "bench")
     done("stage 2", t)
 
@@ -124,7 +218,8 @@ def run_demo(output: Path, budget: float, seed: int = 0, train_images: int = 500
     _print_table(console, results)
     console.print(
         f"\n[green]done in {results['total_seconds']:.0f} s[/green]: {output / 'results.json'}, plots "
-        + ", ".join(results["plots"]) + "\nnext:\n"
+        + ", ".join(results["plots"])
+        + "\nnext:\n"
         f"  internvl embed {final_c} --text 'a big red circle at the top left' --output text.npy\n"
         f"  internvl chat {final_chat} --image {_first_test_image(world)} 'How many objects are there?'\n"
         f"  internvl serve {final_chat} --port 8000\n"
@@ -178,8 +273,12 @@ def _retrieval_results(path: Path, world: Path) -> dict:
 
     metrics = json.loads(path.read_text())["metrics"]
     test = read_flickr_captions(world / "flickr" / "world_test_karpathy.txt", world / "images")
-    return {**metrics, "images": len(test), "captions": sum(len(r.captions) for r in test),
-            "chance_r1": round(1 / len(test), 4)}
+    return {
+        **metrics,
+        "images": len(test),
+        "captions": sum(len(r.captions) for r in test),
+        "chance_r1": round(1 / len(test), 4),
+    }
 
 
 def _test_questions(world: Path, limit: int) -> list[dict]:
@@ -220,16 +319,28 @@ def _chat_accuracy(final_chat: Path, world: Path, limit: int) -> dict:
         d["n"] += 1
         d["correct"] += _norm(a) == _norm(r["answer"])
         d["answers"][_norm(r["answer"])] += 1
-    types = {t: {"accuracy": round(d["correct"] / d["n"], 4),
-                 "chance": round(d["answers"].most_common(1)[0][1] / d["n"], 4),
-                 "majority_answer": d["answers"].most_common(1)[0][0], "questions": d["n"]}
-             for t, d in sorted(per.items())}
+    types = {
+        t: {
+            "accuracy": round(d["correct"] / d["n"], 4),
+            "chance": round(d["answers"].most_common(1)[0][1] / d["n"], 4),
+            "majority_answer": d["answers"].most_common(1)[0][0],
+            "questions": d["n"],
+        }
+        for t, d in sorted(per.items())
+    }
     mean = sum(v["accuracy"] for v in types.values()) / len(types)
     chance = sum(v["chance"] for v in types.values()) / len(types)
-    examples = [{"image": r["image"], "type": r["type"], "question": r["question"], "answer": r["answer"],
-                 "predicted": a} for r, a in zip(rows[:60], answers[:60], strict=True)]
-    return {"mean_accuracy": round(mean, 4), "mean_chance": round(chance, 4), "per_type": types,
-            "questions": len(rows), "examples": examples}
+    examples = [
+        {"image": r["image"], "type": r["type"], "question": r["question"], "answer": r["answer"], "predicted": a}
+        for r, a in zip(rows[:60], answers[:60], strict=True)
+    ]
+    return {
+        "mean_accuracy": round(mean, 4),
+        "mean_chance": round(chance, 4),
+        "per_type": types,
+        "questions": len(rows),
+        "examples": examples,
+    }
 
 
 def _mme_results(bench_dir: Path) -> dict:
@@ -260,8 +371,10 @@ def _plots(output: Path, results: dict, final_c: Path, final_chat: Path, world: 
     paths = []
     s1, s2 = results["training"]["stage1"], results["training"]["stage2"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, curve, title in ((axes[0], s1["loss"], "Stage 1: InternVL-C contrastive loss"),
-                             (axes[1], s2["loss"], "Stage 2: InternVL-Chat SFT loss (answer tokens)")):
+    for ax, curve, title in (
+        (axes[0], s1["loss"], "Stage 1: InternVL-C contrastive loss"),
+        (axes[1], s2["loss"], "Stage 2: InternVL-Chat SFT loss (answer tokens)"),
+    ):
         if curve:
             ax.plot(*zip(*curve, strict=True), color="tab:blue")
         ax.set(title=title, xlabel="optimizer step", ylabel="training loss")
@@ -274,8 +387,12 @@ def _plots(output: Path, results: dict, final_c: Path, final_chat: Path, world: 
     if s1["val_t2i_r1"]:
         ax.plot(*zip(*s1["val_t2i_r1"], strict=True), marker="o", label="held-out text→image R@1")
     ax.axhline(chance, color="gray", ls="--", label=f"chance ({chance:.3f})")
-    ax.set(title=f"Stage 1: retrieval on {results['retrieval']['images']} held-out images",
-           xlabel="optimizer step", ylabel="recall@1", ylim=(0, 1.02))
+    ax.set(
+        title=f"Stage 1: retrieval on {results['retrieval']['images']} held-out images",
+        xlabel="optimizer step",
+        ylabel="recall@1",
+        ylim=(0, 1.02),
+    )
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -312,8 +429,11 @@ def _grid(output: Path, results: dict, final_c: Path, world: Path, plt) -> str:
     owner = [i for i, r in enumerate(test) for _ in r.captions]
     with torch.no_grad():
         shown = test[:6]
-        img = embed_images(model, [Image.open(r.image_path).convert("RGB") for r in shown],
-                           build_transform("retrieval", model.image_size))
+        img = embed_images(
+            model,
+            [Image.open(r.image_path).convert("RGB") for r in shown],
+            build_transform("retrieval", model.image_size),
+        )
         txt = embed_texts(model, tok, captions)
     best = (img @ txt.T).argmax(dim=1).tolist()
     by_image: dict[str, list[dict]] = {}
@@ -348,18 +468,30 @@ def _print_table(console, results: dict) -> None:
     for col in ("stage", "metric", "measured", "chance"):
         table.add_column(col)
     r = results["retrieval"]
-    for key, label in (("image_retrieval_recall@1", "text→image R@1"), ("image_retrieval_recall@5", "text→image R@5"),
-                       ("text_retrieval_recall@1", "image→text R@1")):
+    for key, label in (
+        ("image_retrieval_recall@1", "text→image R@1"),
+        ("image_retrieval_recall@5", "text→image R@5"),
+        ("text_retrieval_recall@1", "image→text R@1"),
+    ):
         if key in r:
             chance = min(1.0, r["chance_r1"] * (5 if key.endswith("@5") else 1))
-            table.add_row("1 InternVL-C", f"{label} ({r['images']} images, {r['captions']} captions)",
-                          f"{r[key]:.3f}", f"{chance:.3f}")
+            table.add_row(
+                "1 InternVL-C",
+                f"{label} ({r['images']} images, {r['captions']} captions)",
+                f"{r[key]:.3f}",
+                f"{chance:.3f}",
+            )
     c = results["chat"]
     for t, v in c["per_type"].items():
-        table.add_row("2 InternVL-Chat", f"{t} ({v['questions']} questions)", f"{v['accuracy']:.3f}",
-                      f"{v['chance']:.3f} ('{v['majority_answer']}')")
-    table.add_row("2 InternVL-Chat", "mean over types", f"[bold]{c['mean_accuracy']:.3f}[/bold]",
-                  f"{c['mean_chance']:.3f}")
+        table.add_row(
+            "2 InternVL-Chat",
+            f"{t} ({v['questions']} questions)",
+            f"{v['accuracy']:.3f}",
+            f"{v['chance']:.3f} ('{v['majority_answer']}')",
+        )
+    table.add_row(
+        "2 InternVL-Chat", "mean over types", f"[bold]{c['mean_accuracy']:.3f}[/bold]", f"{c['mean_chance']:.3f}"
+    )
     console.print(table)
 
 

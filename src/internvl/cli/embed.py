@@ -13,19 +13,33 @@ from internvl.cli._common import IMAGE_SUFFIXES, list_images, parse_mode, parse_
 def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
-        model_dir: Path = typer.Argument(..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."),
+        model_dir: Path = typer.Argument(
+            ..., help="InternVL-C/G checkpoint directory (config.json, weights, tokenizer)."
+        ),
         image: list[Path] | None = typer.Option(None, "--image", "-i", help="Image file to embed (repeatable)."),
-        images_dir: Path | None = typer.Option(None, "--images-dir", help="Embed every image file in this folder (sorted)."),
+        images_dir: Path | None = typer.Option(
+            None, "--images-dir", help="Embed every image file in this folder (sorted)."
+        ),
         text: list[str] | None = typer.Option(None, "--text", "-t", help="Text to embed (repeatable)."),
-        output: str = typer.Option(..., "--output", "-o",
-                                    help="out.npy (images OR texts) or out.safetensors (image_embeds and/or text_embeds)."),
-        mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
-                                help="Image embedding: InternVL-C or InternVL-G (any case, or C / G)."),
+        output: str = typer.Option(
+            ...,
+            "--output",
+            "-o",
+            help="out.npy (images OR texts) or out.safetensors (image_embeds and/or text_embeds).",
+        ),
+        mode: str = typer.Option(
+            "InternVL-C",
+            "--mode",
+            callback=parse_mode,
+            help="Image embedding: InternVL-C or InternVL-G (any case, or C / G).",
+        ),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
         normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise the embeddings."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
-        amp: bool = typer.Option(True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."),
+        amp: bool = typer.Option(
+            True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."
+        ),
     ) -> None:
         """Embed images (retrieval transform) and texts ("summarize:" prefix) into the shared space.
 
@@ -63,11 +77,26 @@ def register(app: typer.Typer) -> None:
         with bar:
             if images:
                 transform = build_transform("retrieval", model.image_size)
-                result["image_embeds"] = embed_images(model, images, transform, batch_size, mode, normalize=normalize,
-                                                      progress=start("images", len(images)), amp=amp)
+                result["image_embeds"] = embed_images(
+                    model,
+                    images,
+                    transform,
+                    batch_size,
+                    mode,
+                    normalize=normalize,
+                    progress=start("images", len(images)),
+                    amp=amp,
+                )
             if texts:
-                result["text_embeds"] = embed_texts(model, tokenizer, texts, batch_size, normalize=normalize,
-                                                    progress=start("texts", len(texts)), amp=amp)
+                result["text_embeds"] = embed_texts(
+                    model,
+                    tokenizer,
+                    texts,
+                    batch_size,
+                    normalize=normalize,
+                    progress=start("texts", len(texts)),
+                    amp=amp,
+                )
         output.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".npy":
             import numpy as np
@@ -76,8 +105,12 @@ def register(app: typer.Typer) -> None:
         else:
             from safetensors.torch import save_file
 
-            meta = {"mode": mode, "normalized": str(normalize), "images": json.dumps([str(p) for p in images]),
-                    "texts": json.dumps(texts, ensure_ascii=False)}
+            meta = {
+                "mode": mode,
+                "normalized": str(normalize),
+                "images": json.dumps([str(p) for p in images]),
+                "texts": json.dumps(texts, ensure_ascii=False),
+            }
             save_file({k: v.contiguous() for k, v in result.items()}, str(output), metadata=meta)
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in result.items())
         typer.echo(f"wrote {output}: {shapes}")

@@ -13,7 +13,9 @@ import typer
 from internvl.cli._common import parse_mode, parse_output
 
 _DATA_ROOT_HELP = "Folder that replaces ./data in the built-in dataset paths (and in relative registry paths)."
-_REGISTRY_HELP = "YAML/JSON file with extra or overriding dataset entries (repeatable); see README.md, section Evaluation."
+_REGISTRY_HELP = (
+    "YAML/JSON file with extra or overriding dataset entries (repeatable); see README.md, section Evaluation."
+)
 
 
 # More DataLoader workers than cores only adds contention (and a torch warning) on small machines.
@@ -21,21 +23,36 @@ DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def register(app: typer.Typer) -> None:
-    sub = typer.Typer(help="Benchmarks: retrieval recall@k, zero-shot captioning, and chat-model benchmarks (bench).",
-                      no_args_is_help=True)
+    sub = typer.Typer(
+        help="Benchmarks: retrieval recall@k, zero-shot captioning, and chat-model benchmarks (bench).",
+        no_args_is_help=True,
+    )
     app.add_typer(sub, name="eval")
 
     @sub.command("retrieval")
     def retrieval(
-        model: Path = typer.Option(..., "--model", "-m", help="InternVL-C/G checkpoint directory (with tokenizer files)."),
-        dataset: str = typer.Option("flickr30k", "--dataset", "-d",
-                                    help="flickr30k, coco, mscoco_captions, or any registry entry name."),
-        output: str = typer.Option(..., "--output", "-o",
-                                    help="Result JSON file (clip_benchmark's schema); an existing folder or a path "
-                                         "ending in / gets <dataset>_<language>_retrieval.json inside."),
-        language: str | None = typer.Option(None, "--language", help="en or cn, for the short dataset names (default en)."),
-        mode: str = typer.Option("InternVL-C", "--mode", callback=parse_mode,
-                                help="Image embedding: InternVL-C or InternVL-G (any case, or C / G)."),
+        model: Path = typer.Option(
+            ..., "--model", "-m", help="InternVL-C/G checkpoint directory (with tokenizer files)."
+        ),
+        dataset: str = typer.Option(
+            "flickr30k", "--dataset", "-d", help="flickr30k, coco, mscoco_captions, or any registry entry name."
+        ),
+        output: str = typer.Option(
+            ...,
+            "--output",
+            "-o",
+            help="Result JSON file (clip_benchmark's schema); an existing folder or a path "
+            "ending in / gets <dataset>_<language>_retrieval.json inside.",
+        ),
+        language: str | None = typer.Option(
+            None, "--language", help="en or cn, for the short dataset names (default en)."
+        ),
+        mode: str = typer.Option(
+            "InternVL-C",
+            "--mode",
+            callback=parse_mode,
+            help="Image embedding: InternVL-C or InternVL-G (any case, or C / G).",
+        ),
         data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
         registry: list[Path] | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per step (their captions go together)."),
@@ -46,7 +63,9 @@ def register(app: typer.Typer) -> None:
         num_workers: int = typer.Option(
             DEFAULT_WORKERS, "--num-workers", min=0, help="Image decoding processes (default: min(4, CPU cores))."
         ),
-        append: bool = typer.Option(False, "--append", help="Append one JSON line instead of overwriting (clip_benchmark)."),
+        append: bool = typer.Option(
+            False, "--append", help="Append one JSON line instead of overwriting (clip_benchmark)."
+        ),
     ) -> None:
         """Image->text and text->image recall@1/5/10 with clip_benchmark's protocol."""
         output = parse_output(output)  # keeps a trailing / (a folder)
@@ -58,43 +77,75 @@ def register(app: typer.Typer) -> None:
         from internvl.evaluation.retrieval import run_retrieval
 
         result = run_retrieval(
-            model, dataset, language=language, mode=mode, data_root=data_root, registry_files=registry or (),
-            batch_size=batch_size, limit=limit, device=device, dtype=dtype, amp=amp, num_workers=num_workers,
-            output=output, append=append,
+            model,
+            dataset,
+            language=language,
+            mode=mode,
+            data_root=data_root,
+            registry_files=registry or (),
+            batch_size=batch_size,
+            limit=limit,
+            device=device,
+            dtype=dtype,
+            amp=amp,
+            num_workers=num_workers,
+            output=output,
+            append=append,
         )
         _print_retrieval(result, output)
 
     @sub.command("caption")
     def caption(
         model: Path = typer.Option(..., "--model", "-m", help="InternVL checkpoint directory (with tokenizer files)."),
-        dataset: str = typer.Option(..., "--dataset", "-d", help="coco, flickr30k, nocaps, or any registry entry name."),
-        output: Path = typer.Option(..., "--output", "-o",
-                                    help="Directory for <dataset>_captions.json, _metrics.json and the resumable "
-                                         "_captions.partial.jsonl."),
+        dataset: str = typer.Option(
+            ..., "--dataset", "-d", help="coco, flickr30k, nocaps, or any registry entry name."
+        ),
+        output: Path = typer.Option(
+            ...,
+            "--output",
+            "-o",
+            help="Directory for <dataset>_captions.json, _metrics.json and the resumable _captions.partial.jsonl.",
+        ),
         data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
         registry: list[Path] | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
-        batch_size: int = typer.Option(1, "--batch-size", min=1,
-                                       help="Images per generate call (reference: 1; larger is faster, equal up to fp16 rounding)."),
+        batch_size: int = typer.Option(
+            1,
+            "--batch-size",
+            min=1,
+            help="Images per generate call (reference: 1; larger is faster, equal up to fp16 rounding).",
+        ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         num_workers: int = typer.Option(
-            min(2, DEFAULT_WORKERS), "--num-workers", min=0, help="Image decoding processes (default: min(2, CPU cores))."
+            min(2, DEFAULT_WORKERS),
+            "--num-workers",
+            min=0,
+            help="Image decoding processes (default: min(2, CPU cores)).",
         ),
         num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
         min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
         max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),
-        prompt: str = typer.Option("English caption:", "--prompt",
-                                   help="Text after the query tokens (reference: 'English caption:' for every "
-                                        "dataset, Chinese ones included); part of the resume settings."),
+        prompt: str = typer.Option(
+            "English caption:",
+            "--prompt",
+            help="Text after the query tokens (reference: 'English caption:' for every "
+            "dataset, Chinese ones included); part of the resume settings.",
+        ),
         resume: bool = typer.Option(
-            True, "--resume/--no-resume", " /--overwrite",
+            True,
+            "--resume/--no-resume",
+            " /--overwrite",
             help="Continue <dataset>_captions.partial.jsonl in --output if it was written with the same model, "
-                 "dataset, prompt, generation settings and dtype (else: error). --overwrite/--no-resume: discard it "
-                 "and start over."),
-        score: bool = typer.Option(True, "--score/--no-score",
-                                   help="--no-score: only generate (no ground truth or Java needed); a later run "
-                                        "without it scores the saved captions without generating again."),
+            "dataset, prompt, generation settings and dtype (else: error). --overwrite/--no-resume: discard it "
+            "and start over.",
+        ),
+        score: bool = typer.Option(
+            True,
+            "--score/--no-score",
+            help="--no-score: only generate (no ground truth or Java needed); a later run "
+            "without it scores the saved captions without generating again.",
+        ),
     ) -> None:
         """Zero-shot captions ("English caption:", beam 5, 8-30 tokens) scored with pycocoevalcap."""
         from internvl.cli._common import check_model_dir, output_folder, set_interrupt_note
@@ -105,39 +156,66 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--min-new-tokens {min_new_tokens} is more than --max-new-tokens {max_new_tokens}")
         check_model_dir(model, "--model")
         output = output_folder(output)
-        set_interrupt_note(f"the captions finished so far are in {output}/*_captions.partial.jsonl; run the same "
-                           "command again to continue from there")
+        set_interrupt_note(
+            f"the captions finished so far are in {output}/*_captions.partial.jsonl; run the same "
+            "command again to continue from there"
+        )
 
         from internvl.evaluation.captioning import run_caption_eval
 
         summary = run_caption_eval(
-            model, dataset, output, data_root=data_root, registry_files=registry or (), batch_size=batch_size,
-            limit=limit, device=device, dtype=dtype, num_workers=num_workers, num_beams=num_beams,
-            min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens, resume=resume,
-            score=score, prompt=prompt,
+            model,
+            dataset,
+            output,
+            data_root=data_root,
+            registry_files=registry or (),
+            batch_size=batch_size,
+            limit=limit,
+            device=device,
+            dtype=dtype,
+            num_workers=num_workers,
+            num_beams=num_beams,
+            min_new_tokens=min_new_tokens,
+            max_new_tokens=max_new_tokens,
+            resume=resume,
+            score=score,
+            prompt=prompt,
         )
         _print_caption(summary, output)
 
     @sub.command("bench")
     def bench(
-        model: Path | None = typer.Option(None, "--model", "-m",
-                                             help="InternVL-Chat checkpoint directory (with tokenizer files)."),
-        benchmark: str = typer.Option(..., "--benchmark", "-b",
-                                      help="Comma-separated names, e.g. mme,pope,mmbench_dev_en ('list' prints them)."),
-        data: Path | None = typer.Option(None, "--data", help="Folder laid out like the reference's "
-                                                                 "internvl_chat/data (README.md, Chat-model benchmarks)."),
-        output: Path | None = typer.Option(None, "--output", "-o",
-                                              help="Results folder: <name>.json, summary.md, answer caches."),
+        model: Path | None = typer.Option(
+            None, "--model", "-m", help="InternVL-Chat checkpoint directory (with tokenizer files)."
+        ),
+        benchmark: str = typer.Option(
+            ..., "--benchmark", "-b", help="Comma-separated names, e.g. mme,pope,mmbench_dev_en ('list' prints them)."
+        ),
+        data: Path | None = typer.Option(
+            None,
+            "--data",
+            help="Folder laid out like the reference's internvl_chat/data (README.md, Chat-model benchmarks).",
+        ),
+        output: Path | None = typer.Option(
+            None, "--output", "-o", help="Results folder: <name>.json, summary.md, answer caches."
+        ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N questions per benchmark."),
         batch_size: int = typer.Option(1, "--batch-size", min=1, help="Questions per generate call (reference: 1)."),
-        num_beams: int = typer.Option(1, "--num-beams", min=1,
-                                      help="1 for V1-2 (the reference forces 1 above 20B parameters; 5 below)."),
-        device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)."),
+        num_beams: int = typer.Option(
+            1, "--num-beams", min=1, help="1 for V1-2 (the reference forces 1 above 20B parameters; 5 below)."
+        ),
+        device: str | None = typer.Option(
+            None, "--device", help="cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)."
+        ),
         dtype: str | None = typer.Option(None, "--dtype", help="bf16, fp16, fp32 (default: bf16 on CUDA, else fp32)."),
-        device_map: str | None = typer.Option(None, "--device-map",
-                                                 help="'auto' (or balanced) to split one model over the GPUs; one process."),
-        resume: bool = typer.Option(True, "--resume/--overwrite",
-                                    help="Reuse cached answers written with the same settings (default), or discard them."),
+        device_map: str | None = typer.Option(
+            None, "--device-map", help="'auto' (or balanced) to split one model over the GPUs; one process."
+        ),
+        resume: bool = typer.Option(
+            True,
+            "--resume/--overwrite",
+            help="Reuse cached answers written with the same settings (default), or discard them.",
+        ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     ) -> None:
         """Model-card benchmarks (MME, MMBench, POPE, TextVQA, ...) with the reference's prompts and scoring;
@@ -160,9 +238,19 @@ def register(app: typer.Typer) -> None:
         dist.init()
         try:
             results = run_benchmarks(
-                model, [b.strip() for b in benchmark.split(",") if b.strip()], data, output, limit=limit,
-                batch_size=batch_size, num_beams=num_beams, dtype=dtype, device=device, device_map=device_map,
-                resume=resume, progress=progress, dist=dist,
+                model,
+                [b.strip() for b in benchmark.split(",") if b.strip()],
+                data,
+                output,
+                limit=limit,
+                batch_size=batch_size,
+                num_beams=num_beams,
+                dtype=dtype,
+                device=device,
+                device_map=device_map,
+                resume=resume,
+                progress=progress,
+                dist=dist,
             )
         finally:
             dist.close()
@@ -170,8 +258,10 @@ def register(app: typer.Typer) -> None:
             for name, r in results.items():
                 score = "server" if r["score"] is None else f"{r['score']:.2f}"
                 c = r["counts"]
-                typer.echo(f"{name}: {r['metric']} {score} ({c['questions']} questions, {c['problems']} problems, "
-                           f"{c['failed']} failed, {c['unparsed']} unparsed)")
+                typer.echo(
+                    f"{name}: {r['metric']} {score} ({c['questions']} questions, {c['problems']} problems, "
+                    f"{c['failed']} failed, {c['unparsed']} unparsed)"
+                )
             typer.echo(f"summary: {output / 'summary.md'}")
 
 
@@ -181,8 +271,10 @@ def _print_retrieval(result: dict, output: Path) -> None:
 
     m = result["metrics"]
     ks = sorted({int(k.rsplit("@", 1)[1]) for k in m if "@" in k})
-    table = Table(title=f"{result['dataset']} ({result['language']}), {result['mode']}: "
-                        f"{result['num_images']} images, {result['num_texts']} texts")
+    table = Table(
+        title=f"{result['dataset']} ({result['language']}), {result['mode']}: "
+        f"{result['num_images']} images, {result['num_texts']} texts"
+    )
     table.add_column("direction")
     for k in ks:
         table.add_column(f"R@{k}", justify="right")
@@ -208,6 +300,10 @@ def _print_caption(summary: dict, output: Path) -> None:
         table.add_row(*[f"{v:.5f}" for v in summary["metrics"].values()])
         console.print(table)
     if summary.get("resumed_images"):
-        console.print(f"{summary['resumed_images']} captions reused from {summary['partial_file']}, "
-                      f"{summary['generated_images']} generated now")
-    console.print(f"captions: {summary['captions_file']}; metrics: {Path(output) / (summary['dataset'] + '_metrics.json')}")
+        console.print(
+            f"{summary['resumed_images']} captions reused from {summary['partial_file']}, "
+            f"{summary['generated_images']} generated now"
+        )
+    console.print(
+        f"captions: {summary['captions_file']}; metrics: {Path(output) / (summary['dataset'] + '_metrics.json')}"
+    )

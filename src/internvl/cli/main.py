@@ -35,11 +35,16 @@ def build_app() -> typer.Typer:
     @app.callback()
     def _root(
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs."),
-        version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                     help="Print the version and exit."),
+        version: bool = typer.Option(
+            False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
         max_image_pixels: int | None = typer.Option(
-            None, "--max-image-pixels", min=1, envvar="INTERNVL_MAX_IMAGE_PIXELS",
-            help="Refuse images with more pixels than this, before decoding (default 89,478,485 = PIL's limit)."),
+            None,
+            "--max-image-pixels",
+            min=1,
+            envvar="INTERNVL_MAX_IMAGE_PIXELS",
+            help="Refuse images with more pixels than this, before decoding (default 89,478,485 = PIL's limit).",
+        ),
     ) -> None:
         if max_image_pixels is not None:
             import os
@@ -104,8 +109,9 @@ def one_line(e: BaseException) -> str:
 
 
 def _is_click_exception(e: BaseException) -> bool:
-    return any(cls.__name__ == "ClickException" and cls.__module__.endswith("click.exceptions")
-               for cls in type(e).__mro__)
+    return any(
+        cls.__name__ == "ClickException" and cls.__module__.endswith("click.exceptions") for cls in type(e).__mro__
+    )
 
 
 def run() -> None:

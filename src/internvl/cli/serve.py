@@ -11,9 +11,17 @@ log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def build_server_app(model_dir: Path, *, model_name: str | None = None, api_key: str | None = None,
-                     dtype: str | None = None, device: str | None = None, mode: str = "InternVL-C",
-                     limits=None, **settings):
+def build_server_app(
+    model_dir: Path,
+    *,
+    model_name: str | None = None,
+    api_key: str | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    mode: str = "InternVL-C",
+    limits=None,
+    **settings,
+):
     """Load the checkpoint (chat or C/G, from its config.json) and build the app; no network is opened."""
     from internvl.core.errors import ConfigError
     from internvl.models.checkpoint import read_config
@@ -22,8 +30,9 @@ def build_server_app(model_dir: Path, *, model_name: str | None = None, api_key:
         from internvl.serving.app import ServeSettings, create_app, env_api_key
         from internvl.serving.schemas import EMBEDDING_MODES, Limits
     except ImportError as e:
-        raise ConfigError(f"internvl serve needs the serve extra ({e.name} is missing): "
-                          "pip install 'internvl[serve]'") from None
+        raise ConfigError(
+            f"internvl serve needs the serve extra ({e.name} is missing): pip install 'internvl[serve]'"
+        ) from None
     if mode not in EMBEDDING_MODES:
         raise ConfigError(f"--mode {mode!r}; expected one of {', '.join(EMBEDDING_MODES)}")
     config = read_config(model_dir)
@@ -49,8 +58,9 @@ def register(app: typer.Typer) -> None:
         model_dir: Path = typer.Argument(..., help="InternVL-Chat or InternVL-C/G checkpoint directory."),
         host: str = typer.Option("127.0.0.1", help="Interface to listen on (loopback by default)."),
         port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
-        api_key: str | None = typer.Option(None, "--api-key",
-                                           help="Require 'Authorization: Bearer KEY' (default: $INTERNVL_API_KEY)."),
+        api_key: str | None = typer.Option(
+            None, "--api-key", help="Require 'Authorization: Bearer KEY' (default: $INTERNVL_API_KEY)."
+        ),
         model_name: str | None = typer.Option(None, help="Model id clients send (default: the directory name)."),
         dtype: str | None = typer.Option(None, help="fp32 / bf16 / fp16 (default: as stored; C/G: fp16 on CUDA)."),
         device: str | None = typer.Option(None, help="Chat: a device_map ('auto', 'cuda:0'); C/G: a device."),
@@ -66,8 +76,9 @@ def register(app: typer.Typer) -> None:
         max_tokens: int = typer.Option(2048, min=1, help="Largest max_tokens a request may ask for."),
         default_max_tokens: int = typer.Option(512, min=1, help="max_tokens when a request sends none."),
         max_embedding_inputs: int = typer.Option(64, min=1, help="Most inputs per embeddings request."),
-        allow_fetch_host: list[str] = typer.Option([], "--allow-fetch-host",
-                                                   help="Host whose http(s) image URLs may be fetched (repeatable)."),
+        allow_fetch_host: list[str] = typer.Option(
+            [], "--allow-fetch-host", help="Host whose http(s) image URLs may be fetched (repeatable)."
+        ),
     ) -> None:
         """Serve MODEL_DIR over an OpenAI-compatible API (/v1/chat/completions, /v1/embeddings) and a chat page at /."""
         from internvl.core.errors import ConfigError
@@ -78,13 +89,29 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("internvl serve needs uvicorn: pip install 'internvl[serve]'") from None
         from internvl.serving.schemas import Limits
 
-        limits = Limits(max_body_bytes=max_body_bytes, max_image_bytes=max_image_bytes,
-                        max_image_pixels=max_image_pixels, max_images=max_images, max_messages=max_messages,
-                        max_tokens=max_tokens, default_max_tokens=min(default_max_tokens, max_tokens),
-                        max_embedding_inputs=max_embedding_inputs, allow_fetch_hosts=tuple(allow_fetch_host))
-        app_ = build_server_app(model_dir, model_name=model_name, api_key=api_key, dtype=dtype, device=device,
-                                mode=mode, limits=limits, max_queue=max_queue, max_batch_size=max_batch_size,
-                                request_timeout=request_timeout)
+        limits = Limits(
+            max_body_bytes=max_body_bytes,
+            max_image_bytes=max_image_bytes,
+            max_image_pixels=max_image_pixels,
+            max_images=max_images,
+            max_messages=max_messages,
+            max_tokens=max_tokens,
+            default_max_tokens=min(default_max_tokens, max_tokens),
+            max_embedding_inputs=max_embedding_inputs,
+            allow_fetch_hosts=tuple(allow_fetch_host),
+        )
+        app_ = build_server_app(
+            model_dir,
+            model_name=model_name,
+            api_key=api_key,
+            dtype=dtype,
+            device=device,
+            mode=mode,
+            limits=limits,
+            max_queue=max_queue,
+            max_batch_size=max_batch_size,
+            request_timeout=request_timeout,
+        )
         if host not in LOOPBACK and not app_.state.settings.api_key:
             log.warning("listening on %s without an API key: anyone who can reach it can use the model", host)
         log.info("serving %s on http://%s:%d (chat page at /)", app_.state.settings.model_name, host, port)

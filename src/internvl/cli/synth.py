@@ -13,9 +13,12 @@ def synth(
     train: int = typer.Option(5000, help="Training images."),
     val: int = typer.Option(200, help="Validation images."),
     test: int = typer.Option(500, help="Test images (held out: no caption of theirs occurs in train)."),
-    min_objects: int = typer.Option(2, help="Fewest objects per scene (1-3); 1 adds one-object scenes (harder to retrieve)."),
+    min_objects: int = typer.Option(
+        2, help="Fewest objects per scene (1-3); 1 adds one-object scenes (harder to retrieve)."
+    ),
 ) -> None:
-    """Draw scenes with captions and questions; write Flickr/COCO caption files, SFT meta + JSONL, MME and MMBench files and a tokenizer."""
+    """Draw scenes with captions and questions; write Flickr/COCO caption files, SFT meta + JSONL, MME and
+    MMBench files and a tokenizer."""
     from internvl.core.errors import ConfigError
     from internvl.data.synthetic.world import write_world
 
@@ -23,6 +26,8 @@ def synth(
         raise ConfigError(f"--out {out}: exists and is not a directory")
     summary = write_world(out, seed, {"train": train, "val": val, "test": test}, min_objects=min_objects)
     typer.echo(f"wrote the world (seed {seed}: {summary['sizes']}) to {out}/")
-    typer.echo(f"  dataset registry: {out / 'registry.yaml'}  (e.g. --registry {out / 'registry.yaml'} "
-               "--dataset world_flickr_format_test)")
+    typer.echo(
+        f"  dataset registry: {out / 'registry.yaml'}  (e.g. --registry {out / 'registry.yaml'} "
+        "--dataset world_flickr_format_test)"
+    )
     typer.echo(f"  tokenizer: {out / 'tokenizer'}/   summary: {out / 'world.json'}")

@@ -63,14 +63,16 @@ def register(app: typer.Typer) -> None:
                 )
             )
 
-
     @sub.command("sft")
     def sft(
         recipe: str = typer.Argument(
-            ..., help="A recipe YAML file, or a shipped name (v1_2_finetune, v1_2_2nd_finetune_full, "
-            "v1_2_2nd_finetune_lora, tiny_synthetic)."),
+            ...,
+            help="A recipe YAML file, or a shipped name (v1_2_finetune, v1_2_2nd_finetune_full, "
+            "v1_2_2nd_finetune_lora, tiny_synthetic).",
+        ),
         overrides: list[str] | None = typer.Option(
-            None, "--set", help="Override a recipe value, e.g. --set model.path=DIR --set data.meta_path=META.json."),
+            None, "--set", help="Override a recipe value, e.g. --set model.path=DIR --set data.meta_path=META.json."
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and memory estimate; read no weights."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in log.output_dir."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved recipe as YAML and exit."),
@@ -96,8 +98,11 @@ def register(app: typer.Typer) -> None:
             return
         info = _run_job(job, dist, resume)
         if dist.is_main:
-            typer.echo(json.dumps({k: info[k] for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint")
-                                   if k in info}))
+            typer.echo(
+                json.dumps(
+                    {k: info[k] for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint") if k in info}
+                )
+            )
 
 
 def _print_plan(report: dict) -> None:
@@ -106,8 +111,10 @@ def _print_plan(report: dict) -> None:
     if "image_size" in report:
         typer.echo(f"recipe {report['recipe']['name']}: method {method['name']}, image size {report['image_size']}")
     else:
-        typer.echo(f"recipe {report['recipe']['name']}: {report['num_image_token']} visual tokens x "
-                   f"{report['tiles_per_sample']} tile(s) per sample, method {method}")
+        typer.echo(
+            f"recipe {report['recipe']['name']}: {report['num_image_token']} visual tokens x "
+            f"{report['tiles_per_sample']} tile(s) per sample, method {method}"
+        )
     typer.echo(
         f"batch: {b['per_device_batch_size']} per device x {b['world_size']} device(s) x "
         f"{b['gradient_accumulation_steps']} accumulation = {b['global_batch_size']} global"

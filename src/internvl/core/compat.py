@@ -62,10 +62,17 @@ def cache_kwargs(cache: Any) -> dict[str, Any]:
 
 def pop_cache(kwargs: dict[str, Any], past_key_values: Any = None, cache: Any = None) -> Any:
     """The cache a caller passed under either name (our forwards accept both); both at once is an error."""
-    found = {name: value for name, value in (
-        (LEGACY_CACHE_NAME, past_key_values if past_key_values is not None else kwargs.pop(LEGACY_CACHE_NAME, None)),
-        (CACHE_NAME, cache if cache is not None else kwargs.pop(CACHE_NAME, None)),
-    ) if value is not None}
+    found = {
+        name: value
+        for name, value in (
+            (
+                LEGACY_CACHE_NAME,
+                past_key_values if past_key_values is not None else kwargs.pop(LEGACY_CACHE_NAME, None),
+            ),
+            (CACHE_NAME, cache if cache is not None else kwargs.pop(CACHE_NAME, None)),
+        )
+        if value is not None
+    }
     if len(found) > 1:
         raise ValueError("pass the KV cache as either `cache` or `past_key_values`, not both")
     return next(iter(found.values()), None)

@@ -41,8 +41,12 @@ class DistContext:
         if "SLURM_JOB_NODELIST" in env and "MASTER_ADDR" not in env:
             import subprocess
 
-            nodes = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
-                                   capture_output=True, text=True, check=False).stdout.split()
+            nodes = subprocess.run(
+                ["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
             if nodes:
                 env["MASTER_ADDR"] = nodes[0]
         env.setdefault("MASTER_ADDR", "127.0.0.1")

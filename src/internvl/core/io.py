@@ -16,7 +16,9 @@ from typing import Any
 from internvl.core.errors import DataFormatError, InternVLError
 
 
-def read_json(path: str | os.PathLike, *, expected: str | None = None, error: type[InternVLError] = DataFormatError) -> Any:
+def read_json(
+    path: str | os.PathLike, *, expected: str | None = None, error: type[InternVLError] = DataFormatError
+) -> Any:
     """Parse a UTF-8 JSON file; a syntax error reads ``file:line:col: invalid JSON (msg)[; expected ...]``.
 
     Raises:
@@ -75,6 +77,8 @@ def hub_id_hint(path: str | os.PathLike) -> str:
     parts = text.split("/")
     if len(parts) != 2 or not all(parts) or text.startswith((".", "~")) or Path(text).exists():
         return ""
-    return (f"; it looks like a Hugging Face hub id, but models are read from local folders only: download it "
-            f"first (`huggingface-cli download {text} --local-dir {parts[1]}`) and pass {parts[1]} "
-            "(README.md, section Getting the official checkpoints)")
+    return (
+        f"; it looks like a Hugging Face hub id, but models are read from local folders only: download it "
+        f"first (`huggingface-cli download {text} --local-dir {parts[1]}`) and pass {parts[1]} "
+        "(README.md, section Getting the official checkpoints)"
+    )

@@ -15,7 +15,15 @@ IMG_CONTEXT_TOKEN = "<IMG_CONTEXT>"
 
 # Special tokens InternVL-Chat adds to its LLM tokenizer (ids follow the base vocabulary).
 CHAT_SPECIAL_TOKENS: tuple[str, ...] = (
-    "<IMG_CONTEXT>", "<img>", "</img>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>",
+    "<IMG_CONTEXT>",
+    "<img>",
+    "</img>",
+    "<quad>",
+    "</quad>",
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
 )
 
 IGNORE_INDEX = -100

@@ -31,8 +31,12 @@ def convert_boxes_in_text(text: str) -> tuple[str, int, int]:
         nonlocal converted
         raw = m.groups()
         values = [float(v) for v in raw]
-        if not any("." in v for v in raw) or not all(0.0 <= v <= 1.0 for v in values) \
-                or values[0] > values[2] or values[1] > values[3]:
+        if (
+            not any("." in v for v in raw)
+            or not all(0.0 <= v <= 1.0 for v in values)
+            or values[0] > values[2]
+            or values[1] > values[3]
+        ):
             return m.group()
         converted += 1
         return "<box>[[" + ", ".join(str(round(v * 1000)) for v in values) + "]]</box>"

@@ -29,7 +29,9 @@ def collate_sft(samples: Sequence[dict[str, torch.Tensor] | None], pad_token_id:
     """
     kept = [s for s in samples if s is not None]
     if not kept:
-        raise DataFormatError(f"all {len(samples)} samples of the batch were skipped as invalid; run `internvl data check`")
+        raise DataFormatError(
+            f"all {len(samples)} samples of the batch were skipped as invalid; run `internvl data check`"
+        )
     length = max(int(s["input_ids"].shape[0]) for s in kept)
     fills = {"input_ids": pad_token_id, "labels": IGNORE_INDEX, "attention_mask": 0, "position_ids": 0}
     out: dict[str, torch.Tensor] = {}

@@ -35,8 +35,12 @@ from internvl.core.tokens import (  # noqa: F401 (re-exported: the one definitio
     IMG_START_TOKEN,
 )
 
-INTERNVL_SYSTEM_MESSAGE = "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
-INTERNVL2_5_SYSTEM_MESSAGE = "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+INTERNVL_SYSTEM_MESSAGE = (
+    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, 是一个有用无害的人工智能助手。"
+)
+INTERNVL2_5_SYSTEM_MESSAGE = (
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+)
 # The system prompt of the V1-2-Plus config.json and of LMDeploy's V1-2 template (likely V1-2's training prompt).
 V1_2_PLUS_SYSTEM_MESSAGE = "Answer the questions."
 
@@ -104,7 +108,11 @@ class Conversation:
                 if not message:
                     out.append((role, False))
                 elif role == assistant:
-                    out += [(role, False), (message + self.end_of_turn, True), (self.sep[len(self.end_of_turn):], False)]
+                    out += [
+                        (role, False),
+                        (message + self.end_of_turn, True),
+                        (self.sep[len(self.end_of_turn) :], False),
+                    ]
                 else:
                     out.append((role + message + self.sep, False))
         elif self.sep_style is SeparatorStyle.INTERNVL_ZH:
@@ -115,7 +123,7 @@ class Conversation:
                     out.append((f"{role}:", False))
                 elif role == assistant:
                     end = seps[i % 2]
-                    out += [(f"{role}: ", False), (message + end.rstrip(), True), (end[len(end.rstrip()):], False)]
+                    out += [(f"{role}: ", False), (message + end.rstrip(), True), (end[len(end.rstrip()) :], False)]
                 else:
                     out.append((f"{role}: {message}{seps[i % 2]}", False))
         else:

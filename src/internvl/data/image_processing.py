@@ -163,7 +163,9 @@ def preprocess_images(
     return torch.cat(per_image), [p.shape[0] for p in per_image]
 
 
-def card_preprocess_image(image: Image.Image | str | os.PathLike, settings: ChatImageSettings = ChatImageSettings()) -> torch.Tensor:
+def card_preprocess_image(
+    image: Image.Image | str | os.PathLike, settings: ChatImageSettings = ChatImageSettings()
+) -> torch.Tensor:
     """The V1-2 model card's preprocessing, exactly: float32[1, 3, S, S].
 
     ``Image.open(path).resize((S, S))`` in the file's own mode (PIL's default filter: NEAREST for "P"

@@ -60,8 +60,18 @@ DEFAULT_MAX_LENGTH = 2048
 USER_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant")
 SYSTEM_ROLE = "system"
-PROBLEM_KINDS = ("bad_json", "bad_record", "image", "unknown_role", "alternation", "empty_answer",
-                 "placeholder_mismatch", "placeholder_in_answer", "over_length", "tokenizer")
+PROBLEM_KINDS = (
+    "bad_json",
+    "bad_record",
+    "image",
+    "unknown_role",
+    "alternation",
+    "empty_answer",
+    "placeholder_mismatch",
+    "placeholder_in_answer",
+    "over_length",
+    "tokenizer",
+)
 
 
 class SFTSampleError(DataFormatError):
@@ -111,7 +121,8 @@ def parse_turns(conversations: Sequence[dict], *, keep_leading_assistant: bool =
         else:
             known = ", ".join(USER_ROLES + ASSISTANT_ROLES)
             raise SFTSampleError(
-                "unknown_role", f"turn {i}: unknown role {role!r}; expected one of {known} (or 'system' as the first turn)"
+                "unknown_role",
+                f"turn {i}: unknown role {role!r}; expected one of {known} (or 'system' as the first turn)",
             )
     if turns and turns[0][0] == "assistant" and not keep_leading_assistant:
         turns, index = turns[1:], index[1:]
@@ -120,7 +131,8 @@ def parse_turns(conversations: Sequence[dict], *, keep_leading_assistant: bool =
         expected = "user" if k % 2 == 0 else "assistant"
         if role != expected:
             raise SFTSampleError(
-                "alternation", f"turn {index[k + start]}: expected a "
+                "alternation",
+                f"turn {index[k + start]}: expected a "
                 f"{'human' if expected == 'user' else 'gpt'} turn, got {'human' if role == 'user' else 'gpt'} "
                 "(turns must alternate human/gpt)",
             )
@@ -242,7 +254,8 @@ def preprocess_conversation(
     n_ctx, n_end = int((arr == encoder.token_id(IMG_CONTEXT_TOKEN)).sum()), int((arr == img_end).sum())
     if n_ctx != sum(num_image_tokens) or n_end != len(num_image_tokens):
         raise SFTSampleError(
-            "tokenizer", f"the tokenized sample has {n_ctx} {IMG_CONTEXT_TOKEN} and {n_end} {IMG_END_TOKEN} ids for "
+            "tokenizer",
+            f"the tokenized sample has {n_ctx} {IMG_CONTEXT_TOKEN} and {n_end} {IMG_END_TOKEN} ids for "
             f"{sum(num_image_tokens)} visual tokens in {len(num_image_tokens)} image(s): the text contains these token "
             "strings, or the tokenizer lacks the InternVL special tokens",
         )
@@ -250,7 +263,8 @@ def preprocess_conversation(
     if len(ids) > max_length:
         if last_image_end > max_length:
             raise SFTSampleError(
-                "over_length", f"{len(ids)} tokens > max_length {max_length} and the image tokens end at token "
+                "over_length",
+                f"{len(ids)} tokens > max_length {max_length} and the image tokens end at token "
                 f"{last_image_end}; truncation would cut the image block (raise max_length or use fewer tiles)",
             )
         ids, labels = ids[:max_length], labels[:max_length]
@@ -307,7 +321,9 @@ class SFTDataConfig:
             raise DataFormatError(f"on_error={self.on_error!r}; expected 'raise' or 'skip'")
         get_conv_template(self.template)  # unknown template names fail here, not at the first sample
         if self.max_length < 1 or self.num_image_token < 1:
-            raise DataFormatError(f"max_length and num_image_token must be >= 1, got {self.max_length}, {self.num_image_token}")
+            raise DataFormatError(
+                f"max_length and num_image_token must be >= 1, got {self.max_length}, {self.num_image_token}"
+            )
 
 
 class SFTDataset(torch.utils.data.Dataset):
@@ -341,8 +357,11 @@ class SFTDataset(torch.utils.data.Dataset):
 
     def settings_for(self, source: SFTSource) -> ChatImageSettings:
         """The run's image settings with the dataset's meta overrides applied."""
-        overrides = {k: getattr(source, k) for k in ("max_dynamic_patch", "min_dynamic_patch", "use_thumbnail",
-                                                     "dynamic_image_size") if getattr(source, k) is not None}
+        overrides = {
+            k: getattr(source, k)
+            for k in ("max_dynamic_patch", "min_dynamic_patch", "use_thumbnail", "dynamic_image_size")
+            if getattr(source, k) is not None
+        }
         return replace(self.config.image, **overrides)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor] | None:
@@ -350,7 +369,9 @@ class SFTDataset(torch.utils.data.Dataset):
         source = self.sources[s]
         try:
             record = self.record(i)
-            return self.build_sample(record, source, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + i))
+            return self.build_sample(
+                record, source, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + i)
+            )
         except DataFormatError as e:
             if self.config.on_error == "skip":
                 return None
@@ -391,7 +412,9 @@ class SFTDataset(torch.utils.data.Dataset):
             conversations, flags = self.conversation_for(record), 1
         elif record.video:
             frames = _video_frames(source.image_path(record.video), record.clip, cfg.num_video_frames)
-            one_tile = ChatImageSettings(image_size=settings.image_size, norm=settings.norm, pad2square=settings.pad2square)
+            one_tile = ChatImageSettings(
+                image_size=settings.image_size, norm=settings.norm, pad2square=settings.pad2square
+            )
             tiles = [preprocess_image(f, one_tile, 1, transform) for f in frames]
             conversations, flags = self.conversation_for(record, len(frames)), 1
         else:
@@ -399,7 +422,11 @@ class SFTDataset(torch.utils.data.Dataset):
             conversations, flags = self.conversation_for(record), 0
         num_tokens = [cfg.num_image_token * t.shape[0] for t in tiles] if flags else []
         out = preprocess_conversation(
-            conversations, cfg.template, self.encoder, num_image_tokens=num_tokens, max_length=cfg.max_length,
+            conversations,
+            cfg.template,
+            self.encoder,
+            num_image_tokens=num_tokens,
+            max_length=cfg.max_length,
             system_message=cfg.system_message,
         )
         pixel_values = torch.cat(tiles)

@@ -62,8 +62,10 @@ class CheckReport:
         return {
             "ok": self.ok,
             "max_length": self.max_length,
-            "datasets": [{**{k: v for k, v in d.__dict__.items() if k != "problems"}, "problems": dict(d.problems)}
-                         for d in self.datasets],
+            "datasets": [
+                {**{k: v for k, v in d.__dict__.items() if k != "problems"}, "problems": dict(d.problems)}
+                for d in self.datasets
+            ],
             "problems": [row(p) for p in self.problems],
             "warnings": [row(p) for p in self.warnings],
         }
@@ -130,10 +132,18 @@ def check_sft_data(
             full = preprocess_conversation(conversations, cfg.template, dataset.encoder, max_length=UNLIMITED, **kwargs)
             n = int(full["input_ids"].shape[0])
             if n > cfg.max_length:
-                preprocess_conversation(conversations, cfg.template, dataset.encoder, max_length=cfg.max_length, **kwargs)
+                preprocess_conversation(
+                    conversations, cfg.template, dataset.encoder, max_length=cfg.max_length, **kwargs
+                )
                 summary.truncated += 1
-                warnings.append(Problem(source.name, where, "truncated",
-                                        f"{n} tokens > max_length {cfg.max_length}; training keeps the first {cfg.max_length}"))
+                warnings.append(
+                    Problem(
+                        source.name,
+                        where,
+                        "truncated",
+                        f"{n} tokens > max_length {cfg.max_length}; training keeps the first {cfg.max_length}",
+                    )
+                )
             summary.tokens += n
         except (SFTSampleError, ChatRecordError) as e:
             message = str(e) if str(e).startswith(str(source.annotation)) else f"{where}: {e}"

@@ -101,7 +101,8 @@ class SentencePieceEncoder:
         self.split_tokens = dict(split_tokens)
         self._split_re = (
             re.compile("|".join(re.escape(t) for t in sorted(self.split_tokens, key=len, reverse=True)))
-            if self.split_tokens else None
+            if self.split_tokens
+            else None
         )
         self.unk_token = unk_token
         self._unk_len = len(self.sp.encode(unk_token))
@@ -151,8 +152,12 @@ class SentencePieceEncoder:
         ids: list[int] = []
         for chunk, special in self._chunks(text):
             ids += [self.split_tokens[chunk][0]] if special else self._encode_chunk(chunk)
-        if not self.legacy and len(ids) > 1 and ids[0] == self.sp.piece_to_id(SPIECE_UNDERLINE) \
-                and ids[1] in self.special_ids:
+        if (
+            not self.legacy
+            and len(ids) > 1
+            and ids[0] == self.sp.piece_to_id(SPIECE_UNDERLINE)
+            and ids[1] in self.special_ids
+        ):
             ids = ids[1:]
         return ([self.bos_token_id] if self.bos_token_id is not None else []) + ids
 
@@ -183,8 +188,12 @@ class SentencePieceEncoder:
             cid = [self.split_tokens[text[start:end]][0]] if special else self._encode_chunk(text[start:end])
             chunk_ids.append(cid)
             ids += cid
-        trim = int(not self.legacy and len(ids) > 1 and ids[0] == self.sp.piece_to_id(SPIECE_UNDERLINE)
-                   and ids[1] in self.special_ids)
+        trim = int(
+            not self.legacy
+            and len(ids) > 1
+            and ids[0] == self.sp.piece_to_id(SPIECE_UNDERLINE)
+            and ids[1] in self.special_ids
+        )
         bos = [self.bos_token_id] if self.bos_token_id is not None else []
         out = []
         for offset in offsets:
@@ -199,8 +208,10 @@ class SentencePieceEncoder:
                         index = first[k]
                     else:
                         part = self._encode_chunk(text[start:p])
-                        common = next((i for i, (a, b) in enumerate(zip(part, chunk_ids[k], strict=False)) if a != b),
-                                      min(len(part), len(chunk_ids[k])))
+                        common = next(
+                            (i for i, (a, b) in enumerate(zip(part, chunk_ids[k], strict=False)) if a != b),
+                            min(len(part), len(chunk_ids[k])),
+                        )
                         index = first[k] + common
                     break
             out.append(max(0, index - trim) + len(bos))
@@ -217,7 +228,9 @@ class SentencePieceEncoder:
         special_map = _read_json(root / "special_tokens_map.json")
         unknown = set(overrides) - {"add_bos_token", "legacy", "pad_token"}
         if unknown:
-            raise DataFormatError(f"unknown tokenizer option(s) {sorted(unknown)}; known: add_bos_token, legacy, pad_token")
+            raise DataFormatError(
+                f"unknown tokenizer option(s) {sorted(unknown)}; known: add_bos_token, legacy, pad_token"
+            )
 
         def setting(name: str, default: object) -> object:
             if name in overrides:
@@ -299,7 +312,9 @@ def load_text_encoder(path: str | os.PathLike, **overrides: object) -> TextEncod
     if (root / "tokenizer.model").is_file():
         return SentencePieceEncoder.from_pretrained(root, **overrides)
     if not (root / "tokenizer.json").is_file():
-        raise DataFormatError(f"{root}: no tokenizer.model or tokenizer.json; point at the checkpoint's tokenizer files")
+        raise DataFormatError(
+            f"{root}: no tokenizer.model or tokenizer.json; point at the checkpoint's tokenizer files"
+        )
     from transformers import AutoTokenizer
 
     return HFEncoder(AutoTokenizer.from_pretrained(str(root), **overrides))

@@ -86,7 +86,8 @@ class InternVLTextTokenizer:
         self._split_ids = dict(split_tokens)
         self._split_re = (
             re.compile("|".join(re.escape(t) for t in sorted(self._split_ids, key=len, reverse=True)))
-            if self._split_ids else None
+            if self._split_ids
+            else None
         )
 
     def _special_strings(self) -> dict[str, tuple[int, bool, bool]]:
@@ -104,7 +105,11 @@ class InternVLTextTokenizer:
         for idx, added in decoder.items():
             content = getattr(added, "content", str(added))
             if getattr(added, "special", False) or idx >= size:
-                found[content] = (int(idx), bool(getattr(added, "lstrip", False)), bool(getattr(added, "rstrip", False)))
+                found[content] = (
+                    int(idx),
+                    bool(getattr(added, "lstrip", False)),
+                    bool(getattr(added, "rstrip", False)),
+                )
         for name in ("bos_token", "eos_token", "unk_token", "pad_token"):
             content = getattr(tok, name, None)
             if isinstance(content, str) and content and content not in found:
@@ -139,7 +144,8 @@ class InternVLTextTokenizer:
         else:
             logger.warning(
                 "%s has no tokenizer.model; encoding with the transformers tokenizer, whose ids can differ from "
-                "the reference's slow sentencepiece tokenizer on unusual whitespace and unicode", root,
+                "the reference's slow sentencepiece tokenizer on unusual whitespace and unicode",
+                root,
             )
         if sp_model is not None:
             kwargs.setdefault("split_tokens", _slow_split_tokens(root, tokenizer, sp_model))

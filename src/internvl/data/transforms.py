@@ -123,7 +123,9 @@ def random_resized_crop_params(
     log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
         target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)).item()
+        aspect = torch.exp(
+            torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=generator)
+        ).item()
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
@@ -187,7 +189,9 @@ class RandomJpegReencode:
 class Compose:
     """Apply PIL-level steps, then ToTensor and Normalize: one callable PIL image -> float32[3, S, S]."""
 
-    def __init__(self, steps: Sequence[Callable[[Image.Image], Image.Image]], mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self, steps: Sequence[Callable[[Image.Image], Image.Image]], mean: Sequence[float], std: Sequence[float]
+    ):
         self.steps = list(steps)
         self.mean = tuple(mean)
         self.std = tuple(std)

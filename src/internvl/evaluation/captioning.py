@@ -40,8 +40,21 @@ PROMPT = "English caption:"
 GENERATION = {"num_beams": 5, "min_new_tokens": 8, "max_new_tokens": 30}
 # Files whose change means "another model": weights, configs, tokenizer. A whitelist, so results
 # written into the model folder itself (--output = model dir) do not look like a model change.
-MODEL_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json", "config.json", "generation_config.json",
-               "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab*", "merges.txt", "*.model")
+MODEL_FILES = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.index.json",
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab*",
+    "merges.txt",
+    "*.model",
+)
 
 
 @torch.no_grad()
@@ -80,10 +93,17 @@ def caption_dataset(
     for pixels, indices in loader:
         pixels = pixels.to(model.device, non_blocking=pinned)
         captions = generate_captions(
-            model, tokenizer, pixels, prompt=prompt, num_beams=num_beams,  # generate_captions casts the dtype
-            min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
+            model,
+            tokenizer,
+            pixels,
+            prompt=prompt,
+            num_beams=num_beams,  # generate_captions casts the dtype
+            min_new_tokens=min_new_tokens,
+            max_new_tokens=max_new_tokens,
         )
-        batch = [{"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions, strict=True)]
+        batch = [
+            {"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions, strict=True)
+        ]
         if on_batch is not None:
             on_batch(batch)
         results.extend(batch)
@@ -111,7 +131,9 @@ def score_results(
     if full and len(predictions) != len(references):
         logger.warning(
             "the ground truth %s has %d images but %d were captioned; scoring the captioned ones",
-            reference_file, len(references), len(predictions),
+            reference_file,
+            len(references),
+            len(predictions),
         )
     refs = {i: references[i] for i in predictions}
     try:
@@ -184,25 +206,48 @@ def run_caption_eval(
         "generation": generation,
         "dtype": dt,
     }
-    details = {"annotation": str(spec.annotation), "image_root": str(spec.root), "limit": limit,
-               "batch_size": batch_size, "device": str(dev)}
+    details = {
+        "annotation": str(spec.annotation),
+        "image_root": str(spec.root),
+        "limit": limit,
+        "batch_size": batch_size,
+        "device": str(dev),
+    }
     partial = PartialResults.open(
-        out / f"{spec.name}_captions.partial.jsonl", out / f"{spec.name}_captions.partial.settings.json",
-        settings, details=details, key="image_id", fields=("image_id", "caption"), resume=resume,
+        out / f"{spec.name}_captions.partial.jsonl",
+        out / f"{spec.name}_captions.partial.settings.json",
+        settings,
+        details=details,
+        key="image_id",
+        fields=("image_id", "caption"),
+        resume=resume,
     )
     with partial:
         resumed = sum(r.image_id in partial.done for r in records)
         todo = [r for r in records if r.image_id not in partial.done]
         if resumed:
-            logger.info("%d of %d images already captioned in %s; captioning the other %d",
-                        resumed, len(records), partial.path, len(todo))
+            logger.info(
+                "%d of %d images already captioned in %s; captioning the other %d",
+                resumed,
+                len(records),
+                partial.path,
+                len(todo),
+            )
         if todo:  # a finished run rescored needs no model
             loaded = load_pretrained(model_dir, dtype=dt, device=dev, model_types=("internvl",))
             model, tokenizer = loaded.model, loaded.tokenizer
             caption_dataset(
-                model, tokenizer, todo, prompt=prompt, batch_size=batch_size, num_workers=num_workers,
-                num_beams=num_beams, min_new_tokens=min_new_tokens, max_new_tokens=max_new_tokens,
-                progress=progress, on_batch=partial.append,
+                model,
+                tokenizer,
+                todo,
+                prompt=prompt,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                num_beams=num_beams,
+                min_new_tokens=min_new_tokens,
+                max_new_tokens=max_new_tokens,
+                progress=progress,
+                on_batch=partial.append,
             )
     results = [{"image_id": r.image_id, "caption": partial.done[r.image_id]["caption"]} for r in records]
     captions_file = write_json_atomic(out / f"{spec.name}_captions.json", results)

@@ -81,8 +81,12 @@ class PartialResults:
         """
         path, settings_path = Path(path), Path(settings_path)
         settings = json.loads(json.dumps(settings))  # the JSON view (tuples -> lists), as it will read back
-        record = {"version": SETTINGS_VERSION, "settings": settings, "details": details or {},
-                  "results_file": path.name}
+        record = {
+            "version": SETTINGS_VERSION,
+            "settings": settings,
+            "details": details or {},
+            "results_file": path.name,
+        }
         if path.exists() and not resume:
             logger.warning("--overwrite: discarding %s (%d lines) and starting over", path, _count_lines(path))
             path.unlink()
@@ -163,7 +167,8 @@ def _read_rows(path: Path, key: str, fields: Sequence[str], truncate: bool = Tru
         fragment = data[end:].decode("utf-8", errors="replace")
         logger.warning(
             "%s: the last line is incomplete (an interrupted write?), ignoring it and redoing that work: %.120r",
-            path, fragment,
+            path,
+            fragment,
         )
         with open(path, "r+b") as f:
             f.truncate(end)  # so the next append starts on a fresh line

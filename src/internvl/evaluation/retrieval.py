@@ -74,8 +74,10 @@ def encode_dataset(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
     images = encode_batches(
-        model, (pixels for pixels, _ in tqdm(loader, desc=f"encoding ({mode})", unit="batch", disable=not progress)),
-        lambda pixels: model.encode_image(pixels.to(device, dtype), mode=mode), amp=amp,
+        model,
+        (pixels for pixels, _ in tqdm(loader, desc=f"encoding ({mode})", unit="batch", disable=not progress)),
+        lambda pixels: model.encode_image(pixels.to(device, dtype), mode=mode),
+        amp=amp,
     )
     # Captions in image order, then caption order; encoded length-sorted with dynamic padding
     # (`embed_texts`), about as many per batch as the captions of one image batch.
@@ -115,7 +117,9 @@ def evaluate_retrieval(
     try:
         return retrieval_metrics(emb.images, emb.texts, emb.text_to_image, ks=ks, device=model.device)
     except ValueError as e:  # e.g. NaN embeddings from an fp16 overflow
-        raise InternVLError(f"retrieval metrics failed: {e} (model dtype {model.dtype}; try --dtype fp32 or bf16)") from None
+        raise InternVLError(
+            f"retrieval metrics failed: {e} (model dtype {model.dtype}; try --dtype fp32 or bf16)"
+        ) from None
 
 
 def run_retrieval(
@@ -146,7 +150,9 @@ def run_retrieval(
     """
     if mode not in MODEL_NAMES:
         raise ConfigError(f"--mode {mode!r}; expected one of {list(MODEL_NAMES)}")
-    spec = resolve_dataset(dataset, task="retrieval", language=language, data_root=data_root, registry_files=registry_files)
+    spec = resolve_dataset(
+        dataset, task="retrieval", language=language, data_root=data_root, registry_files=registry_files
+    )
     records = read_records(spec, limit)  # fail on data problems before loading a 14B model
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
@@ -154,7 +160,14 @@ def run_retrieval(
     loaded = load_pretrained(model_dir, dtype=dt, device=dev, model_types=("internvl",))
     model, tokenizer = loaded.model, loaded.tokenizer
     metrics = evaluate_retrieval(
-        model, tokenizer, records, mode=mode, batch_size=batch_size, num_workers=num_workers, amp=amp, ks=ks,
+        model,
+        tokenizer,
+        records,
+        mode=mode,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        amp=amp,
+        ks=ks,
         progress=progress,
     )
     result = {

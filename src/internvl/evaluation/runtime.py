@@ -50,7 +50,9 @@ def resolve_dataset(
     if name in registry:
         spec = registry.get(name)
         if language is not None and language != spec.language:
-            logger.warning("dataset %s is registered with language %s; ignoring --language %s", name, spec.language, language)
+            logger.warning(
+                "dataset %s is registered with language %s; ignoring --language %s", name, spec.language, language
+            )
         return spec
     if task == "retrieval":
         lang = language or "en"

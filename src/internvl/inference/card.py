@@ -21,7 +21,12 @@ class ChatModel(InternVLChatModel):
     """`InternVLChatModel` with the model card's methods (what ``load_chat_model`` returns)."""
 
     def chat(
-        self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: Any = None, **kwargs: Any
+        self,
+        tokenizer: Any,
+        pixel_values: torch.Tensor | None,
+        question: str,
+        generation_config: Any = None,
+        **kwargs: Any,
     ) -> Any:
         """See `internvl.inference.chat.chat`."""
         from internvl.inference import chat as api  # chat imports this module: bind at call time
@@ -29,7 +34,12 @@ class ChatModel(InternVLChatModel):
         return api.chat(self, tokenizer, pixel_values, question, generation_config, **kwargs)
 
     def batch_chat(
-        self, tokenizer: Any, pixel_values: torch.Tensor | None, questions: Sequence[str], generation_config: Any = None, **kwargs: Any
+        self,
+        tokenizer: Any,
+        pixel_values: torch.Tensor | None,
+        questions: Sequence[str],
+        generation_config: Any = None,
+        **kwargs: Any,
     ) -> Any:
         """See `internvl.inference.chat.batch_chat`."""
         from internvl.inference import chat as api
@@ -37,7 +47,12 @@ class ChatModel(InternVLChatModel):
         return api.batch_chat(self, tokenizer, pixel_values, questions, generation_config, **kwargs)
 
     def stream_chat(
-        self, tokenizer: Any, pixel_values: torch.Tensor | None, question: str, generation_config: Any = None, **kwargs: Any
+        self,
+        tokenizer: Any,
+        pixel_values: torch.Tensor | None,
+        question: str,
+        generation_config: Any = None,
+        **kwargs: Any,
     ) -> Any:
         """See `internvl.inference.chat.stream_chat`."""
         from internvl.inference import chat as api

@@ -46,8 +46,19 @@ from internvl.inference.streaming import CancelGeneration, TextPieceStreamer, cu
 from internvl.models.internvl_chat import InternVLChatModel
 
 __all__ = [
-    "ChatModel", "as_chat_model", "batch_chat", "bind_tokenizer", "chat", "cut_at_stop", "image_settings",
-    "load_chat_model", "load_images", "load_tokenizer", "save_chat_model", "stop_token_ids", "stream_chat",
+    "ChatModel",
+    "as_chat_model",
+    "batch_chat",
+    "bind_tokenizer",
+    "chat",
+    "cut_at_stop",
+    "image_settings",
+    "load_chat_model",
+    "load_images",
+    "load_tokenizer",
+    "save_chat_model",
+    "stop_token_ids",
+    "stream_chat",
     "video_chat",
 ]
 
@@ -75,8 +86,11 @@ def _request(
     system_message: str | None = None,
 ) -> ChatRequest:
     return ChatRequest(
-        question, visuals=Visuals.from_tiles(pixel_values, num_patches_list), history=history,
-        system_message=system_message, options=GenerationOptions.from_value(generation_config),
+        question,
+        visuals=Visuals.from_tiles(pixel_values, num_patches_list),
+        history=history,
+        system_message=system_message,
+        options=GenerationOptions.from_value(generation_config),
     )
 
 
@@ -146,7 +160,9 @@ def batch_chat(
         if num_patches_list is None:
             raise DataFormatError("batch_chat with pixel_values needs num_patches_list (tiles per question)")
         if len(num_patches_list) != len(questions):
-            raise DataFormatError(f"{len(questions)} questions but num_patches_list has {len(num_patches_list)} entries")
+            raise DataFormatError(
+                f"{len(questions)} questions but num_patches_list has {len(num_patches_list)} entries"
+            )
         Visuals.from_tiles(pixel_values, num_patches_list)  # the tile count check
         offsets = [sum(num_patches_list[:i]) for i in range(len(questions) + 1)]
         tiles = [pixel_values[offsets[i] : offsets[i + 1]] for i in range(len(questions))]
@@ -157,7 +173,8 @@ def batch_chat(
         tiles, patches = [None] * len(questions), [None] * len(questions)
     options = GenerationOptions.from_value(generation_config)
     requests = [
-        _request(q, t, n, options, system_message=system_message) for q, t, n in zip(questions, tiles, patches, strict=True)
+        _request(q, t, n, options, system_message=system_message)
+        for q, t, n in zip(questions, tiles, patches, strict=True)
     ]
     pipe = ChatPipeline(model, tokenizer, template=template)
     return [r.text for r in pipe.answer_batch(requests)]
@@ -204,8 +221,13 @@ def video_chat(
     """
     pipe = ChatPipeline(model, tokenizer)
     visuals = pipe.prepare_video(video_path, num_segments=num_segments, bound=bound)
-    req = ChatRequest(question, visuals=visuals, history=history, system_message=system_message,
-                      options=GenerationOptions.from_value(generation_config))
+    req = ChatRequest(
+        question,
+        visuals=visuals,
+        history=history,
+        system_message=system_message,
+        options=GenerationOptions.from_value(generation_config),
+    )
     response = pipe.answer(req)
     if return_history:
         return response.text, list(response.history)

@@ -109,10 +109,13 @@ def embed_images(
     Returns:
         float32[N, clip_embed_dim] on the CPU.
     """
+
     def encode(chunk: Sequence[ImageLike]) -> torch.Tensor:
         return model.encode_image(_pixels(chunk, transform).to(model.device, model.dtype), mode=mode)
 
-    return encode_batches(model, _batches(list(images), batch_size), encode, normalize=normalize, progress=progress, amp=amp)
+    return encode_batches(
+        model, _batches(list(images), batch_size), encode, normalize=normalize, progress=progress, amp=amp
+    )
 
 
 def _text_batches(tokenizer: InternVLTextTokenizer, texts: Sequence[str], batch_size: int, padding: str):
@@ -154,8 +157,14 @@ def embed_texts(
     """
     texts = list(texts)
     batches, order = _text_batches(tokenizer, texts, batch_size, padding)
-    emb = encode_batches(model, batches, lambda ids: model.encode_text(ids.to(model.device)),
-                         normalize=normalize, progress=progress, amp=amp)
+    emb = encode_batches(
+        model,
+        batches,
+        lambda ids: model.encode_text(ids.to(model.device)),
+        normalize=normalize,
+        progress=progress,
+        amp=amp,
+    )
     out = torch.empty_like(emb)
     out[torch.tensor(order, dtype=torch.long)] = emb
     return out

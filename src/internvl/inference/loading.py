@@ -122,7 +122,9 @@ def save_chat_model(model: InternVLChatModel, tokenizer: Any, path: str | os.Pat
     return Path(path)
 
 
-def load_cg_model(model_dir: str | os.PathLike, *, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"):
+def load_cg_model(
+    model_dir: str | os.PathLike, *, dtype: str | torch.dtype | None = None, device: str | torch.device = "cpu"
+):
     """The InternVL-C/G model and its text tokenizer from one checkpoint directory.
 
     The tokenizer is read first (cheap), so a directory without one fails before the weights are read;
@@ -202,7 +204,9 @@ def load_pretrained(
         return LoadedModel(model, tokenizer, model_type, model.config.image_size, image_settings(model))
     if device_map is not None:
         if isinstance(device_map, dict) or device_map in _STRATEGIES:
-            raise ConfigError(f"device_map={device_map!r} is supported for internvl_chat checkpoints only; pass device=")
+            raise ConfigError(
+                f"device_map={device_map!r} is supported for internvl_chat checkpoints only; pass device="
+            )
         device = device_map
     device = device if device is not None else "cpu"
     if kwargs:

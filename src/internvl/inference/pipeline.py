@@ -122,7 +122,12 @@ class ChatPipeline:
     """
 
     def __init__(
-        self, model: InternVLChatModel, tokenizer: Any, *, template: str | None = None, system_message: str | None = None
+        self,
+        model: InternVLChatModel,
+        tokenizer: Any,
+        *,
+        template: str | None = None,
+        system_message: str | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -169,7 +174,9 @@ class ChatPipeline:
         return conv
 
     # -- images ----------------------------------------------------------------------------------
-    def prepare_images(self, images: Sequence[ImageInput], *, max_num: int | None = None, card: bool = False) -> Visuals:
+    def prepare_images(
+        self, images: Sequence[ImageInput], *, max_num: int | None = None, card: bool = False
+    ) -> Visuals:
         """Preprocess images once (to reuse over several turns); several get the ``Image-k`` prefix."""
         images = list(images)
         if not images:
@@ -197,8 +204,12 @@ class ChatPipeline:
             question = visuals.prefix + question
         system = req.system_message if req.system_message is not None else self.system_message
         query, _ = build_query(
-            self.template, question, history=req.history, num_patches_list=patches,
-            num_image_token=self.num_image_token, system_message=system,
+            self.template,
+            question,
+            history=req.history,
+            num_patches_list=patches,
+            num_image_token=self.num_image_token,
+            system_message=system,
         )
         stored = add_image_placeholder(question, bool(patches), req.history)
         return query, stored, visuals.pixel_values if visuals is not None else None
@@ -291,7 +302,9 @@ class ChatPipeline:
         tiles = [p.pixel_values for p in prepared if p.pixel_values is not None]
         pixel_values = torch.cat(tiles) if tiles else None
         out = self.model.generate(
-            pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
             **self._generate_kwargs(options),
         )
         texts = self._decode(out)
@@ -313,7 +326,9 @@ class ChatPipeline:
 
         def run(**kwargs: Any) -> Any:
             return self.model.generate(
-                pixel_values=p.pixel_values, input_ids=p.input_ids, attention_mask=torch.ones_like(p.input_ids),
+                pixel_values=p.pixel_values,
+                input_ids=p.input_ids,
+                attention_mask=torch.ones_like(p.input_ids),
                 **kwargs,
             )
 

@@ -64,21 +64,41 @@ class GenerationOptions:
         for name in ("temperature", "top_p", "repetition_penalty"):
             value = getattr(self, name)
             _check(value is None or _is_number(value), f"{name} must be a number, got {value!r}")
-        _check(self.do_sample is None or isinstance(self.do_sample, bool), f"do_sample must be true/false, got {self.do_sample!r}")
-        _check(self.max_new_tokens is None or self.max_new_tokens >= 1, f"max_new_tokens={self.max_new_tokens}; expected >= 1")
-        _check(self.min_new_tokens is None or self.min_new_tokens >= 0, f"min_new_tokens={self.min_new_tokens}; expected >= 0")
+        _check(
+            self.do_sample is None or isinstance(self.do_sample, bool),
+            f"do_sample must be true/false, got {self.do_sample!r}",
+        )
+        _check(
+            self.max_new_tokens is None or self.max_new_tokens >= 1,
+            f"max_new_tokens={self.max_new_tokens}; expected >= 1",
+        )
+        _check(
+            self.min_new_tokens is None or self.min_new_tokens >= 0,
+            f"min_new_tokens={self.min_new_tokens}; expected >= 0",
+        )
         if self.max_new_tokens is not None and self.min_new_tokens is not None:
-            _check(self.min_new_tokens <= self.max_new_tokens,
-                   f"min_new_tokens={self.min_new_tokens} exceeds max_new_tokens={self.max_new_tokens}")
-        _check(self.temperature is None or self.temperature > 0,
-               f"temperature={self.temperature}; expected > 0 (use do_sample=False for greedy decoding)")
+            _check(
+                self.min_new_tokens <= self.max_new_tokens,
+                f"min_new_tokens={self.min_new_tokens} exceeds max_new_tokens={self.max_new_tokens}",
+            )
+        _check(
+            self.temperature is None or self.temperature > 0,
+            f"temperature={self.temperature}; expected > 0 (use do_sample=False for greedy decoding)",
+        )
         _check(self.top_p is None or 0 < self.top_p <= 1, f"top_p={self.top_p}; expected 0 < top_p <= 1")
         _check(self.top_k is None or self.top_k >= 0, f"top_k={self.top_k}; expected >= 0")
         _check(self.num_beams is None or self.num_beams >= 1, f"num_beams={self.num_beams}; expected >= 1")
-        _check(self.repetition_penalty is None or self.repetition_penalty > 0,
-               f"repetition_penalty={self.repetition_penalty}; expected > 0")
-        _check(isinstance(self.extra, Mapping), f"extra must be a mapping of generate() keywords, got {type(self.extra).__name__}")
-        clash = sorted(k for k in self.extra if k in {f.name for f in dataclasses.fields(self)} and getattr(self, k) is not None)
+        _check(
+            self.repetition_penalty is None or self.repetition_penalty > 0,
+            f"repetition_penalty={self.repetition_penalty}; expected > 0",
+        )
+        _check(
+            isinstance(self.extra, Mapping),
+            f"extra must be a mapping of generate() keywords, got {type(self.extra).__name__}",
+        )
+        clash = sorted(
+            k for k in self.extra if k in {f.name for f in dataclasses.fields(self)} and getattr(self, k) is not None
+        )
         _check(not clash, f"extra repeats the named option(s) {clash}, which are already set")
         object.__setattr__(self, "extra", dict(self.extra))
 
@@ -138,7 +158,9 @@ class Visuals:
         object.__setattr__(self, "num_patches_list", patches)
 
     @classmethod
-    def from_tiles(cls, pixel_values: torch.Tensor | None, num_patches_list: Sequence[int] | None = None) -> Visuals | None:
+    def from_tiles(
+        cls, pixel_values: torch.Tensor | None, num_patches_list: Sequence[int] | None = None
+    ) -> Visuals | None:
         """The card's ``(pixel_values, num_patches_list)``: None means all tiles form one image."""
         if pixel_values is None:
             if num_patches_list:
@@ -153,8 +175,10 @@ def _history(value: Iterable[Sequence[str]] | None) -> History | None:
         return None
     pairs = []
     for i, turn in enumerate(value):
-        _check(isinstance(turn, (tuple, list)) and len(turn) == 2 and all(isinstance(t, str) for t in turn),
-               f"history[{i}] must be a (question, answer) pair of strings, got {turn!r}")
+        _check(
+            isinstance(turn, (tuple, list)) and len(turn) == 2 and all(isinstance(t, str) for t in turn),
+            f"history[{i}] must be a (question, answer) pair of strings, got {turn!r}",
+        )
         pairs.append((turn[0], turn[1]))
     return tuple(pairs)
 
@@ -188,11 +212,19 @@ class ChatRequest:
         _check(isinstance(self.question, str), f"question must be a string, got {type(self.question).__name__}")
         images = (self.images,) if isinstance(self.images, (str, os.PathLike, Image.Image)) else tuple(self.images)
         for i, im in enumerate(images):
-            _check(isinstance(im, (str, os.PathLike, Image.Image)), f"images[{i}] must be a path or a PIL image, got {type(im).__name__}")
+            _check(
+                isinstance(im, (str, os.PathLike, Image.Image)),
+                f"images[{i}] must be a path or a PIL image, got {type(im).__name__}",
+            )
         _check(not (images and self.visuals is not None), "give images or visuals, not both")
-        _check(self.visuals is None or isinstance(self.visuals, Visuals), f"visuals must be Visuals, got {type(self.visuals).__name__}")
-        _check(self.system_message is None or isinstance(self.system_message, str),
-               f"system_message must be a string, got {type(self.system_message).__name__}")
+        _check(
+            self.visuals is None or isinstance(self.visuals, Visuals),
+            f"visuals must be Visuals, got {type(self.visuals).__name__}",
+        )
+        _check(
+            self.system_message is None or isinstance(self.system_message, str),
+            f"system_message must be a string, got {type(self.system_message).__name__}",
+        )
         object.__setattr__(self, "images", images)
         object.__setattr__(self, "history", _history(self.history))
         if not isinstance(self.options, GenerationOptions):
@@ -200,7 +232,9 @@ class ChatRequest:
 
     @classmethod
     def from_messages(
-        cls, messages: Sequence[Message | Mapping[str, Any]], options: GenerationOptions | Mapping[str, Any] | None = None
+        cls,
+        messages: Sequence[Message | Mapping[str, Any]],
+        options: GenerationOptions | Mapping[str, Any] | None = None,
     ) -> ChatRequest:
         """From chat-completions style messages: optional system first, then user/assistant turns ending
         with a user turn. A user turn's images without ``<image>`` placeholders get them prepended."""
@@ -213,9 +247,15 @@ class ChatRequest:
         turns: list[str] = []
         for i, m in enumerate(msgs):
             expected = "user" if i % 2 == 0 else "assistant"
-            _check(m.role == expected, f"message {i + (system is not None)}: role {m.role!r}, expected {expected!r} "
-                                       "(one optional system message, then alternating user/assistant)")
-            _check(not (m.images and m.role != "user"), f"message {i + (system is not None)}: only user messages carry images")
+            _check(
+                m.role == expected,
+                f"message {i + (system is not None)}: role {m.role!r}, expected {expected!r} "
+                "(one optional system message, then alternating user/assistant)",
+            )
+            _check(
+                not (m.images and m.role != "user"),
+                f"message {i + (system is not None)}: only user messages carry images",
+            )
             text = m.content
             if m.images and "<image>" not in text:
                 if len(m.images) == 1:
@@ -226,8 +266,13 @@ class ChatRequest:
             images.extend(m.images)
             turns.append(text)
         history = tuple(zip(turns[:-1:2], turns[1:-1:2], strict=True)) or None
-        return cls(turns[-1], images=tuple(images), history=history, system_message=system,
-                   options=GenerationOptions.from_value(options))
+        return cls(
+            turns[-1],
+            images=tuple(images),
+            history=history,
+            system_message=system,
+            options=GenerationOptions.from_value(options),
+        )
 
 
 @dataclass(frozen=True)

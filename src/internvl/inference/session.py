@@ -126,8 +126,7 @@ class ChatSession:
         # beam search / several sequences expand and reorder the cache: those run from scratch
         beams = max(int(gen.get(k, getattr(base, k, 1)) or 1) for k in ("num_beams", "num_return_sequences"))
         spans = self._image_spans(p)  # None: placeholders and images disagree (from scratch raises the error)
-        if (spans is None or beams > 1 or n > self.max_cached_tokens or n < 2
-                or not supports_cache_continuation()):
+        if spans is None or beams > 1 or n > self.max_cached_tokens or n < 2 or not supports_cache_continuation():
             self.reset()
             self.last = TurnStats(n, 0, n, len(spans or ()), True)
             return None
@@ -144,8 +143,11 @@ class ChatSession:
             config, rest = split_generation_kwargs(base_config, {"use_cache": True, **gen})  # as model.generate
             try:
                 out = lm.generate(
-                    inputs_embeds=embeds, attention_mask=torch.ones(1, n, dtype=torch.long, device=embeds.device),
-                    generation_config=config, **cache_kwargs(self._cache), **rest,
+                    inputs_embeds=embeds,
+                    attention_mask=torch.ones(1, n, dtype=torch.long, device=embeds.device),
+                    generation_config=config,
+                    **cache_kwargs(self._cache),
+                    **rest,
                 )
             except BaseException:
                 self.reset()
@@ -215,9 +217,7 @@ class ChatSession:
             self._ids = self._ids[:keep]
         return keep
 
-    def _features_for(
-        self, p: _Prepared, spans: list[_Span], needed: list[int]
-    ) -> tuple[dict[str, torch.Tensor], int]:
+    def _features_for(self, p: _Prepared, spans: list[_Span], needed: list[int]) -> tuple[dict[str, torch.Tensor], int]:
         """Visual features float[tokens, D] of the images ``needed`` (indices into ``spans``); encodes only new ones."""
         pipe = self.pipeline
         model = pipe.model
@@ -235,10 +235,12 @@ class ChatSession:
             for s in spans:
                 offsets.append(tile)
                 tile += (s.end - s.start) // pipe.num_image_token
-            tiles = torch.cat([
-                p.pixel_values[offsets[i] : offsets[i] + (spans[i].end - spans[i].start) // pipe.num_image_token]
-                for i in missing
-            ])
+            tiles = torch.cat(
+                [
+                    p.pixel_values[offsets[i] : offsets[i] + (spans[i].end - spans[i].start) // pipe.num_image_token]
+                    for i in missing
+                ]
+            )
             vit = model.extract_feature(tiles.to(model.vision_model.device, model.vision_model.dtype))
             vit = vit.reshape(-1, vit.shape[-1])
             start = 0
@@ -274,8 +276,10 @@ class ChatSession:
             embeds[0, lo - keep : hi - keep] = features[s.key][lo - s.start : hi - s.start].to(embeds.dtype)
         try:
             lm.base_model(
-                inputs_embeds=embeds, attention_mask=torch.ones(1, stop, dtype=torch.long, device=embeds.device),
-                use_cache=True, **cache_kwargs(self._cache),
+                inputs_embeds=embeds,
+                attention_mask=torch.ones(1, stop, dtype=torch.long, device=embeds.device),
+                use_cache=True,
+                **cache_kwargs(self._cache),
             )
         except BaseException:
             self.reset()

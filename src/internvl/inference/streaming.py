@@ -60,7 +60,7 @@ class IncrementalDecoder:
             # until it agrees again (never send text that a later token would contradict).
             log.debug("decoded text no longer extends the streamed text; holding back")
             return ""
-        piece = text[len(self.emitted):]
+        piece = text[len(self.emitted) :]
         self.emitted = text
         return piece
 
@@ -152,13 +152,13 @@ def cut_at_stop(chunks: Iterable[str], stop: str) -> Iterator[str]:
                     text = text[:-k].rstrip()
                     break
         if len(text) > len(emitted) and text.startswith(emitted):
-            yield text[len(emitted):]
+            yield text[len(emitted) :]
             emitted = text
         if done:
             return
     final = (full.split(stop)[0] if stop else full).strip()
     if len(final) > len(emitted) and final.startswith(emitted):
-        yield final[len(emitted):]
+        yield final[len(emitted) :]
 
 
 def stream_generate(

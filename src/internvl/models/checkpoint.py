@@ -111,7 +111,8 @@ def read_safetensors_header(f: str | os.PathLike) -> dict:
         if n > size - 8 or n > 100_000_000:
             raise CheckpointError(
                 f"{f}: not a valid safetensors file (header length {n:,} bytes, file {size:,} bytes); "
-                "truncated or not safetensors")
+                "truncated or not safetensors"
+            )
         try:
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -131,7 +132,8 @@ def read_safetensors_header(f: str | os.PathLike) -> dict:
     if data < end:
         raise CheckpointError(
             f"{f}: incomplete file: the header needs {end + 8 + n:,} bytes, the file has {size:,} "
-            f"({100 * size / (end + 8 + n):.1f}%); an interrupted download? Download it again")
+            f"({100 * size / (end + 8 + n):.1f}%); an interrupted download? Download it again"
+        )
     if data > end:
         raise CheckpointError(f"{f}: {data - end:,} unexpected bytes after the tensor data; the file is damaged")
     return header
@@ -153,7 +155,9 @@ def save_state_dict(
     root.mkdir(parents=True, exist_ok=True)
     storage_uses = Counter(v.untyped_storage().data_ptr() for v in state_dict.values())
     tensors = {
-        k: v.detach().contiguous().clone() if storage_uses[v.untyped_storage().data_ptr()] > 1 else v.detach().contiguous()
+        k: v.detach().contiguous().clone()
+        if storage_uses[v.untyped_storage().data_ptr()] > 1
+        else v.detach().contiguous()
         for k, v in state_dict.items()
     }
     shards: list[dict[str, torch.Tensor]] = [{}]

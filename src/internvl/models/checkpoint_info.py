@@ -12,8 +12,17 @@ from pathlib import Path
 
 from internvl.models import checkpoint as ckpt
 
-_ST_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64", "I64": "int64",
-              "I32": "int32", "U8": "uint8", "I8": "int8", "BOOL": "bool"}
+_ST_DTYPES = {
+    "F32": "float32",
+    "BF16": "bfloat16",
+    "F16": "float16",
+    "F64": "float64",
+    "I64": "int64",
+    "I32": "int32",
+    "U8": "uint8",
+    "I8": "int8",
+    "BOOL": "bool",
+}
 
 
 def _tensor_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:

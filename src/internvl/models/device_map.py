@@ -114,9 +114,7 @@ def infer_device_map(
     return device_map
 
 
-def _balanced_budgets(
-    max_memory: dict[Any, int], total: int, fixed: int, layer: int, low_zero: bool
-) -> dict[Any, int]:
+def _balanced_budgets(max_memory: dict[Any, int], total: int, fixed: int, layer: int, low_zero: bool) -> dict[Any, int]:
     """Spread the model evenly over the GPUs (transformers' "balanced"), within the given budgets.
 
     Like accelerate's ``get_balanced_memory`` (total / n plus 1.25 layers of slack, the last GPU keeps

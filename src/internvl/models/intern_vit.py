@@ -336,7 +336,8 @@ class InternViT(nn.Module):
         """
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.config.num_channels:
             raise ValueError(
-                f"pixel_values must be float[B, {self.config.num_channels}, H, W]; got shape {tuple(pixel_values.shape)}"
+                f"pixel_values must be float[B, {self.config.num_channels}, H, W]; "
+                f"got shape {tuple(pixel_values.shape)}"
             )
         h = self.embeddings(pixel_values)
         h, states = self.encoder(h, output_hidden_states=output_hidden_states)
@@ -414,7 +415,7 @@ class InternViT(nn.Module):
         if prefix is None:
             prefix = "vision_model." if any(k.startswith("vision_model.") for k in state) else ""
         if prefix:
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         build_size, resize_to = ckpt.plan_position_table(
             force_image_size, config.image_size, state.get("embeddings.position_embedding"), config.patch_size
         )
@@ -431,8 +432,13 @@ class InternViT(nn.Module):
         self, path: str | os.PathLike, *, safe_serialization: bool = True, max_shard_size: int | None = None
     ) -> None:
         """Write ``config.json`` and weights in the official layout (sharded when ``max_shard_size`` is set)."""
-        ckpt.save_checkpoint(path, self.config.to_dict(), self.state_dict(),
-                             safe_serialization=safe_serialization, max_shard_size=max_shard_size)
+        ckpt.save_checkpoint(
+            path,
+            self.config.to_dict(),
+            self.state_dict(),
+            safe_serialization=safe_serialization,
+            max_shard_size=max_shard_size,
+        )
 
 
 def build_intern_vit(config: InternViTConfig, seed: int | None = 0) -> InternViT:
@@ -446,16 +452,33 @@ PRESETS: dict[str, InternViTConfig] = {
     "intern_vit_6b_224": InternViTConfig(),
     "intern_vit_6b_448_v1_2": InternViTConfig(num_hidden_layers=45, image_size=448),
     "intern_vit_300m_448": InternViTConfig(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, image_size=448,
-        qkv_bias=True, qk_normalization=False, norm_type="layer_norm", initializer_factor=1.0,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        image_size=448,
+        qkv_bias=True,
+        qk_normalization=False,
+        norm_type="layer_norm",
+        initializer_factor=1.0,
     ),
     "intern_vit_tiny": InternViTConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=56, patch_size=14,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        image_size=56,
+        patch_size=14,
     ),
     # The built-in world (data.synthetic): 48-px images, one 16-px patch per grid cell, layer scale 1 so
     # that a from-scratch model trains in minutes on a CPU.
     "intern_vit_world": InternViTConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, image_size=48, patch_size=16,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        image_size=48,
+        patch_size=16,
         initializer_factor=1.0,
     ),
 }

@@ -78,7 +78,9 @@ class InternVLConfig:
             if dim % self.attn_pool_num_heads:
                 raise ConfigError(f"{name}={dim} is not divisible by attn_pool_num_heads={self.attn_pool_num_heads}")
         if self.force_image_size is not None and self.force_image_size % v.patch_size:
-            raise ConfigError(f"force_image_size={self.force_image_size} is not a multiple of patch_size={v.patch_size}")
+            raise ConfigError(
+                f"force_image_size={self.force_image_size} is not a multiple of patch_size={v.patch_size}"
+            )
 
     @property
     def image_size(self) -> int:
@@ -283,7 +285,9 @@ class InternVLModel(nn.Module):
         eos_hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, h)
         return eos_hidden @ self.text_projection
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, mode: str = "InternVL-C") -> ContrastiveOutput:
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, mode: str = "InternVL-C"
+    ) -> ContrastiveOutput:
         """Scaled cosine similarities between every image and every text."""
         image = self.encode_image(pixel_values, mode)
         text = self.encode_text(input_ids)
@@ -320,21 +324,22 @@ class InternVLModel(nn.Module):
         length = ids.shape[1]
         m2d = torch.cat([torch.ones(3 * b, nq, dtype=text_mask.dtype, device=text_mask.device), text_mask], dim=1)
         mask = padding_mask(m2d, embeds.dtype, nq + length)  # (3B, 1, nq+L, nq+L)
-        itc = mask[2 * b:].clone()
+        itc = mask[2 * b :].clone()
         low = torch.finfo(embeds.dtype).min
         itc[:, :, :nq, nq:] = low
         itc[:, :, nq:, :nq] = low
         itc[:, :, nq:, nq:] = combine_masks(itc[:, :, nq:, nq:], causal_mask(b, length, 0, embeds.dtype, embeds.device))
         mask = torch.cat([mask[: 2 * b], itc])
-        hidden = self.qllama.model(inputs_embeds=embeds, attention_mask=mask, vision_hidden_states=vision,
-                                   repeat_time=3).last_hidden_state  # (3B, nq+L, h)
+        hidden = self.qllama.model(
+            inputs_embeds=embeds, attention_mask=mask, vision_hidden_states=vision, repeat_time=3
+        ).last_hidden_state  # (3B, nq+L, h)
         queries, text = hidden[:, :nq], hidden[:, nq:]
         itm_logits = self.itm_head(queries[: 2 * b]).mean(dim=1)  # (2B, 2)
         last = summarize_attention_mask.sum(1) - 1
-        text_embeds = text[2 * b:][torch.arange(b, device=text.device), last] @ self.text_projection
+        text_embeds = text[2 * b :][torch.arange(b, device=text.device), last] @ self.text_projection
         return RetrievalFeatures(
             backbone_embeds=self.clip_projector(vision),
-            query_embeds=self.clip_projector2(queries[2 * b:]),
+            query_embeds=self.clip_projector2(queries[2 * b :]),
             text_embeds=text_embeds,
             itm_logits=itm_logits,
         )
@@ -364,8 +369,10 @@ class InternVLModel(nn.Module):
 
     def num_layer_ids(self) -> dict[str, int]:
         """The top layer id per family: number of blocks + 2 (the reference's ``Lv``/``Lq``)."""
-        return {"vit": self.config.vision_config.num_hidden_layers + 2,
-                "qllama": self.config.qllama_config.num_hidden_layers + 2}
+        return {
+            "vit": self.config.vision_config.num_hidden_layers + 2,
+            "qllama": self.config.qllama_config.num_hidden_layers + 2,
+        }
 
     # -- captioning -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -396,16 +403,23 @@ class InternVLModel(nn.Module):
         if input_ids.shape[0] == 1 and b > 1:
             input_ids = input_ids.expand(b, -1)
         if input_ids.shape[0] != b:
-            raise ValueError(f"got {input_ids.shape[0]} prompts for {b} images; pass one shared prompt or one per image")
+            raise ValueError(
+                f"got {input_ids.shape[0]} prompts for {b} images; pass one shared prompt or one per image"
+            )
         input_ids = input_ids.to(self.device)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         queries = self.query_tokens.expand(b, -1, -1)
         inputs_embeds = torch.cat([queries, self.qllama.get_input_embeddings()(input_ids)], dim=1)  # (B, nq+P, h)
-        mask = torch.cat([torch.ones(b, queries.shape[1], dtype=attention_mask.dtype, device=self.device), attention_mask], 1)
+        mask = torch.cat(
+            [torch.ones(b, queries.shape[1], dtype=attention_mask.dtype, device=self.device), attention_mask], 1
+        )
         q = self.config.qllama_config
-        kwargs = {"bos_token_id": q.bos_token_id, "eos_token_id": q.eos_token_id,
-                  "pad_token_id": q.pad_token_id if q.pad_token_id is not None else q.eos_token_id}
+        kwargs = {
+            "bos_token_id": q.bos_token_id,
+            "eos_token_id": q.eos_token_id,
+            "pad_token_id": q.pad_token_id if q.pad_token_id is not None else q.eos_token_id,
+        }
         kwargs.update(generation_kwargs)
         kwargs.setdefault("do_sample", False)
         if kwargs.get("use_cache", True) and not (set(kwargs) & {"cache", "past_key_values"}):
@@ -440,7 +454,9 @@ class InternVLModel(nn.Module):
             for p in (pool.cross_attn.q_bias, pool.cross_attn.k_bias, pool.cross_attn.v_bias):
                 p.zero_()
         nn.init.trunc_normal_(self.query_tokens, std=std, generator=generator)
-        nn.init.trunc_normal_(self.text_projection, std=self.config.qllama_config.hidden_size**-0.5, generator=generator)
+        nn.init.trunc_normal_(
+            self.text_projection, std=self.config.qllama_config.hidden_size**-0.5, generator=generator
+        )
         self.logit_scale.fill_(math.log(1 / 0.07))
         return self
 
@@ -466,7 +482,9 @@ class InternVLModel(nn.Module):
         state = ckpt.read_state_dict(path)
         state = merge_lora_state_dict(state, config, dtype=dtype)
         build_size, resize_to = ckpt.plan_position_table(
-            config.force_image_size, config.image_size, state.get("vision_model.embeddings.position_embedding"),
+            config.force_image_size,
+            config.image_size,
+            state.get("vision_model.embeddings.position_embedding"),
             config.vision_config.patch_size,
         )
         build_config = config if resize_to is None else dataclasses.replace(config, force_image_size=build_size)
@@ -485,8 +503,9 @@ class InternVLModel(nn.Module):
         """Write ``config.json`` (official schema) and weights with the reference key names."""
         # Merged weights carry no adapters any more.
         cfg = {**self.config.to_dict(), "use_backbone_lora": 0, "use_qllama_lora": 0}
-        ckpt.save_checkpoint(path, cfg, self.state_dict(), safe_serialization=safe_serialization,
-                             max_shard_size=max_shard_size)
+        ckpt.save_checkpoint(
+            path, cfg, self.state_dict(), safe_serialization=safe_serialization, max_shard_size=max_shard_size
+        )
 
 
 def _check_mode(mode: str) -> None:
@@ -529,7 +548,8 @@ def merge_lora_state_dict(
         rank = lora_a.shape[0]
         if config_rank and config_rank != rank:
             raise CheckpointError(
-                f"{key}: LoRA rank {rank} but config.{'use_backbone_lora' if prefix == 'vision_model.' else 'use_qllama_lora'}"
+                f"{key}: LoRA rank {rank} but "
+                f"config.{'use_backbone_lora' if prefix == 'vision_model.' else 'use_qllama_lora'}"
                 f"={config_rank}"
             )
         scaling = 2.0  # alpha / r with alpha = 2r
@@ -541,7 +561,11 @@ def merge_lora_state_dict(
     for key, value in merged.items():
         if ".original_module." in key or ".lora_" in key:
             continue
-        new = key.replace(".base_model.model.", ".").replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
+        new = (
+            key.replace(".base_model.model.", ".")
+            .replace(".base_layer.", ".")
+            .replace(".modules_to_save.default.", ".")
+        )
         cleaned[new] = value
     return cleaned
 
@@ -556,13 +580,26 @@ def build_internvl(config: InternVLConfig, seed: int | None = 0) -> InternVLMode
 @registry.register_preset("internvl_cg_tiny", "internvl_cg")
 def internvl_cg_tiny(vocab_size: int = 400, num_query_token: int = 8) -> InternVLConfig:
     """A tiny config (width 32-64, 2 layers each) that builds in milliseconds, for tests and demos."""
-    vision = InternViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                             image_size=56, patch_size=14)
-    qllama = QLlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=256, num_query_token=num_query_token,
-                          vision_hidden_size=64)
-    return InternVLConfig(vision_config=vision, qllama_config=qllama, clip_embed_dim=32, attn_pool_num_heads=4,
-                          num_query_token=num_query_token)
+    vision = InternViTConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=56, patch_size=14
+    )
+    qllama = QLlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        num_query_token=num_query_token,
+        vision_hidden_size=64,
+    )
+    return InternVLConfig(
+        vision_config=vision,
+        qllama_config=qllama,
+        clip_embed_dim=32,
+        attn_pool_num_heads=4,
+        num_query_token=num_query_token,
+    )
 
 
 @registry.register_preset("internvl_cg_world", "internvl_cg")
@@ -571,11 +608,23 @@ def internvl_cg_world(vocab_size: int = 512, num_query_token: int = 8) -> Intern
 
     Trains contrastively from scratch in about a minute on one CPU thread (README, "The built-in world").
     """
-    qllama = QLlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=128, num_query_token=num_query_token,
-                          vision_hidden_size=64)
-    return InternVLConfig(vision_config=PRESETS["intern_vit_world"], qllama_config=qllama, clip_embed_dim=64,
-                          attn_pool_num_heads=4, num_query_token=num_query_token)
+    qllama = QLlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        num_query_token=num_query_token,
+        vision_hidden_size=64,
+    )
+    return InternVLConfig(
+        vision_config=PRESETS["intern_vit_world"],
+        qllama_config=qllama,
+        clip_embed_dim=64,
+        attn_pool_num_heads=4,
+        num_query_token=num_query_token,
+    )
 
 
 @registry.register_preset("internvl_cg_14b_224", "internvl_cg")

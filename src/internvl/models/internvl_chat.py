@@ -438,7 +438,9 @@ class InternVLChatModel(PreTrainedModel):
         if attention_mask is not None:
             attention_mask = attention_mask.to(inputs_embeds.device)
         # Fold generation settings into one config object (transformers deprecates mixing both styles).
-        config, rest = split_generation_kwargs(generation_config or self.generation_config, {"use_cache": True, **kwargs})
+        config, rest = split_generation_kwargs(
+            generation_config or self.generation_config, {"use_cache": True, **kwargs}
+        )
         return self.language_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, generation_config=config, **rest
         )
@@ -551,8 +553,9 @@ class InternVLChatModel(PreTrainedModel):
             raise InternVLError("saving an 8-bit quantised model is not supported; load it in bf16/fp16 to save")
         root = Path(path)
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}  # a device-mapped model too
-        ckpt.save_checkpoint(root, self.config.to_dict(), state, safe_serialization=safe_serialization,
-                             max_shard_size=max_shard_size)
+        ckpt.save_checkpoint(
+            root, self.config.to_dict(), state, safe_serialization=safe_serialization, max_shard_size=max_shard_size
+        )
         gen = copy.deepcopy(self.generation_config)
         if stop_token_ids:
             gen.eos_token_id = list(dict.fromkeys(stop_token_ids))
@@ -620,12 +623,19 @@ def tiny_chat_config(
         "tie_word_embeddings": False,
     }
     vision = InternViTConfig(
-        hidden_size=vit_width, num_hidden_layers=vit_layers, num_attention_heads=4,
-        intermediate_size=vit_width * 2, image_size=image_size,
+        hidden_size=vit_width,
+        num_hidden_layers=vit_layers,
+        num_attention_heads=4,
+        intermediate_size=vit_width * 2,
+        image_size=image_size,
     ).to_dict()
     return InternVLChatConfig(
-        vision_config=vision, llm_config=llm, template=template, ps_version=ps_version,
-        force_image_size=image_size, system_message=system_message,
+        vision_config=vision,
+        llm_config=llm,
+        template=template,
+        ps_version=ps_version,
+        force_image_size=image_size,
+        system_message=system_message,
     )
 
 
@@ -636,21 +646,28 @@ def internvl_chat_tiny(vocab_size: int = 512, **kwargs: Any) -> InternVLChatConf
 
 
 @register_preset("internvl_chat_world", "internvl_chat")
-def world_chat_config(vocab_size: int = 512, *, llm_width: int = 128, llm_layers: int = 2, eos_token_id: int = 2,
-                      pad_token_id: int = 0) -> InternVLChatConfig:
+def world_chat_config(
+    vocab_size: int = 512, *, llm_width: int = 128, llm_layers: int = 2, eos_token_id: int = 2, pad_token_id: int = 0
+) -> InternVLChatConfig:
     """InternVL-Chat for the built-in world: ``intern_vit_world`` -> mlp1 -> a small LLaMA (Hermes-2 template).
 
     ``downsample_ratio`` 1 (no pixel shuffle): the ViT grid is 3x3, one token per grid cell, so the
     9 visual tokens line up with the objects. The system message is the short V1-2-Plus one, which
     keeps prompts short for a CPU.
     """
-    config = tiny_chat_config(vocab_size, llm_width=llm_width, llm_layers=llm_layers, eos_token_id=eos_token_id,
-                              pad_token_id=pad_token_id, system_message="Answer the questions.", ps_version="v2")
+    config = tiny_chat_config(
+        vocab_size,
+        llm_width=llm_width,
+        llm_layers=llm_layers,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        system_message="Answer the questions.",
+        ps_version="v2",
+    )
     config.vision_config = PRESETS["intern_vit_world"].to_dict()
     config.force_image_size = PRESETS["intern_vit_world"].image_size
     config.downsample_ratio = 1.0
     return config
-
 
 
 @register_preset("internvl_chat_v1_2", "internvl_chat")
@@ -660,16 +677,32 @@ def internvl_chat_v1_2(vocab_size: int = 64007) -> InternVLChatConfig:
     from internvl.models.intern_vit import PRESETS
 
     llm = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab_size,
-        "hidden_size": 7168, "intermediate_size": 20480, "num_hidden_layers": 60, "num_attention_heads": 56,
-        "num_key_value_heads": 8, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 5_000_000.0,
-        "attention_bias": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "tie_word_embeddings": False,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab_size,
+        "hidden_size": 7168,
+        "intermediate_size": 20480,
+        "num_hidden_layers": 60,
+        "num_attention_heads": 56,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 5_000_000.0,
+        "attention_bias": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "tie_word_embeddings": False,
     }
     return InternVLChatConfig(
-        vision_config=PRESETS["intern_vit_6b_448_v1_2"].to_dict(), llm_config=llm, template="Hermes-2",
-        ps_version="v1", force_image_size=448, downsample_ratio=0.5, select_layer=-1,
+        vision_config=PRESETS["intern_vit_6b_448_v1_2"].to_dict(),
+        llm_config=llm,
+        template="Hermes-2",
+        ps_version="v1",
+        force_image_size=448,
+        downsample_ratio=0.5,
+        select_layer=-1,
     )
-
 
 
 def register_auto_classes() -> None:

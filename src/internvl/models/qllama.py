@@ -337,7 +337,8 @@ class QLlamaModel(nn.Module):
             attention_mask = torch.ones(batch_size, past_length + length, dtype=torch.long, device=device)
         if attention_mask.shape != (batch_size, past_length + length):
             raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({batch_size}, {past_length + length})"
+                f"attention_mask has shape {tuple(attention_mask.shape)}; "
+                f"expected ({batch_size}, {past_length + length})"
                 " (past + current length)"
             )
         parts = [padding_mask(attention_mask, dtype, length)]
@@ -491,7 +492,9 @@ class QLlamaForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=IGNORE_INDEX,
             )
         return model_output(CausalLMOutputWithPast, loss=loss, logits=logits, cache=output_cache(out))
 

@@ -27,8 +27,11 @@ def quantize_8bit(model: nn.Module, skip: tuple[str, ...] = ("language_model.lm_
             if not isinstance(child, nn.Linear) or any(full == s or full.startswith(s + ".") for s in skip):
                 continue
             q = bnb.nn.Linear8bitLt(
-                child.in_features, child.out_features, bias=child.bias is not None,
-                has_fp16_weights=False, threshold=6.0,
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                has_fp16_weights=False,
+                threshold=6.0,
             )
             q.weight = bnb.nn.Int8Params(child.weight.data, requires_grad=False, has_fp16_weights=False)
             if child.bias is not None:

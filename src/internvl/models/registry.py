@@ -40,7 +40,9 @@ class Preset:
 _PRESETS: dict[str, Preset] = {}
 
 
-def register_preset(name: str, family: str, description: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_preset(
+    name: str, family: str, description: str = ""
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a config factory under ``name`` (a duplicate name raises)."""
     if family not in {f for _, _, f in MODEL_TYPES.values()}:
         raise ValueError(f"unknown preset family {family!r}")

@@ -108,8 +108,11 @@ class _Guard:
         try:
             if not self._authorized(scope):
                 has_key = any(k in (b"authorization", b"x-api-key") for k, _ in scope.get("headers") or [])
-                msg = ("Incorrect API key provided" if has_key else
-                       "Missing API key: send 'Authorization: Bearer KEY' (the server was started with --api-key)")
+                msg = (
+                    "Incorrect API key provided"
+                    if has_key
+                    else "Missing API key: send 'Authorization: Bearer KEY' (the server was started with --api-key)"
+                )
                 response = JSONResponse(error_body(msg, code="invalid_api_key"), status_code=401)
                 await response(scope, receive, send_and_record)
             else:
@@ -125,14 +128,18 @@ async def read_json(request: Request, limit: int) -> Any:
     """The request body as JSON, refusing bodies over ``limit`` bytes (413) and invalid JSON (400)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ServeError(f"request body of {declared} bytes exceeds the limit of {limit} bytes (--max-body-bytes)",
-                         status=413, code="body_too_large")
+        raise ServeError(
+            f"request body of {declared} bytes exceeds the limit of {limit} bytes (--max-body-bytes)",
+            status=413,
+            code="body_too_large",
+        )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ServeError(f"request body exceeds the limit of {limit} bytes (--max-body-bytes)", status=413,
-                             code="body_too_large")
+            raise ServeError(
+                f"request body exceeds the limit of {limit} bytes (--max-body-bytes)", status=413, code="body_too_large"
+            )
     try:
         payload = json.loads(bytes(body))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -142,8 +149,9 @@ async def read_json(request: Request, limit: int) -> Any:
     try:  # JSON allows lone surrogate escapes ("\ud800"), which no tokenizer can encode
         json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise ServeError("the request body contains invalid Unicode (a lone surrogate escape such as \\ud800)",
-                         code="invalid_json") from None
+        raise ServeError(
+            "the request body contains invalid Unicode (a lone surrogate escape such as \\ud800)", code="invalid_json"
+        ) from None
     return payload
 
 
@@ -164,8 +172,13 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
     embedder = model if isinstance(model, Embedder) else None
     limits = settings.limits
     metrics = Metrics(lambda: worker.depth, lambda: worker.busy)  # read at scrape time, once the worker exists
-    worker = ModelWorker(pipeline, embedder, max_queue=settings.max_queue, max_batch_size=settings.max_batch_size,
-                         on_batch=metrics.on_batch)
+    worker = ModelWorker(
+        pipeline,
+        embedder,
+        max_queue=settings.max_queue,
+        max_batch_size=settings.max_batch_size,
+        on_batch=metrics.on_batch,
+    )
     created = now()
 
     @contextlib.asynccontextmanager
@@ -173,8 +186,9 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
         yield
         worker.close()
 
-    app = FastAPI(title="InternVL OpenAI-compatible server", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="InternVL OpenAI-compatible server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.worker, app.state.metrics, app.state.settings = worker, metrics, settings
 
     # -- errors: every failure is an OpenAI-style body ------------------------------------------------
@@ -203,8 +217,12 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
     # -- helpers ------------------------------------------------------------------------------------------
     def check_model(name: str) -> None:
         if name != settings.model_name:
-            raise ServeError(f"model {name!r} does not exist on this server; it serves {settings.model_name!r} "
-                             "(GET /v1/models)", status=404, param="model", code="model_not_found")
+            raise ServeError(
+                f"model {name!r} does not exist on this server; it serves {settings.model_name!r} (GET /v1/models)",
+                status=404,
+                param="model",
+                code="model_not_found",
+            )
 
     async def decode_all(urls: list[tuple[str, str]]) -> list[Any]:
         return await run_in_threadpool(lambda: [decode_image_url(u, limits, where) for where, u in urls])
@@ -223,8 +241,12 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
                 raise ServeError("client disconnected", status=499, code="client_closed")
             if time.monotonic() > job.deadline + 5:
                 worker.discard(job)
-                raise ServeError(f"the request did not finish within {job.timeout:g} s (--request-timeout)",
-                                 status=504, type="timeout_error", code="timeout")
+                raise ServeError(
+                    f"the request did not finish within {job.timeout:g} s (--request-timeout)",
+                    status=504,
+                    type="timeout_error",
+                    code="timeout",
+                )
 
     def submit(kind: str, payload: Any, **kw: Any) -> Job:
         job = Job(kind, payload, asyncio.get_running_loop(), settings.request_timeout, **kw)
@@ -238,9 +260,15 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
     @app.get("/health")
     async def health() -> JSONResponse:
         ok = worker.alive
-        return JSONResponse({"status": "ok" if ok else "worker stopped", "model": settings.model_name,
-                             "kind": "chat" if pipeline else "embeddings", "queue_depth": worker.depth},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "worker stopped",
+                "model": settings.model_name,
+                "kind": "chat" if pipeline else "embeddings",
+                "queue_depth": worker.depth,
+            },
+            status_code=200 if ok else 503,
+        )
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
@@ -260,14 +288,21 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
         req: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request, limits.max_body_bytes))
         check_model(req.model)
         if pipeline is None:
-            raise ServeError(f"{settings.model_name!r} is an InternVL-C/G checkpoint: it serves /v1/embeddings, "
-                             "not chat completions", code="unsupported_model")
+            raise ServeError(
+                f"{settings.model_name!r} is an InternVL-C/G checkpoint: it serves /v1/embeddings, "
+                "not chat completions",
+                code="unsupported_model",
+            )
         req.refuse_unsupported()
         stops = req.stops
         options = generation_options(req, limits.check_chat(req))
-        urls = [(f"messages[{i}].content[{j}].image_url", p.image_url.url)
-                for i, m in enumerate(req.messages) if isinstance(m.content, list)
-                for j, p in enumerate(m.content) if getattr(p, "type", None) == "image_url"]
+        urls = [
+            (f"messages[{i}].content[{j}].image_url", p.image_url.url)
+            for i, m in enumerate(req.messages)
+            if isinstance(m.content, list)
+            for j, p in enumerate(m.content)
+            if getattr(p, "type", None) == "image_url"
+        ]
         chat_req = to_chat_request(req, await decode_all(urls), options)
         job = submit("stream" if req.stream else "chat", chat_req, stops=stops, seed=req.seed)
         cid, t0 = new_completion_id(), time.monotonic()
@@ -275,12 +310,19 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
             await wait(job, request)
             resp = job.future.result()
             metrics.prompt_tokens.inc(resp.prompt_tokens)
-            return JSONResponse(ChatCompletion(
-                id=cid, created=now(), model=settings.model_name,
-                choices=[Choice(message=AssistantMessage(content=resp.text), finish_reason=resp.finish_reason)],
-                usage=Usage(prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens,
-                            total_tokens=resp.total_tokens),
-            ).model_dump())
+            return JSONResponse(
+                ChatCompletion(
+                    id=cid,
+                    created=now(),
+                    model=settings.model_name,
+                    choices=[Choice(message=AssistantMessage(content=resp.text), finish_reason=resp.finish_reason)],
+                    usage=Usage(
+                        prompt_tokens=resp.prompt_tokens,
+                        completion_tokens=resp.completion_tokens,
+                        total_tokens=resp.total_tokens,
+                    ),
+                ).model_dump()
+            )
         await wait(job, request, first_piece=True)  # errors before the first piece are still plain 4xx/5xx
         if job.future.done() and job.future.exception() is not None:
             raise job.future.exception()
@@ -288,8 +330,13 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
         def chunk(delta: Delta, finish: str | None = None, usage: Usage | None = None, choices: bool = True) -> str:
-            c = ChatCompletionChunk(id=cid, created=now(), model=settings.model_name, usage=usage,
-                                    choices=[ChunkChoice(delta=delta, finish_reason=finish)] if choices else [])
+            c = ChatCompletionChunk(
+                id=cid,
+                created=now(),
+                model=settings.model_name,
+                usage=usage,
+                choices=[ChunkChoice(delta=delta, finish_reason=finish)] if choices else [],
+            )
             return _sse(c.model_dump(exclude_none=True))
 
         async def events():
@@ -314,17 +361,24 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
                     metrics.prompt_tokens.inc(resp.prompt_tokens)
                     yield chunk(Delta(), finish=resp.finish_reason)
                     if include_usage:
-                        yield chunk(Delta(), usage=Usage(prompt_tokens=resp.prompt_tokens,
-                                                         completion_tokens=resp.completion_tokens,
-                                                         total_tokens=resp.total_tokens), choices=False)
+                        yield chunk(
+                            Delta(),
+                            usage=Usage(
+                                prompt_tokens=resp.prompt_tokens,
+                                completion_tokens=resp.completion_tokens,
+                                total_tokens=resp.total_tokens,
+                            ),
+                            choices=False,
+                        )
                 yield _sse("[DONE]")
             finally:
                 if not job.future.done():  # the client went away mid-stream
                     worker.discard(job)
                     metrics.cancelled.inc()
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> JSONResponse:
@@ -333,15 +387,22 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
         req: EmbeddingRequest = parse(EmbeddingRequest, payload)
         check_model(req.model)
         if embedder is None:
-            raise ServeError(f"{settings.model_name!r} is a chat model; /v1/embeddings needs an InternVL-C/G "
-                             "checkpoint", code="unsupported_model")
+            raise ServeError(
+                f"{settings.model_name!r} is a chat model; /v1/embeddings needs an InternVL-C/G checkpoint",
+                code="unsupported_model",
+            )
         items = req.items()
         if len(items) > limits.max_embedding_inputs:
-            raise ServeError(f"{len(items)} inputs; at most {limits.max_embedding_inputs} per request "
-                             "(--max-embedding-inputs)", param="input")
+            raise ServeError(
+                f"{len(items)} inputs; at most {limits.max_embedding_inputs} per request (--max-embedding-inputs)",
+                param="input",
+            )
         if sum(not isinstance(x, str) for x in items) > limits.max_images:
-            raise ServeError(f"more than {limits.max_images} images in one request (--max-images)", param="input",
-                             code="too_many_images")
+            raise ServeError(
+                f"more than {limits.max_images} images in one request (--max-images)",
+                param="input",
+                code="too_many_images",
+            )
         for i, x in enumerate(items):
             if isinstance(x, str) and not x.strip():
                 raise ServeError(f"input[{i}] is an empty string", param=f"input.{i}")
@@ -351,11 +412,16 @@ def create_app(model: ChatPipeline | Embedder, settings: ServeSettings | None = 
         job = submit("embed", (decoded, req.mode or embedder.mode))
         await wait(job, request)
         vectors, tokens = job.future.result()
-        return JSONResponse(EmbeddingResponse(
-            data=[EmbeddingData(index=i, embedding=encode_embedding(v, req.encoding_format))
-                  for i, v in enumerate(vectors)],
-            model=settings.model_name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
-        ).model_dump())
+        return JSONResponse(
+            EmbeddingResponse(
+                data=[
+                    EmbeddingData(index=i, embedding=encode_embedding(v, req.encoding_format))
+                    for i, v in enumerate(vectors)
+                ],
+                model=settings.model_name,
+                usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
+            ).model_dump()
+        )
 
     routes = {r.path for r in app.routes if hasattr(r, "path")} | {"/v1/models/{name}"}
     app.add_middleware(_Guard, settings=settings, metrics=metrics, routes=routes)

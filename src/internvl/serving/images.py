@@ -22,15 +22,17 @@ from PIL import Image, UnidentifiedImageError
 
 from internvl.serving.schemas import Limits, ServeError
 
-DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
-                      re.ASCII)
+DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 FETCH_TIMEOUT_S = 10.0
 
 
 def _too_large(what: str, size: int, limits: Limits) -> ServeError:
-    return ServeError(f"{what}: {size} bytes exceeds the image limit of {limits.max_image_bytes} bytes "
-                      "(--max-image-bytes)", status=413, code="image_too_large")
+    return ServeError(
+        f"{what}: {size} bytes exceeds the image limit of {limits.max_image_bytes} bytes (--max-image-bytes)",
+        status=413,
+        code="image_too_large",
+    )
 
 
 def decode_image_url(url: str, limits: Limits, where: str = "image_url") -> Image.Image:
@@ -41,27 +43,34 @@ def decode_image_url(url: str, limits: Limits, where: str = "image_url") -> Imag
     if scheme in ("http", "https"):
         return decode_image_bytes(_fetch(url, limits, where), limits, where)
     shown = url if len(url) <= 60 else url[:60] + "..."
-    raise ServeError(f"{where}: {shown!r} is not a data URL; send images as data:image/...;base64,... "
-                     "(http(s) URLs only with --allow-fetch-host)", param=where, code="invalid_image_url")
+    raise ServeError(
+        f"{where}: {shown!r} is not a data URL; send images as data:image/...;base64,... "
+        "(http(s) URLs only with --allow-fetch-host)",
+        param=where,
+        code="invalid_image_url",
+    )
 
 
 def _data_url_bytes(url: str, limits: Limits, where: str) -> bytes:
     m = DATA_URL.match(url)
     if m is None or not m.group("b64"):
-        raise ServeError(f"{where}: expected a base64 data URL (data:image/png;base64,...)", param=where,
-                         code="invalid_image_url")
+        raise ServeError(
+            f"{where}: expected a base64 data URL (data:image/png;base64,...)", param=where, code="invalid_image_url"
+        )
     mime = (m.group("mime") or "").lower()
     if mime and not mime.startswith("image/"):
-        raise ServeError(f"{where}: data URL of type {mime!r}; expected an image/* type", param=where,
-                         code="invalid_image_url")
-    payload = url[m.end():]
+        raise ServeError(
+            f"{where}: data URL of type {mime!r}; expected an image/* type", param=where, code="invalid_image_url"
+        )
+    payload = url[m.end() :]
     if len(payload) * 3 // 4 > limits.max_image_bytes + 3:
         raise _too_large(where, len(payload) * 3 // 4, limits)
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise ServeError(f"{where}: the data URL's base64 payload is not valid base64", param=where,
-                         code="invalid_image") from None
+        raise ServeError(
+            f"{where}: the data URL's base64 payload is not valid base64", param=where, code="invalid_image"
+        ) from None
 
 
 def decode_image_bytes(data: bytes, limits: Limits, where: str = "image") -> Image.Image:
@@ -74,18 +83,25 @@ def decode_image_bytes(data: bytes, limits: Limits, where: str = "image") -> Ima
             im = Image.open(io.BytesIO(data), formats=FORMATS)  # reads the header only
             w, h = im.size
             if w * h > limits.max_image_pixels:
-                raise ServeError(f"{where}: {w}x{h} = {w * h} pixels exceeds the limit of {limits.max_image_pixels} "
-                                 "(--max-image-pixels)", status=413, param=where, code="image_too_large")
+                raise ServeError(
+                    f"{where}: {w}x{h} = {w * h} pixels exceeds the limit of {limits.max_image_pixels} "
+                    "(--max-image-pixels)",
+                    status=413,
+                    param=where,
+                    code="image_too_large",
+                )
             im.load()
             return im.convert("RGB")
     except ServeError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ServeError(f"{where}: not a decodable image ({', '.join(FORMATS)}): {e}", param=where,
-                         code="invalid_image") from None
+        raise ServeError(
+            f"{where}: not a decodable image ({', '.join(FORMATS)}): {e}", param=where, code="invalid_image"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-        raise ServeError(f"{where}: the image data is corrupt or truncated: {e}", param=where,
-                         code="invalid_image") from None
+        raise ServeError(
+            f"{where}: the image data is corrupt or truncated: {e}", param=where, code="invalid_image"
+        ) from None
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -98,12 +114,17 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def _fetch(url: str, limits: Limits, where: str) -> bytes:
     host = (urllib.parse.urlsplit(url).hostname or "").lower()
     if host not in {h.lower() for h in limits.allow_fetch_hosts}:
-        raise ServeError(f"{where}: fetching images from {host or url!r} is disabled; send a data URL, or start the "
-                         "server with --allow-fetch-host " + (host or "HOST"), param=where, code="fetch_disabled")
+        raise ServeError(
+            f"{where}: fetching images from {host or url!r} is disabled; send a data URL, or start the "
+            "server with --allow-fetch-host " + (host or "HOST"),
+            param=where,
+            code="fetch_disabled",
+        )
     try:
         opener = urllib.request.build_opener(_NoRedirect)
-        with opener.open(urllib.request.Request(url, headers={"User-Agent": "internvl-serve"}),
-                         timeout=FETCH_TIMEOUT_S) as resp:
+        with opener.open(
+            urllib.request.Request(url, headers={"User-Agent": "internvl-serve"}), timeout=FETCH_TIMEOUT_S
+        ) as resp:
             data = resp.read(limits.max_image_bytes + 1)
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise ServeError(f"{where}: could not fetch {url}: {e}", param=where, code="fetch_failed") from None

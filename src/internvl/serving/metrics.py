@@ -19,22 +19,34 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("internvl_requests", "HTTP requests answered", ["route", "status"], registry=r)
-        self.errors = Counter("internvl_errors", "HTTP requests answered with an error (status >= 400)",
-                              ["route", "status"], registry=r)
-        self.latency = Histogram("internvl_request_latency_seconds", "Request latency (to the last byte for streams)",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.first_token = Histogram("internvl_time_to_first_token_seconds", "Streamed chat: time to the first piece",
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("internvl_batch_size", "Requests per model call", ["kind"],
-                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
-        self.batch_seconds = Histogram("internvl_batch_seconds", "Seconds per model call", ["kind"],
-                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.errors = Counter(
+            "internvl_errors", "HTTP requests answered with an error (status >= 400)", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "internvl_request_latency_seconds",
+            "Request latency (to the last byte for streams)",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "internvl_time_to_first_token_seconds",
+            "Streamed chat: time to the first piece",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "internvl_batch_size", "Requests per model call", ["kind"], buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
+        )
+        self.batch_seconds = Histogram(
+            "internvl_batch_seconds", "Seconds per model call", ["kind"], buckets=LATENCY_BUCKETS, registry=r
+        )
         self.tokens = Counter("internvl_generated_tokens", "Completion tokens generated", registry=r)
         self.prompt_tokens = Counter("internvl_prompt_tokens", "Prompt tokens processed", registry=r)
-        self.tokens_per_second = Gauge("internvl_tokens_per_second", "Generated tokens/s of the last model call",
-                                       registry=r)
-        self.cancelled = Counter("internvl_cancelled", "Requests whose client went away before the answer",
-                                 registry=r)
+        self.tokens_per_second = Gauge(
+            "internvl_tokens_per_second", "Generated tokens/s of the last model call", registry=r
+        )
+        self.cancelled = Counter("internvl_cancelled", "Requests whose client went away before the answer", registry=r)
         depth = Gauge("internvl_queue_depth", "Jobs waiting for the model worker", registry=r)
         depth.set_function(lambda: float(queue_depth()))
         running = Gauge("internvl_running", "Jobs in the model call now running", registry=r)

@@ -28,8 +28,16 @@ EMBEDDING_MODES = ("InternVL-C", "InternVL-G")
 class ServeError(RequestError):
     """A request the server refuses: HTTP ``status`` with an OpenAI-style error body."""
 
-    def __init__(self, message: str, *, status: int = 400, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message, self.status, self.type, self.param, self.code = message, status, type, param, code
         self.headers = headers or {}
@@ -38,8 +46,9 @@ class ServeError(RequestError):
         return error_body(self.message, self.type, self.param, self.code)
 
 
-def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """``{"error": {"message", "type", "param", "code"}}``: what OpenAI clients parse into their exceptions."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
@@ -159,17 +168,31 @@ class ChatCompletionRequest(BaseModel):
         if self.logprobs:
             raise ServeError("logprobs are not supported", param="logprobs")
         extra = self.model_extra or {}
-        for name in ("tools", "functions", "tool_choice", "function_call", "logit_bias", "top_logprobs",
-                     "audio", "prediction"):
+        for name in (
+            "tools",
+            "functions",
+            "tool_choice",
+            "function_call",
+            "logit_bias",
+            "top_logprobs",
+            "audio",
+            "prediction",
+        ):
             if extra.get(name) not in (None, [], {}, "none", "auto"):
                 raise ServeError(f"{name} is not supported by this server", param=name)
         fmt = extra.get("response_format")
         if fmt not in (None, {"type": "text"}):
             raise ServeError("response_format: only {'type': 'text'} is supported", param="response_format")
-        if self.max_tokens is not None and self.max_completion_tokens is not None and \
-                self.max_tokens != self.max_completion_tokens:
-            raise ServeError(f"max_tokens={self.max_tokens} and max_completion_tokens={self.max_completion_tokens} "
-                             "disagree; send one of them", param="max_completion_tokens")
+        if (
+            self.max_tokens is not None
+            and self.max_completion_tokens is not None
+            and self.max_tokens != self.max_completion_tokens
+        ):
+            raise ServeError(
+                f"max_tokens={self.max_tokens} and max_completion_tokens={self.max_completion_tokens} "
+                "disagree; send one of them",
+                param="max_completion_tokens",
+            )
 
     @property
     def stops(self) -> tuple[str, ...]:
@@ -199,8 +222,12 @@ def generation_options(req: ChatCompletionRequest, max_new_tokens: int) -> Gener
         return GenerationOptions(max_new_tokens=max_new_tokens, do_sample=False)
     if req.temperature is None and req.top_p is None:
         return GenerationOptions(max_new_tokens=max_new_tokens)
-    return GenerationOptions(max_new_tokens=max_new_tokens, do_sample=True,
-                             temperature=req.temperature if req.temperature is not None else 1.0, top_p=req.top_p)
+    return GenerationOptions(
+        max_new_tokens=max_new_tokens,
+        do_sample=True,
+        temperature=req.temperature if req.temperature is not None else 1.0,
+        top_p=req.top_p,
+    )
 
 
 def to_chat_request(req: ChatCompletionRequest, images: Sequence[Any], options: GenerationOptions) -> ChatRequest:
@@ -219,8 +246,9 @@ def to_chat_request(req: ChatCompletionRequest, images: Sequence[Any], options: 
         urls = m.image_urls()
         if role == "system":
             if turns:
-                raise ServeError(f"messages[{i}]: a system message must come before the conversation",
-                                 param=f"messages.{i}")
+                raise ServeError(
+                    f"messages[{i}]: a system message must come before the conversation", param=f"messages.{i}"
+                )
             if urls:
                 raise ServeError(f"messages[{i}]: system messages cannot carry images", param=f"messages.{i}")
             system.append(m.text())
@@ -236,8 +264,7 @@ def to_chat_request(req: ChatCompletionRequest, images: Sequence[Any], options: 
     if not turns or turns[-1][0] != "user":
         raise ServeError("messages must end with a user message", param="messages")
     if turns[0][0] != "user":
-        raise ServeError("the conversation must start with a user message (after any system message)",
-                         param="messages")
+        raise ServeError("the conversation must start with a user message (after any system message)", param="messages")
     messages = [Message("system", "\n".join(system))] if system else []
     messages += [Message(role, "\n".join(texts), tuple(ims)) for role, texts, ims in turns]
     return ChatRequest.from_messages(messages, options)
@@ -333,14 +360,18 @@ class EmbeddingRequest(BaseModel):
         rows = raw if isinstance(raw, list) else [raw]
         for i, x in enumerate(rows):
             if isinstance(x, int) or (isinstance(x, list) and all(isinstance(t, int) for t in x)):
-                raise ServeError(f"input[{i}]: token-id inputs are not supported; send text strings or "
-                                 "{'type': 'image_url', 'image_url': {'url': 'data:...'}} items", param=f"input.{i}")
+                raise ServeError(
+                    f"input[{i}]: token-id inputs are not supported; send text strings or "
+                    "{'type': 'image_url', 'image_url': {'url': 'data:...'}} items",
+                    param=f"input.{i}",
+                )
 
     def items(self) -> list[str | EmbeddingImage]:
         """Inputs in order: strings are texts, `EmbeddingImage` are images."""
         if self.dimensions is not None:
-            raise ServeError("dimensions is not supported: InternVL-C/G embeddings have a fixed size",
-                             param="dimensions")
+            raise ServeError(
+                "dimensions is not supported: InternVL-C/G embeddings have a fixed size", param="dimensions"
+            )
         raw = [self.input] if isinstance(self.input, str) else self.input
         out: list[str | EmbeddingImage] = []
         for x in raw:
@@ -402,15 +433,21 @@ class Limits:
     def check_chat(self, req: ChatCompletionRequest) -> int:
         """Limit checks before any image is decoded; returns ``max_new_tokens``."""
         if len(req.messages) > self.max_messages:
-            raise ServeError(f"{len(req.messages)} messages; this server accepts at most {self.max_messages} "
-                             "(--max-messages)", param="messages")
+            raise ServeError(
+                f"{len(req.messages)} messages; this server accepts at most {self.max_messages} (--max-messages)",
+                param="messages",
+            )
         n = len(req.image_urls)
         if n > self.max_images:
-            raise ServeError(f"{n} images; this server accepts at most {self.max_images} per request (--max-images)",
-                             param="messages", code="too_many_images")
+            raise ServeError(
+                f"{n} images; this server accepts at most {self.max_images} per request (--max-images)",
+                param="messages",
+                code="too_many_images",
+            )
         wanted = req.requested_max_tokens
         if wanted is not None and wanted > self.max_tokens:
             name = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
-            raise ServeError(f"{name}={wanted} exceeds this server's limit of {self.max_tokens} (--max-tokens)",
-                             param=name)
+            raise ServeError(
+                f"{name}={wanted} exceeds this server's limit of {self.max_tokens} (--max-tokens)", param=name
+            )
         return wanted if wanted is not None else min(self.default_max_tokens, self.max_tokens)

@@ -71,7 +71,7 @@ class StopCutter:
         return "" if self.stopped else self._emit(len(self.text))
 
     def _emit(self, upto: int) -> str:
-        out = self.text[self.emitted: upto]
+        out = self.text[self.emitted : upto]
         self.emitted = max(self.emitted, upto)
         return out
 
@@ -148,8 +148,12 @@ class Job:
 
 
 def _timeout_error(job: Job) -> ServeError:
-    return ServeError(f"the request did not finish within {job.timeout:g} s (--request-timeout)", status=504,
-                      type="timeout_error", code="timeout")
+    return ServeError(
+        f"the request did not finish within {job.timeout:g} s (--request-timeout)",
+        status=504,
+        type="timeout_error",
+        code="timeout",
+    )
 
 
 class ModelWorker:
@@ -163,8 +167,15 @@ class ModelWorker:
         on_batch: metrics hook, called with (kind, batch size, seconds, generated tokens).
     """
 
-    def __init__(self, pipeline: ChatPipeline | None = None, embedder: Any = None, *, max_queue: int = 64,
-                 max_batch_size: int = 8, on_batch: Callable[[str, int, float, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: ChatPipeline | None = None,
+        embedder: Any = None,
+        *,
+        max_queue: int = 64,
+        max_batch_size: int = 8,
+        on_batch: Callable[[str, int, float, int], None] | None = None,
+    ) -> None:
         self.pipeline, self.embedder = pipeline, embedder
         self.session = pipeline.session() if pipeline is not None else None  # used by this worker thread only
         self.max_queue, self.max_batch_size = max_queue, max_batch_size
@@ -195,9 +206,13 @@ class ModelWorker:
         with self._cond:
             if len(self._jobs) >= self.max_queue:
                 wait = max(1, math.ceil(self._job_seconds * (len(self._jobs) / self.max_batch_size + 1)))
-                raise ServeError(f"the request queue is full ({self.max_queue} waiting, --max-queue); retry later",
-                                 status=429, type="rate_limit_error", code="queue_full",
-                                 headers={"Retry-After": str(wait)})
+                raise ServeError(
+                    f"the request queue is full ({self.max_queue} waiting, --max-queue); retry later",
+                    status=429,
+                    type="rate_limit_error",
+                    code="queue_full",
+                    headers={"Retry-After": str(wait)},
+                )
             self._jobs.append(job)
             self._cond.notify()
         return job
@@ -264,8 +279,9 @@ class ModelWorker:
             tokens = self._run(jobs)
         except Exception as e:  # noqa: BLE001 (a bad request, a bug or an OOM must not kill the worker)
             if len(jobs) > 1:
-                log.warning("a batch of %d failed (%s: %s); retrying its requests one by one",
-                            len(jobs), type(e).__name__, e)
+                log.warning(
+                    "a batch of %d failed (%s: %s); retrying its requests one by one", len(jobs), type(e).__name__, e
+                )
                 for job in jobs:
                     if not job.future.done() and not job.cancel.is_set():
                         self._execute([job])
@@ -362,7 +378,7 @@ class ModelWorker:
         start = 0
         for job in jobs:
             n = len(job.payload[0])
-            job.resolve((vectors[start:start + n], int(tokens[start:start + n].sum())))
+            job.resolve((vectors[start : start + n], int(tokens[start : start + n].sum())))
             start += n
         return 0
 
@@ -399,8 +415,9 @@ class Embedder:
             out[text_rows] = embed_texts(self.model, self.tokenizer, texts, self.batch_size).numpy()
             tokens[text_rows] = (self.tokenizer(texts) > self.tokenizer.pad_token_id).sum(dim=1).numpy()
         if image_rows:
-            out[image_rows] = embed_images(self.model, [items[i] for i in image_rows], self.transform,
-                                           self.batch_size, mode or self.mode).numpy()
+            out[image_rows] = embed_images(
+                self.model, [items[i] for i in image_rows], self.transform, self.batch_size, mode or self.mode
+            ).numpy()
         return out, tokens
 
 

@@ -25,8 +25,15 @@ from torch import nn
 from internvl.core.errors import ConfigError
 
 VISION_LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-LLM_LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                    "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj")
+LLM_LORA_TARGETS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.down_proj",
+    "mlp.up_proj",
+)
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,10 @@ def apply_chat_trainable(model: nn.Module, options: ChatTrainable) -> nn.Module:
         vision.requires_grad_(False)
     if options.freeze_llm:
         llm.requires_grad_(False)
-    for part, targets, rank in ((vision, VISION_LORA_TARGETS, options.vision_lora_rank),
-                                (llm, LLM_LORA_TARGETS, options.llm_lora_rank)):
+    for part, targets, rank in (
+        (vision, VISION_LORA_TARGETS, options.vision_lora_rank),
+        (llm, LLM_LORA_TARGETS, options.llm_lora_rank),
+    ):
         if rank:
             _inject_lora(part, targets, rank, options.lora_dropout)
             for name, p in part.named_parameters():

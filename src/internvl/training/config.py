@@ -242,8 +242,9 @@ def resolve_recipe_path(name: str | os.PathLike, task: str = "retrieval") -> Pat
     raise ConfigError(f"recipe {str(name)!r} not found: not a file, and not a shipped recipe ({', '.join(names)})")
 
 
-def load_recipe_file(cls, path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
-                     *, task: str, validate: bool = True):
+def load_recipe_file(
+    cls, path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), *, task: str, validate: bool = True
+):
     """The one recipe loader: YAML (a path or a shipped ``configs/<task>/`` name) + ``key=value``
     overrides -> the dataclass ``cls`` (unknown keys and wrong types name the key), validated."""
     import yaml

@@ -195,8 +195,9 @@ class _TimeBudget(TrainerCallback):
 class EngineTrainer(Trainer):
     """Trainer with the recipe's param groups, a ratio-preserving schedule and logged loss parts."""
 
-    def __init__(self, *args, param_groups_fn: Callable[[], list[dict]], sampler_fn: Callable | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, param_groups_fn: Callable[[], list[dict]], sampler_fn: Callable | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._param_groups_fn = param_groups_fn
         self._sampler_fn = sampler_fn
@@ -227,8 +228,13 @@ class EngineTrainer(Trainer):
 
             opt = optimizer or self.optimizer
             if self.time_budget is not None:
-                self.lr_scheduler = warmup_cosine_timed(opt, self.args.warmup_steps, num_training_steps,
-                                                        self.time_budget.max_seconds, self.time_budget.clock)
+                self.lr_scheduler = warmup_cosine_timed(
+                    opt,
+                    self.args.warmup_steps,
+                    num_training_steps,
+                    self.time_budget.max_seconds,
+                    self.time_budget.clock,
+                )
             else:
                 self.lr_scheduler = warmup_cosine(opt, self.args.warmup_steps, num_training_steps)
             self._created_lr_scheduler = True

@@ -129,16 +129,23 @@ class RetrievalLoss:
 
 
 def retrieval_loss(
-    model, batch: dict[str, torch.Tensor], rank: int = 0, world_size: int = 1, group=None, *,
-    objective: str = "itm_itc", scale_max: float | None = None,
+    model,
+    batch: dict[str, torch.Tensor],
+    rank: int = 0,
+    world_size: int = 1,
+    group=None,
+    *,
+    objective: str = "itm_itc",
+    scale_max: float | None = None,
 ) -> RetrievalLoss:
     """The reference's stage-2 retrieval loss of an `InternVLModel` on one collated batch
     (``objective="itc_c"``: the InternVL-C contrastive loss alone; ``loss_itm`` is then 0)."""
     if objective == "itc_c":
         img = model.encode_image(batch["pixel_values"], mode="InternVL-C")
         txt = model.encode_text(batch["positive_input_ids"], batch["positive_attention_mask"])
-        l_itc = internvl_c_loss(img, txt, batch["image_ids"], model.logit_scale, rank, world_size,
-                                scale_max=scale_max, group=group)
+        l_itc = internvl_c_loss(
+            img, txt, batch["image_ids"], model.logit_scale, rank, world_size, scale_max=scale_max, group=group
+        )
         return RetrievalLoss(l_itc, torch.zeros((), device=l_itc.device), l_itc.detach())
     feats = model.retrieval_features(
         batch["pixel_values"],

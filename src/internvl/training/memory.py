@@ -177,8 +177,9 @@ def estimate_chat(
     trainable, total = counts["total"]
     w, g, o = model_state_bytes(total, trainable, precision, zero_stage, world_size)
     tiles = batch * tiles_per_sample
-    vit_block, lm_block = chat_block_bytes(vision, llm, tiles=tiles, batch=batch, text_length=text_length,
-                                           precision=precision)
+    vit_block, lm_block = chat_block_bytes(
+        vision, llm, tiles=tiles, batch=batch, text_length=text_length, precision=precision
+    )
     n = (vision.image_size // vision.patch_size) ** 2 + 1
     vision_trains = counts.get("vision_model", (0, 0))[0] > 0
     below_llm = vision_trains or counts.get("mlp1", (0, 0))[0] > 0

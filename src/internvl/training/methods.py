@@ -30,8 +30,15 @@ from internvl.training.chat_methods import _inject_lora as inject_lora
 from internvl.training.chat_methods import trainable_summary as parameter_counts
 
 NOT_IN_LOSS_GRAPH = ("qllama.lm_head.weight",)
-__all__ = ["NOT_IN_LOSS_GRAPH", "QLLAMA_LORA_TARGETS", "VISION_LORA_TARGETS", "apply_method", "inject_lora",
-           "lora_state_dict", "parameter_counts"]
+__all__ = [
+    "NOT_IN_LOSS_GRAPH",
+    "QLLAMA_LORA_TARGETS",
+    "VISION_LORA_TARGETS",
+    "apply_method",
+    "inject_lora",
+    "lora_state_dict",
+    "parameter_counts",
+]
 
 
 def apply_method(

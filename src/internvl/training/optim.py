@@ -116,8 +116,9 @@ class WallClock:
         return time.monotonic() - self.start
 
 
-def warmup_cosine_timed(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, max_seconds: float,
-                        clock: WallClock):
+def warmup_cosine_timed(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, max_seconds: float, clock: WallClock
+):
     """`warmup_cosine` over a wall-clock budget: progress = max(step / total, elapsed / max_seconds), the
     warm-up the same fraction ``warmup_steps / total_steps`` of it, so a run cut by its time budget still
     ends its cosine at 0 whatever the machine's speed."""

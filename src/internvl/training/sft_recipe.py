@@ -123,9 +123,11 @@ class SFTRecipe:
         m, d, s, e = self.model, self.data, self.schedule, self.engine
         parts = m.vision_path and m.llm_path
         if bool(m.path) == bool(parts):
-            raise ConfigError("set either model.path (a chat checkpoint) or model.vision_path + model.llm_path "
-                              f"(assembled from parts); got path={m.path!r}, vision_path={m.vision_path!r}, "
-                              f"llm_path={m.llm_path!r}")
+            raise ConfigError(
+                "set either model.path (a chat checkpoint) or model.vision_path + model.llm_path "
+                f"(assembled from parts); got path={m.path!r}, vision_path={m.vision_path!r}, "
+                f"llm_path={m.llm_path!r}"
+            )
         if m.mlp_path and not parts:
             raise ConfigError("model.mlp_path only applies when assembling from model.vision_path + model.llm_path")
         if m.ps_version not in ("v1", "v2"):
@@ -139,11 +141,15 @@ class SFTRecipe:
         if d.max_length < 16:
             raise ConfigError(f"data.max_length={d.max_length}; expected >= 16 (2048 in the V1-2 recipe)")
         if not 1 <= d.min_dynamic_patch <= d.max_dynamic_patch:
-            raise ConfigError(f"data.min_dynamic_patch={d.min_dynamic_patch}, max_dynamic_patch={d.max_dynamic_patch}; "
-                              "expected 1 <= min <= max")
+            raise ConfigError(
+                f"data.min_dynamic_patch={d.min_dynamic_patch}, max_dynamic_patch={d.max_dynamic_patch}; "
+                "expected 1 <= min <= max"
+            )
         if s.lr_scheduler != "cosine":
-            raise ConfigError(f"schedule.lr_scheduler={s.lr_scheduler!r}; the training engine implements the "
-                              "reference's linear warm-up + cosine decay only (expected cosine)")
+            raise ConfigError(
+                f"schedule.lr_scheduler={s.lr_scheduler!r}; the training engine implements the "
+                "reference's linear warm-up + cosine decay only (expected cosine)"
+            )
         if not 0.0 <= s.warmup_ratio < 1.0:
             raise ConfigError(f"schedule.warmup_ratio={s.warmup_ratio}; expected a fraction in [0, 1)")
         if s.global_batch_size < 1:
@@ -151,8 +157,10 @@ class SFTRecipe:
         if s.per_device_batch_size is not None and s.gradient_accumulation_steps is not None:
             per_step = s.per_device_batch_size * s.gradient_accumulation_steps
             if s.global_batch_size % per_step:
-                raise ConfigError(f"schedule.global_batch_size={s.global_batch_size} is not a multiple of "
-                                  f"per_device_batch_size x gradient_accumulation_steps = {per_step}")
+                raise ConfigError(
+                    f"schedule.global_batch_size={s.global_batch_size} is not a multiple of "
+                    f"per_device_batch_size x gradient_accumulation_steps = {per_step}"
+                )
         if e.backend not in ("deepspeed", "ddp"):
             raise ConfigError(f"engine.backend={e.backend!r}; expected deepspeed or ddp")
         if e.zero_stage not in (0, 1, 2, 3):
@@ -173,8 +181,9 @@ class SFTRecipe:
         return s.global_batch_size // (s.per_device_batch_size * s.gradient_accumulation_steps)
 
 
-def load_sft_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
-                    validate: bool = True) -> SFTRecipe:
+def load_sft_recipe(
+    path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), validate: bool = True
+) -> SFTRecipe:
     """A recipe file, or a shipped recipe by name (``v1_2_finetune``), with ``key=value`` overrides
     (the shared loader of `internvl.training.config`)."""
     from internvl.training.config import load_recipe_file

@@ -34,9 +34,24 @@ def world(tmp_path_factory):
 
 
 def _command(world, out: Path, *, resume: bool = False) -> list[str]:
-    cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_port()), "-m", "internvl.cli.main",
-           "train", "sft", "tiny_synthetic", "--set", f"model.path={world['ckpt']}",
-           "--set", f"data.meta_path={world['meta']}", "--set", f"log.output_dir={out}"]
+    cmd = [
+        TORCHRUN,
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_port()),
+        "-m",
+        "internvl.cli.main",
+        "train",
+        "sft",
+        "tiny_synthetic",
+        "--set",
+        f"model.path={world['ckpt']}",
+        "--set",
+        f"data.meta_path={world['meta']}",
+        "--set",
+        f"log.output_dir={out}",
+    ]
     for s in SETS:
         cmd += ["--set", s]
     return [*cmd, "--resume"] if resume else cmd
@@ -57,7 +72,11 @@ def test_two_processes_run_deepspeed_and_the_checkpoint_chats(world, capsys):
     _run(_command(world, out), world["root"] / "uninterrupted.log")
     info = json.loads((out / "run_info.json").read_text())
     assert (info["wrapper"], info["deepspeed"], info["zero_stage"], info["world_size"]) == (
-        "DeepSpeedEngine", True, 2, 2)
+        "DeepSpeedEngine",
+        True,
+        2,
+        2,
+    )
     assert info["samples_per_epoch"] == 8 and info["global_step"] == 40  # 8 // (2 x 2) = 2 steps/epoch x 20
     losses = _losses(out)
     assert sorted(losses) == list(range(1, 41))
@@ -102,9 +121,22 @@ def test_lora_under_zero3_merges_into_the_exported_checkpoint(world, capsys):
 
     out = world["root"] / "lora_z3"
     cmd = _command(world, out)
-    cmd += ["--set", "engine.zero_stage=3", "--set", "method.freeze_vision=true", "--set", "method.freeze_mlp=true",
-            "--set", "method.freeze_llm=true", "--set", "method.llm_lora_rank=4", "--set", "schedule.max_steps=3",
-            "--set", "optim.lr=0.05"]
+    cmd += [
+        "--set",
+        "engine.zero_stage=3",
+        "--set",
+        "method.freeze_vision=true",
+        "--set",
+        "method.freeze_mlp=true",
+        "--set",
+        "method.freeze_llm=true",
+        "--set",
+        "method.llm_lora_rank=4",
+        "--set",
+        "schedule.max_steps=3",
+        "--set",
+        "optim.lr=0.05",
+    ]
     _run(cmd, world["root"] / "lora_z3.log")
     info = json.loads((out / "run_info.json").read_text())
     assert (info["wrapper"], info["zero_stage"], info["world_size"]) == ("DeepSpeedEngine", 3, 2)

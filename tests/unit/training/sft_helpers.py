@@ -9,9 +9,17 @@ from PIL import Image
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (230, 210, 20)}
 CORPUS = (
-    "what colour is the image?", "the image is red", "the image is green", "the image is blue",
-    "the image is yellow", "tell me a fact", "water is wet", "the sky is blue", "grass is green",
-    "hello, who are you?", "I am a helpful assistant",
+    "what colour is the image?",
+    "the image is red",
+    "the image is green",
+    "the image is blue",
+    "the image is yellow",
+    "tell me a fact",
+    "water is wet",
+    "the sky is blue",
+    "grass is green",
+    "hello, who are you?",
+    "I am a helpful assistant",
 )
 CHAT_TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>")
 IMAGE_SIZE = 28  # 2x2 patches of 14 px -> one visual token per tile after pixel shuffle
@@ -20,9 +28,15 @@ IMAGE_SIZE = 28  # 2x2 patches of 14 px -> one visual token per tile after pixel
 def _tokenizer(path: Path, chat_tokens: bool) -> Path:
     from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer
 
-    return build_tokenizer(path, corpus=CORPUS, vocab_size=320, add_bos_token=False,
-                           special_tokens=CHAT_SPECIAL_TOKENS if chat_tokens else (),
-                           chat_template_tokens=CHAT_TEMPLATE_TOKENS, normalization="identity")
+    return build_tokenizer(
+        path,
+        corpus=CORPUS,
+        vocab_size=320,
+        add_bos_token=False,
+        special_tokens=CHAT_SPECIAL_TOKENS if chat_tokens else (),
+        chat_template_tokens=CHAT_TEMPLATE_TOKENS,
+        normalization="identity",
+    )
 
 
 def make_chat_checkpoint(path: Path, seed: int = 0) -> Path:
@@ -52,16 +66,31 @@ def make_parts(root: Path, seed: int = 0) -> tuple[Path, Path]:
     from internvl.models.intern_vit import InternViTConfig, build_intern_vit
 
     vit_dir, llm_dir = root / "InternViT-tiny", root / "LLM-tiny"
-    vit = build_intern_vit(InternViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                           intermediate_size=128, image_size=IMAGE_SIZE), seed=seed)
+    vit = build_intern_vit(
+        InternViTConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=IMAGE_SIZE
+        ),
+        seed=seed,
+    )
     vit.save_pretrained(vit_dir)
     _tokenizer(llm_dir, chat_tokens=False)
     tok = load_tokenizer(llm_dir)
     torch.manual_seed(seed)
-    llm = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-        tie_word_embeddings=False))
+    llm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=160,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+            tie_word_embeddings=False,
+        )
+    )
     llm.save_pretrained(llm_dir)
     return vit_dir, llm_dir
 
@@ -75,14 +104,28 @@ def make_mixture(root: Path, repeat_images: float = 1.5, repeat_text: float = 0.
     rows = []
     for name, rgb in COLORS.items():
         Image.new("RGB", (40, 40), rgb).save(images / f"{name}.png")
-        rows.append({"image": f"{name}.png", "conversations": [
-            {"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": f"the image is {name}"}]})
+        rows.append(
+            {
+                "image": f"{name}.png",
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{q}"},
+                    {"from": "gpt", "value": f"the image is {name}"},
+                ],
+            }
+        )
     (root / "colours.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    facts = [("tell me a fact", "water is wet"), ("tell me a fact", "the sky is blue"),
-             ("hello, who are you?", "I am a helpful assistant"), ("tell me a fact", "grass is green")]
-    (root / "text.jsonl").write_text("".join(
-        json.dumps({"conversations": [{"from": "human", "value": a}, {"from": "gpt", "value": b}]}) + "\n"
-        for a, b in facts))
+    facts = [
+        ("tell me a fact", "water is wet"),
+        ("tell me a fact", "the sky is blue"),
+        ("hello, who are you?", "I am a helpful assistant"),
+        ("tell me a fact", "grass is green"),
+    ]
+    (root / "text.jsonl").write_text(
+        "".join(
+            json.dumps({"conversations": [{"from": "human", "value": a}, {"from": "gpt", "value": b}]}) + "\n"
+            for a, b in facts
+        )
+    )
     meta = {
         "colours": {"root": "images", "annotation": "colours.jsonl", "repeat_time": repeat_images},
         "text": {"root": "", "annotation": "text.jsonl", "repeat_time": repeat_text},

@@ -44,20 +44,26 @@ def test_stages_and_freeze_flags():
 def test_unfreeze_last_vit_blocks(n, blocks):
     m = apply_chat_trainable(_model(), ChatTrainable(freeze_vision=True, unfreeze_vit_layers=n))
     vit = {x for x in _trainable(m) if x.startswith("vision_model.")}
-    assert vit == {x for x, _ in m.named_parameters()
-                   if any(x.startswith(f"vision_model.encoder.layers.{b}.") for b in blocks)}
+    assert vit == {
+        x for x, _ in m.named_parameters() if any(x.startswith(f"vision_model.encoder.layers.{b}.") for b in blocks)
+    }
     with pytest.raises(ConfigError, match="has 3 blocks"):
         apply_chat_trainable(_model(), ChatTrainable(unfreeze_vit_layers=-4))
 
 
 def test_lora_targets_and_gradients():
     pytest.importorskip("peft")
-    m = apply_chat_trainable(_model(), ChatTrainable(freeze_vision=True, freeze_llm=True, freeze_mlp=True,
-                                                     llm_lora_rank=4, vision_lora_rank=2))
+    m = apply_chat_trainable(
+        _model(),
+        ChatTrainable(freeze_vision=True, freeze_llm=True, freeze_mlp=True, llm_lora_rank=4, vision_lora_rank=2),
+    )
     names = _trainable(m)
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
-    llm_targets = {n.split(".lora_")[0].rsplit(".", 2)[-2] + "." + n.split(".lora_")[0].rsplit(".", 1)[-1]
-                   for n in names if n.startswith("language_model.")}
+    llm_targets = {
+        n.split(".lora_")[0].rsplit(".", 2)[-2] + "." + n.split(".lora_")[0].rsplit(".", 1)[-1]
+        for n in names
+        if n.startswith("language_model.")
+    }
     assert llm_targets == set(LLM_LORA_TARGETS)
     vit_targets = {".".join(n.split(".lora_")[0].split(".")[-2:]) for n in names if n.startswith("vision_model.")}
     assert vit_targets == set(VISION_LORA_TARGETS)
@@ -72,8 +78,11 @@ def test_lora_targets_and_gradients():
         warnings.simplefilter("ignore", UserWarning)  # ps_version v1 notice
         out.loss.backward()
     # (lora_A's gradient is exactly 0 at the first step because lora_B starts at 0)
-    missing = [n for n, p in m.named_parameters() if p.requires_grad and (
-        p.grad is None or (".lora_B." in n and not p.grad.abs().sum()))]
+    missing = [
+        n
+        for n, p in m.named_parameters()
+        if p.requires_grad and (p.grad is None or (".lora_B." in n and not p.grad.abs().sum()))
+    ]
     assert not missing, missing[:5]
     # a LoRA part keeps its base weights frozen even without its freeze flag
     m = apply_chat_trainable(_model(), ChatTrainable(llm_lora_rank=2))

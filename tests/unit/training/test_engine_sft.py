@@ -28,16 +28,33 @@ class _Toy(nn.Module):
 
 def _data():
     g = torch.Generator().manual_seed(0)
-    return [{"x": torch.randn(3, generator=g), "labels": torch.randn((), generator=g), "index": torch.tensor(i)}
-            for i in range(8)]
+    return [
+        {"x": torch.randn(3, generator=g), "labels": torch.randn((), generator=g), "index": torch.tensor(i)}
+        for i in range(8)
+    ]
 
 
 def _engine(tmp_path, toy, per_device, accumulation, sampler_fn=None):
-    settings = EngineSettings(output_dir=tmp_path, per_device_batch_size=per_device,
-                              gradient_accumulation_steps=accumulation, lr=1e-2, warmup_steps=0, max_steps=1,
-                              precision="fp32", backend="ddp", save_steps=100, tensorboard=False)
-    return Engine(toy, _data(), settings, DistContext(), sampler_fn=sampler_fn,
-                  param_groups_fn=lambda: [{"params": list(toy.parameters())}])
+    settings = EngineSettings(
+        output_dir=tmp_path,
+        per_device_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        lr=1e-2,
+        warmup_steps=0,
+        max_steps=1,
+        precision="fp32",
+        backend="ddp",
+        save_steps=100,
+        tensorboard=False,
+    )
+    return Engine(
+        toy,
+        _data(),
+        settings,
+        DistContext(),
+        sampler_fn=sampler_fn,
+        param_groups_fn=lambda: [{"params": list(toy.parameters())}],
+    )
 
 
 @pytest.fixture(autouse=True)

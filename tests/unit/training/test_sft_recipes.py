@@ -12,8 +12,13 @@ from internvl.training.sft_recipe import SFT_CONFIG_DIR, load_sft_recipe
 
 def test_every_shipped_recipe_parses_and_validates():
     files = sorted(SFT_CONFIG_DIR.glob("*"))
-    assert [f.name for f in files] == ["tiny_synthetic.yaml", "v1_2_2nd_finetune_full.yaml",
-                                       "v1_2_2nd_finetune_lora.yaml", "v1_2_finetune.yaml", "world_chat.yaml"]
+    assert [f.name for f in files] == [
+        "tiny_synthetic.yaml",
+        "v1_2_2nd_finetune_full.yaml",
+        "v1_2_2nd_finetune_lora.yaml",
+        "v1_2_finetune.yaml",
+        "world_chat.yaml",
+    ]
     tiny = load_sft_recipe("tiny_synthetic", ["model.path=ckpt", "data.meta_path=m.json"])  # the tests' CPU recipe
     assert tiny.engine.precision == "fp32" and tiny.schedule.global_batch_size == 4
     world = load_sft_recipe("world_chat", ["model.vision_path=v", "model.llm_path=l", "data.meta_path=m.json"])

@@ -56,16 +56,21 @@ def read_pope(folder: str | Path) -> list[BenchItem]:
     question's is reported as a problem. Images: ``val2014/<image>``.
     """
     folder = Path(folder)
-    qfile = require_file(folder / "llava_pope_test.jsonl", "POPE question file",
-                         "It is LLaVA's playground/data/eval/pope/llava_pope_test.jsonl.")
+    qfile = require_file(
+        folder / "llava_pope_test.jsonl",
+        "POPE question file",
+        "It is LLaVA's playground/data/eval/pope/llava_pope_test.jsonl.",
+    )
     labels: dict[str, list[dict]] = {}
     for cat in POPE_CATEGORIES:
         lfile = folder / "coco" / f"coco_pope_{cat}.json"
         if lfile.is_file():
             labels[cat] = [obj or {"_error": err} for _, _, obj, err in _jsonl(lfile)]
     if not labels:
-        raise DataFormatError(f"POPE: no label files {folder}/coco/coco_pope_{{adversarial,popular,random}}.json "
-                              "(from the POPE repository, output/coco/)")
+        raise DataFormatError(
+            f"POPE: no label files {folder}/coco/coco_pope_{{adversarial,popular,random}}.json "
+            "(from the POPE repository, output/coco/)"
+        )
     items: list[BenchItem] = []
     seen: dict[str, int] = {}
     for lineno, source, obj, err in _jsonl(qfile):
@@ -88,8 +93,10 @@ def read_pope(folder: str | Path) -> list[BenchItem]:
         elif k >= len(rows):
             item.problem = f"{source}: question {k + 1} of category {cat!r} but its label file has {len(rows)} lines"
         elif "label" not in rows[k] or ("image" in rows[k] and rows[k]["image"] != obj["image"]):
-            item.problem = (f"{source}: label line {k + 1} of coco_pope_{cat}.json ({rows[k].get('image')}, "
-                            f"{rows[k].get('label', rows[k].get('_error'))}) does not match image {obj['image']}")
+            item.problem = (
+                f"{source}: label line {k + 1} of coco_pope_{cat}.json ({rows[k].get('image')}, "
+                f"{rows[k].get('label', rows[k].get('_error'))}) does not match image {obj['image']}"
+            )
         else:
             item.answer = str(rows[k]["label"])
         missing_image(item)
@@ -113,8 +120,10 @@ def read_vqa_jsonl(
             entries = json.loads(afile.read_text(encoding="utf-8"))["annotations"]
             human = {str(e["question_id"]): [str(a["answer"]) for a in e["answers"]] for e in entries}
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataFormatError(f"{afile}: expected {{'annotations': [{{'question_id', 'answers': "
-                                  f"[{{'answer'}}]}}]}} ({type(e).__name__}: {e})") from None
+            raise DataFormatError(
+                f"{afile}: expected {{'annotations': [{{'question_id', 'answers': "
+                f"[{{'answer'}}]}}]}} ({type(e).__name__}: {e})"
+            ) from None
     items: list[BenchItem] = []
     for lineno, source, obj, err in _jsonl(qfile):
         item = BenchItem(id=f"line{lineno}", source=source, problem=err)
@@ -180,8 +189,9 @@ def read_seed(folder: str | Path) -> list[BenchItem]:
         try:
             types = {str(q["question_id"]): q for q in json.loads(anno.read_text(encoding="utf-8"))["questions"]}
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataFormatError(f"{anno}: expected {{'questions': [{{'question_id', 'question_type_id', "
-                                  f"'answer'}}]}} ({e})") from None
+            raise DataFormatError(
+                f"{anno}: expected {{'questions': [{{'question_id', 'question_type_id', 'answer'}}]}} ({e})"
+            ) from None
     items = []
     for lineno, source, obj, err in _jsonl(path):
         item = BenchItem(id=f"line{lineno}", source=source, problem=err)

@@ -71,9 +71,13 @@ def parse_record(line: str, source: str) -> ChatRecord:
     if not isinstance(conv, list) or not conv:
         raise ChatRecordError("bad_record", f"{source}: 'conversations' must be a non-empty list")
     for i, turn in enumerate(conv):
-        if not isinstance(turn, dict) or not isinstance(turn.get("from"), str) or not isinstance(turn.get("value"), str):
+        if (
+            not isinstance(turn, dict)
+            or not isinstance(turn.get("from"), str)
+            or not isinstance(turn.get("value"), str)
+        ):
             raise ChatRecordError(
-                "bad_record", f"{source}: conversations[{i}] must be {{\"from\": str, \"value\": str}}, got {turn!r:.80}"
+                "bad_record", f'{source}: conversations[{i}] must be {{"from": str, "value": str}}, got {turn!r:.80}'
             )
     image = obj.get("image")
     if image is None or image == "" or image == []:
@@ -88,8 +92,11 @@ def parse_record(line: str, source: str) -> ChatRecord:
     if video is not None and not isinstance(video, str):
         raise ChatRecordError("bad_record", f"{source}: 'video' must be a path, got {video!r:.80}")
     clip = obj.get("clip")
-    if clip is not None and not (isinstance(clip, list) and len(clip) == 2
-                                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in clip)):
+    if clip is not None and not (
+        isinstance(clip, list)
+        and len(clip) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in clip)
+    ):
         raise ChatRecordError("bad_record", f"{source}: 'clip' must be [start, end] in seconds, got {clip!r:.80}")
     ints = {}
     for key in ("width", "height", "length"):
@@ -98,8 +105,13 @@ def parse_record(line: str, source: str) -> ChatRecord:
             raise ChatRecordError("bad_record", f"{source}: '{key}' must be a positive integer, got {value!r}")
         ints[key] = value
     return ChatRecord(
-        conversations=conv, images=images, video=video if not images else None,
-        clip=tuple(clip) if clip is not None else None, id=obj.get("id"), source=source, **ints,
+        conversations=conv,
+        images=images,
+        video=video if not images else None,
+        clip=tuple(clip) if clip is not None else None,
+        id=obj.get("id"),
+        source=source,
+        **ints,
     )
 
 

@@ -59,7 +59,9 @@ def read_coco_captions(annotation: str | os.PathLike, image_root: str | os.PathL
         return _read_list(data, path, Path(image_root))
     if isinstance(data, dict):
         return _read_dict(data, path, Path(image_root))
-    raise DataFormatError(f"{path}: top level is a JSON {type(data).__name__}; expected a list of {_LIST_EXPECTED} or {_DICT_EXPECTED}")
+    raise DataFormatError(
+        f"{path}: top level is a JSON {type(data).__name__}; expected a list of {_LIST_EXPECTED} or {_DICT_EXPECTED}"
+    )
 
 
 def read_caption_references(annotation: str | os.PathLike) -> dict[ImageId, list[str]]:
@@ -71,7 +73,9 @@ def read_caption_references(annotation: str | os.PathLike) -> dict[ImageId, list
     path = Path(annotation)
     data = load_json(path, f"a COCO caption ground-truth file: {_DICT_EXPECTED}")
     if not isinstance(data, dict) or "annotations" not in data:
-        raise DataFormatError(f"{path}: field 'annotations' missing; expected a COCO caption ground-truth file {_DICT_EXPECTED}")
+        raise DataFormatError(
+            f"{path}: field 'annotations' missing; expected a COCO caption ground-truth file {_DICT_EXPECTED}"
+        )
     refs: dict[ImageId, list[str]] = {}
     if "images" in data:
         for i, img in enumerate(_field(data, "images", list, path, "top level")):
@@ -98,7 +102,9 @@ def _read_list(data: list, path: Path, root: Path) -> list[ImageCaptions]:
         captions = [caption] if isinstance(caption, str) else caption
         for j, c in enumerate(captions):
             if not isinstance(c, str):
-                raise DataFormatError(f"{path}: {where}: field 'caption'[{j}]: expected a string; got {type(c).__name__}")
+                raise DataFormatError(
+                    f"{path}: {where}: field 'caption'[{j}]: expected a string; got {type(c).__name__}"
+                )
         if "image_id" in entry:
             image_id = _id_from_name(entry["image_id"], f"{path}: {where}", "image_id")
         else:
@@ -118,16 +124,22 @@ def _read_dict(data: dict, path: Path, root: Path) -> list[ImageCaptions]:
     for i, img in enumerate(images):
         where = f"images[{i}]"
         if not isinstance(img, dict):
-            raise DataFormatError(f"{path}: {where}: expected an object with 'id' and 'file_name'; got {type(img).__name__}")
+            raise DataFormatError(
+                f"{path}: {where}: expected an object with 'id' and 'file_name'; got {type(img).__name__}"
+            )
         image_id = _id(_field(img, "id", (int, str), path, where), f"{path}: {where}", "id")
         if "file_name" in img:
             rel = _field(img, "file_name", str, path, where)
         elif "image" in img:
             rel = _field(img, "image", str, path, where)
         else:
-            raise DataFormatError(f"{path}: {where}: field 'file_name' missing; expected the image's path relative to the image root")
+            raise DataFormatError(
+                f"{path}: {where}: field 'file_name' missing; expected the image's path relative to the image root"
+            )
         if image_id in order:
-            raise DataFormatError(f"{path}: {where}: field 'id': duplicate image id {image_id!r} (first at images[{order[image_id][1]}])")
+            raise DataFormatError(
+                f"{path}: {where}: field 'id': duplicate image id {image_id!r} (first at images[{order[image_id][1]}])"
+            )
         order[image_id] = (rel, i)
     captions: dict[ImageId, list[str]] = {k: [] for k in order}
     for i, ann in _annotations(data, path):
@@ -145,7 +157,9 @@ def _annotations(data: dict, path: Path):
     for i, ann in enumerate(_field(data, "annotations", list, path, "top level")):
         where = f"annotations[{i}]"
         if not isinstance(ann, dict):
-            raise DataFormatError(f"{path}: {where}: expected an object with 'image_id' and 'caption'; got {type(ann).__name__}")
+            raise DataFormatError(
+                f"{path}: {where}: expected an object with 'image_id' and 'caption'; got {type(ann).__name__}"
+            )
         _field(ann, "image_id", (int, str), path, where)
         _field(ann, "caption", str, path, where)
         yield i, ann
@@ -157,7 +171,9 @@ def _field(obj: dict, key: str, types, path: Path, where: str):
     value = obj[key]
     if not isinstance(value, types) or isinstance(value, bool):
         names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-        raise DataFormatError(f"{path}: {where}: field '{key}': expected {names}; got {type(value).__name__} {str(value)[:60]!r}")
+        raise DataFormatError(
+            f"{path}: {where}: field '{key}': expected {names}; got {type(value).__name__} {str(value)[:60]!r}"
+        )
     return value
 
 

@@ -91,7 +91,9 @@ def iter_flickr_lines(annotation: str | os.PathLike) -> Iterator[tuple[int, str,
                 if SEPARATOR in line:
                     logger.warning(
                         "%s:1 looks like a caption line, but the first line is a header and is skipped "
-                        "(as the reference does): %r", path, line.strip()[:80],
+                        "(as the reference does): %r",
+                        path,
+                        line.strip()[:80],
                     )
                 continue
             line = line.strip()

@@ -24,8 +24,10 @@ def read_mathvista(folder: str | Path, split: str = "testmini") -> list[BenchIte
     folder = Path(folder)
     files = sorted(folder.rglob(f"{split}-*.parquet"))
     if not files:
-        raise DataFormatError(f"MathVista: no {split}-*.parquet under {folder} (a snapshot of the HF dataset "
-                              "AI4Math/MathVista: data/testmini-00000-of-00001-*.parquet)")
+        raise DataFormatError(
+            f"MathVista: no {split}-*.parquet under {folder} (a snapshot of the HF dataset "
+            "AI4Math/MathVista: data/testmini-00000-of-00001-*.parquet)"
+        )
     items: list[BenchItem] = []
     for path in files:
         table = pq.read_table(path)
@@ -36,11 +38,18 @@ def read_mathvista(folder: str | Path, split: str = "testmini") -> list[BenchIte
             source = f"{path}[{n}]"
             image = row["decoded_image"]
             item = BenchItem(
-                id=str(row["pid"]), question=str(row["query"] or ""), answer=row["answer"], source=source,
+                id=str(row["pid"]),
+                question=str(row["query"] or ""),
+                answer=row["answer"],
+                source=source,
                 image_bytes=(image or {}).get("bytes") if isinstance(image, dict) else image,
-                meta={"question_type": row["question_type"], "answer_type": row["answer_type"],
-                      "choices": row["choices"], "precision": row["precision"],
-                      "task": (row.get("metadata") or {}).get("task")},
+                meta={
+                    "question_type": row["question_type"],
+                    "answer_type": row["answer_type"],
+                    "choices": row["choices"],
+                    "precision": row["precision"],
+                    "task": (row.get("metadata") or {}).get("task"),
+                },
             )
             if not item.image_bytes:
                 item.problem = f"{source}: no decoded_image bytes"

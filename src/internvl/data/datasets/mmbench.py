@@ -25,8 +25,29 @@ from internvl.data.datasets.bench_items import BenchItem
 
 OPTION_LETTERS = ("A", "B", "C", "D", "E")
 # pandas.read_csv's default na_values.
-PANDAS_NA = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-                       "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+PANDAS_NA = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 _TEXT_COLUMNS = ("question", "hint", *OPTION_LETTERS)
 
 
@@ -34,8 +55,10 @@ def read_mmbench(path: str | Path) -> list[BenchItem]:
     """Every row of an MMBench TSV; ids are the ``index`` values as strings."""
     path = Path(path)
     if not path.is_file():
-        raise DataFormatError(f"MMBench: TSV file not found: {path} (e.g. mmbench_dev_20230712.tsv from the "
-                              "MMBench / OpenCompass downloads)")
+        raise DataFormatError(
+            f"MMBench: TSV file not found: {path} (e.g. mmbench_dev_20230712.tsv from the "
+            "MMBench / OpenCompass downloads)"
+        )
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 images are far longer than csv's 128 KiB default
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
@@ -46,21 +69,28 @@ def read_mmbench(path: str | Path) -> list[BenchItem]:
     if missing:
         raise DataFormatError(f"{path}: header {header[:12]} lacks column(s) {missing}")
     col = {name: i for i, name in enumerate(header)}
-    printers = {c: _column_printer([r[col[c]] for r in body if len(r) == len(header)]) for c in _TEXT_COLUMNS
-                if c in col}
+    printers = {
+        c: _column_printer([r[col[c]] for r in body if len(r) == len(header)]) for c in _TEXT_COLUMNS if c in col
+    }
     by_index: dict[str, str] = {}
     items: list[BenchItem] = []
     for lineno, row in enumerate(body, start=2):
         source = f"{path}:{lineno}"
         if len(row) != len(header):
-            items.append(BenchItem(id=f"line{lineno}", source=source,
-                                   problem=f"{source}: {len(row)} fields, the header has {len(header)}"))
+            items.append(
+                BenchItem(
+                    id=f"line{lineno}",
+                    source=source,
+                    problem=f"{source}: {len(row)} fields, the header has {len(header)}",
+                )
+            )
             continue
         cell = {name: row[i] for name, i in col.items()}
         index = cell["index"].strip()
         if not index.lstrip("-").isdigit():
-            items.append(BenchItem(id=f"line{lineno}", source=source,
-                                   problem=f"{source}: index {index!r} is not an integer"))
+            items.append(
+                BenchItem(id=f"line{lineno}", source=source, problem=f"{source}: index {index!r} is not an integer")
+            )
             continue
         value = {c: printers[c](cell[c]) for c in printers}
         item = BenchItem(
@@ -69,9 +99,14 @@ def read_mmbench(path: str | Path) -> list[BenchItem]:
             hint=value.get("hint"),
             options={k: value[k] for k in OPTION_LETTERS if value.get(k) is not None},
             answer=_present(cell.get("answer")),
-            meta={"index": int(index), "category": _present(cell.get("category")),
-                  "l2-category": _present(cell.get("l2-category")), "split": _present(cell.get("split")),
-                  "columns": header, "row": {c: v for c, v in cell.items() if c != "image"}},
+            meta={
+                "index": int(index),
+                "category": _present(cell.get("category")),
+                "l2-category": _present(cell.get("l2-category")),
+                "split": _present(cell.get("split")),
+                "columns": header,
+                "row": {c: v for c, v in cell.items() if c != "image"},
+            },
             source=source,
         )
         image = cell["image"].strip()

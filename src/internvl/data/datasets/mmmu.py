@@ -25,22 +25,29 @@ def read_mmmu(folder: str | Path, split: str = "validation") -> list[BenchItem]:
     folder = Path(folder)
     files = sorted(folder.rglob(f"{split}-*.parquet"))
     if not files:
-        raise DataFormatError(f"MMMU: no <Subject>/{split}-*.parquet under {folder} (a snapshot of the HF dataset "
-                              "MMMU/MMMU)")
+        raise DataFormatError(
+            f"MMMU: no <Subject>/{split}-*.parquet under {folder} (a snapshot of the HF dataset MMMU/MMMU)"
+        )
     items: list[BenchItem] = []
     for path in files:
         table = pq.read_table(path)
-        missing = [c for c in ("id", "question", "options", "answer", "question_type", "image_1")
-                   if c not in table.column_names]
+        missing = [
+            c
+            for c in ("id", "question", "options", "answer", "question_type", "image_1")
+            if c not in table.column_names
+        ]
         if missing:
             raise DataFormatError(f"{path}: missing column(s) {missing}")
         for n, row in enumerate(table.to_pylist()):
             source = f"{path}[{n}]"
             image = row["image_1"]
-            item = BenchItem(id=str(row["id"]), question=str(row["question"] or "").strip(), source=source,
-                             image_bytes=image.get("bytes") if isinstance(image, dict) else image,
-                             meta={"question_type": row["question_type"],
-                                   "subject": "_".join(str(row["id"]).split("_")[1:-1])})
+            item = BenchItem(
+                id=str(row["id"]),
+                question=str(row["question"] or "").strip(),
+                source=source,
+                image_bytes=image.get("bytes") if isinstance(image, dict) else image,
+                meta={"question_type": row["question_type"], "subject": "_".join(str(row["id"]).split("_")[1:-1])},
+            )
             try:
                 choices = ast.literal_eval(row["options"]) if row["options"] else []
                 if not isinstance(choices, list) or len(choices) > len(LETTERS):

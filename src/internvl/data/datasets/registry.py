@@ -156,10 +156,14 @@ def read_registry_file(
         where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(p)
         raise ConfigError(f"{where}: invalid YAML/JSON ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(doc, dict) or "datasets" not in doc:
-        raise ConfigError(f"{p}: expected a mapping with a 'datasets' key (a list of entries); got {type(doc).__name__}")
+        raise ConfigError(
+            f"{p}: expected a mapping with a 'datasets' key (a list of entries); got {type(doc).__name__}"
+        )
     extra = set(doc) - {"datasets", "data_root"}
     if extra:
-        raise ConfigError(f"{p}: unknown top-level key(s) {sorted(extra)}; expected 'datasets' and optionally 'data_root'")
+        raise ConfigError(
+            f"{p}: unknown top-level key(s) {sorted(extra)}; expected 'datasets' and optionally 'data_root'"
+        )
 
     if data_root is not None:
         base = Path(data_root)
@@ -175,14 +179,19 @@ def read_registry_file(
         entries = []
         for name, body in raw.items():
             if not isinstance(body, dict):
-                raise ConfigError(f"{p}: dataset {name!r}: expected a mapping of keys {sorted(_KEYS - {'name'})}; got {type(body).__name__}")
+                raise ConfigError(
+                    f"{p}: dataset {name!r}: expected a mapping of keys {sorted(_KEYS - {'name'})}; "
+                    f"got {type(body).__name__}"
+                )
             if "name" in body and body["name"] != name:
                 raise ConfigError(f"{p}: dataset {name!r}: 'name' key {body['name']!r} differs from the mapping key")
             entries.append({**body, "name": name})
     elif isinstance(raw, list):
         entries = raw
     else:
-        raise ConfigError(f"{p}: 'datasets' must be a list of entries or a mapping name -> entry; got {type(raw).__name__}")
+        raise ConfigError(
+            f"{p}: 'datasets' must be a list of entries or a mapping name -> entry; got {type(raw).__name__}"
+        )
 
     specs: list[DatasetSpec] = []
     seen: dict[str, int] = {}
@@ -210,7 +219,9 @@ def infer_format(name: str) -> str | None:
 
 def _parse_entry(entry: Any, i: int, path: Path, base: Path) -> DatasetSpec:
     if not isinstance(entry, dict):
-        raise ConfigError(f"{path}: datasets[{i}]: expected a mapping with keys {sorted(_KEYS)}; got {type(entry).__name__}")
+        raise ConfigError(
+            f"{path}: datasets[{i}]: expected a mapping with keys {sorted(_KEYS)}; got {type(entry).__name__}"
+        )
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
         raise ConfigError(f"{path}: datasets[{i}]: 'name' must be a non-empty string without spaces; got {name!r}")

@@ -105,11 +105,13 @@ def read_sft_meta(path: str | os.PathLike) -> list[SFTSource]:
             if key in entry and (isinstance(entry[key], bool) or not isinstance(entry[key], int) or entry[key] < 0):
                 raise DataFormatError(f"{where}: '{key}' must be a non-negative integer, got {entry[key]!r}")
         base = path.parent
-        sources.append(SFTSource(
-            name=name,
-            root=_resolve(entry["root"], base),
-            annotation=Path(_resolve(entry["annotation"], base)),
-            repeat_time=float(repeat),
-            **{k: entry[k] for k in (*_BOOL_KEYS, *_INT_KEYS) if k in entry},
-        ))
+        sources.append(
+            SFTSource(
+                name=name,
+                root=_resolve(entry["root"], base),
+                annotation=Path(_resolve(entry["annotation"], base)),
+                repeat_time=float(repeat),
+                **{k: entry[k] for k in (*_BOOL_KEYS, *_INT_KEYS) if k in entry},
+            )
+        )
     return sources

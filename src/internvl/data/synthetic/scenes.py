@@ -23,8 +23,14 @@ CELL = 16
 IMAGE_SIZE = GRID * CELL
 BACKGROUND = (24, 24, 24)
 COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 90, 235), "yellow": (240, 220, 40),
-    "purple": (150, 60, 200), "orange": (250, 140, 20), "cyan": (40, 215, 220), "white": (240, 240, 240),
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 90, 235),
+    "yellow": (240, 220, 40),
+    "purple": (150, 60, 200),
+    "orange": (250, 140, 20),
+    "cyan": (40, 215, 220),
+    "white": (240, 240, 240),
 }
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES = {"big": 7.0, "small": 4.0}  # half-extent in pixels inside a 16-px cell
@@ -133,8 +139,14 @@ class Scene:
         if pairs:
             a, b = pairs[int(rng.integers(len(pairs)))]
             rel = ("left" if a.col < b.col else "right") if a.row == b.row else ("above" if a.row < b.row else "below")
-            qa.append(QA("relation", f"Where is the {a.colour} {a.shape} relative to the {b.colour} {b.shape}? "
-                                     "Answer left, right, above or below.", rel))
+            qa.append(
+                QA(
+                    "relation",
+                    f"Where is the {a.colour} {a.shape} relative to the {b.colour} {b.shape}? "
+                    "Answer left, right, above or below.",
+                    rel,
+                )
+            )
         colour, shape = self.probe(rng)
         answer = "yes" if (colour, shape) in names else "no"
         qa.append(QA("exists", f"Is there {_a(colour)} {colour} {shape}? Please answer yes or no.", answer))
@@ -159,8 +171,12 @@ def random_scene(rng: np.random.Generator, max_objects: int = MAX_OBJECTS, min_o
     cells = sorted(int(c) for c in rng.choice(GRID * GRID, size=n, replace=False))
     colours = list(COLOURS)
     objects = tuple(
-        SceneObject(colours[int(rng.integers(len(colours)))], SHAPES[int(rng.integers(len(SHAPES)))],
-                    list(SIZES)[int(rng.integers(len(SIZES)))], c)
+        SceneObject(
+            colours[int(rng.integers(len(colours)))],
+            SHAPES[int(rng.integers(len(SHAPES)))],
+            list(SIZES)[int(rng.integers(len(SIZES)))],
+            c,
+        )
         for c in cells
     )
     return Scene(objects)

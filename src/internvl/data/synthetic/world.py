@@ -9,12 +9,14 @@ repeats within or across splits), saves each image once as ``images/<id>.jpg`` a
     registry.yaml                           dataset registry: world_{flickr,coco}_format_{split}
     sft/world_sft_{split}.json + .jsonl     InternVL SFT meta JSON + conversations JSONL (chat spec 7.1-7.2)
     qa/world_{split}.jsonl                  one question per line with its type, for per-type accuracy
-    bench/mme/Your_Results/<task>.txt       MME (img TAB question TAB gt; images in bench/mme/images/<task>/, a layout the MME reader accepts)
+    bench/mme/Your_Results/<task>.txt       MME (img TAB question TAB gt; images in bench/mme/images/<task>/,
+                                            a layout the MME reader accepts)
     bench/mmbench/world_mmbench_{split}.tsv MMBench TSV (index, question, hint, A-D, answer, category, image b64)
     tokenizer/                              the world tokenizer (`build_world_tokenizer`)
     world.json                              settings, counts and file list
 
-Scenes hold 2-3 objects by default (``min_objects``). Image ids are integers (train 1xxxxxx, val 2xxxxxx, test 3xxxxxx), so both caption readers give the
+Scenes hold 2-3 objects by default (``min_objects``). Image ids are integers (train 1xxxxxx, val 2xxxxxx,
+test 3xxxxxx), so both caption readers give the
 same ids. Everything is a function of ``seed`` and the split sizes.
 """
 
@@ -47,12 +49,27 @@ _ID_BASE = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000}
 CAPTIONS_PER_IMAGE = 3
 MME_TASKS = ("existence", "count", "color", "position")
 MC_ANSWERS = {
-    "colour": tuple(COLOURS), "shape": SHAPES, "count": NUMBERS[1:5], "position": POSITIONS,
+    "colour": tuple(COLOURS),
+    "shape": SHAPES,
+    "count": NUMBERS[1:5],
+    "position": POSITIONS,
     "relation": ("left", "right", "above", "below"),
 }
-EXTRA_TEXT = ("summarize:", "English caption:", "Answer the question using a single word or phrase.",
-              "Answer with the option's letter from the given choices directly.", "system\nAnswer the questions.",
-              "user\n", "assistant\n", "Yes", "No", "A", "B", "C", "D")
+EXTRA_TEXT = (
+    "summarize:",
+    "English caption:",
+    "Answer the question using a single word or phrase.",
+    "Answer with the option's letter from the given choices directly.",
+    "system\nAnswer the questions.",
+    "user\n",
+    "assistant\n",
+    "Yes",
+    "No",
+    "A",
+    "B",
+    "C",
+    "D",
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +87,9 @@ class WorldItem:
         return f"{self.image_id}.jpg"
 
 
-def build_world(seed: int = 0, sizes: dict[str, int] | None = None, *, min_objects: int = 2) -> dict[str, list[WorldItem]]:
+def build_world(
+    seed: int = 0, sizes: dict[str, int] | None = None, *, min_objects: int = 2
+) -> dict[str, list[WorldItem]]:
     """The world's items per split, without touching the disk (test first, so test sizes never shift it).
 
     ``min_objects`` 2 (default) leaves out the one-object scenes: their nearest neighbours differ by
@@ -91,8 +110,15 @@ def build_world(seed: int = 0, sizes: dict[str, int] | None = None, *, min_objec
         items = []
         for i in range(sizes[split]):
             scene = next(stream)
-            items.append(WorldItem(split, _ID_BASE[split] + i, scene, tuple(scene.captions(rng, CAPTIONS_PER_IMAGE)),
-                                   tuple(scene.questions(rng))))
+            items.append(
+                WorldItem(
+                    split,
+                    _ID_BASE[split] + i,
+                    scene,
+                    tuple(scene.captions(rng, CAPTIONS_PER_IMAGE)),
+                    tuple(scene.questions(rng)),
+                )
+            )
         out[split] = items
     return {s: out[s] for s in SPLITS}
 
@@ -107,8 +133,14 @@ def world_corpus(world: dict[str, list[WorldItem]]) -> list[str]:
     return texts
 
 
-def write_world(root: str | os.PathLike, seed: int = 0, sizes: dict[str, int] | None = None,
-                *, tokenizer: bool = True, min_objects: int = 2) -> dict:
+def write_world(
+    root: str | os.PathLike,
+    seed: int = 0,
+    sizes: dict[str, int] | None = None,
+    *,
+    tokenizer: bool = True,
+    min_objects: int = 2,
+) -> dict:
     """Draw the world and write every file listed in the module docstring; returns the ``world.json`` summary."""
     root = Path(root)
     world = build_world(seed, sizes, min_objects=min_objects)
@@ -116,7 +148,9 @@ def write_world(root: str | os.PathLike, seed: int = 0, sizes: dict[str, int] | 
     (root / "images").mkdir(parents=True, exist_ok=True)
     for items in world.values():
         for item in items:
-            _save_jpeg(item.scene.render(np.random.default_rng([seed, 3, item.image_id])), root / "images" / item.file_name)
+            _save_jpeg(
+                item.scene.render(np.random.default_rng([seed, 3, item.image_id])), root / "images" / item.file_name
+            )
     files: list[str] = []
     for split, items in world.items():
         files += _write_captions(root, split, items)
@@ -127,9 +161,14 @@ def write_world(root: str | os.PathLike, seed: int = 0, sizes: dict[str, int] | 
     if tokenizer:
         build_world_tokenizer_for(root, world)
         files.append("tokenizer/")
-    summary = {"seed": seed, "min_objects": min_objects, "sizes": {s: len(v) for s, v in world.items()}, "captions_per_image": CAPTIONS_PER_IMAGE,
-               "image_size": IMAGE_SIZE,
-               "files": sorted(files)}
+    summary = {
+        "seed": seed,
+        "min_objects": min_objects,
+        "sizes": {s: len(v) for s, v in world.items()},
+        "captions_per_image": CAPTIONS_PER_IMAGE,
+        "image_size": IMAGE_SIZE,
+        "files": sorted(files),
+    }
     (root / "world.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -154,17 +193,30 @@ def _write_captions(root: Path, split: str, items: list[WorldItem]) -> list[str]
         for item in items:
             f.writelines(f"{item.file_name},{c}\n" for c in item.captions)
     if split == "train":  # LAVIS train layout: one entry per caption, with an image_id
-        lavis = [{"image": f"images/{it.file_name}", "caption": c, "image_id": f"world_{it.image_id}"}
-                 for it in items for c in it.captions]
+        lavis = [
+            {"image": f"images/{it.file_name}", "caption": c, "image_id": f"world_{it.image_id}"}
+            for it in items
+            for c in it.captions
+        ]
     else:
         lavis = [{"image": f"images/{it.file_name}", "caption": list(it.captions)} for it in items]
     (root / "coco" / f"world_karpathy_{split}.json").write_text(json.dumps(lavis))
-    gt = {"images": [{"id": it.image_id, "file_name": f"images/{it.file_name}"} for it in items],
-          "annotations": [{"image_id": it.image_id, "id": k, "caption": c}
-                          for k, (it, c) in enumerate((it, c) for it in items for c in it.captions)]}
+    gt = {
+        "images": [{"id": it.image_id, "file_name": f"images/{it.file_name}"} for it in items],
+        "annotations": [
+            {"image_id": it.image_id, "id": k, "caption": c}
+            for k, (it, c) in enumerate((it, c) for it in items for c in it.captions)
+        ],
+    }
     (root / "coco" / f"world_karpathy_{split}_gt.json").write_text(json.dumps(gt))
-    return [str(p.relative_to(root)) for p in (flickr, root / "coco" / f"world_karpathy_{split}.json",
-                                                root / "coco" / f"world_karpathy_{split}_gt.json")]
+    return [
+        str(p.relative_to(root))
+        for p in (
+            flickr,
+            root / "coco" / f"world_karpathy_{split}.json",
+            root / "coco" / f"world_karpathy_{split}_gt.json",
+        )
+    ]
 
 
 def _write_registry(root: Path) -> str:
@@ -172,14 +224,28 @@ def _write_registry(root: Path) -> str:
 
     datasets = []
     for split in SPLITS:
-        datasets.append({"name": f"world_flickr_format_{split}", "root": "images",
-                         "annotation": f"flickr/world_{split}_karpathy.txt", "format": "flickr_format"})
-        datasets.append({"name": f"world_coco_format_{split}", "root": ".",
-                         "annotation": f"coco/world_karpathy_{split}.json", "format": "coco_format",
-                         "references": f"coco/world_karpathy_{split}_gt.json"})
+        datasets.append(
+            {
+                "name": f"world_flickr_format_{split}",
+                "root": "images",
+                "annotation": f"flickr/world_{split}_karpathy.txt",
+                "format": "flickr_format",
+            }
+        )
+        datasets.append(
+            {
+                "name": f"world_coco_format_{split}",
+                "root": ".",
+                "annotation": f"coco/world_karpathy_{split}.json",
+                "format": "coco_format",
+                "references": f"coco/world_karpathy_{split}_gt.json",
+            }
+        )
     path = root / "registry.yaml"
-    path.write_text("# The built-in world (internvl data synth); paths are relative to this file.\n"
-                    + yaml.safe_dump({"data_root": ".", "datasets": datasets}, sort_keys=False))
+    path.write_text(
+        "# The built-in world (internvl data synth); paths are relative to this file.\n"
+        + yaml.safe_dump({"data_root": ".", "datasets": datasets}, sort_keys=False)
+    )
     return path.name
 
 
@@ -197,15 +263,46 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
                 q = item.questions[int(j)]
                 conv.append({"from": "human", "value": ("<image>\n" if k == 0 else "") + q.question})
                 conv.append({"from": "gpt", "value": q.answer})
-            f.write(json.dumps({"id": item.image_id, "image": item.file_name, "width": IMAGE_SIZE, "height": IMAGE_SIZE,
-                                "conversations": conv}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": item.image_id,
+                        "image": item.file_name,
+                        "width": IMAGE_SIZE,
+                        "height": IMAGE_SIZE,
+                        "conversations": conv,
+                    }
+                )
+                + "\n"
+            )
             for q in item.questions:
-                g.write(json.dumps({"image_id": item.image_id, "image": item.file_name, "type": q.type,
-                                    "question": q.question, "answer": q.answer}) + "\n")
+                g.write(
+                    json.dumps(
+                        {
+                            "image_id": item.image_id,
+                            "image": item.file_name,
+                            "type": q.type,
+                            "question": q.question,
+                            "answer": q.answer,
+                        }
+                    )
+                    + "\n"
+                )
     meta = root / "sft" / f"world_sft_{split}.json"
-    meta.write_text(json.dumps({f"world_{split}": {
-        "root": str((root / "images").resolve()) + os.sep, "annotation": str(jsonl.resolve()),
-        "data_augment": False, "repeat_time": 1, "length": len(items)}}, indent=2))
+    meta.write_text(
+        json.dumps(
+            {
+                f"world_{split}": {
+                    "root": str((root / "images").resolve()) + os.sep,
+                    "annotation": str(jsonl.resolve()),
+                    "data_augment": False,
+                    "repeat_time": 1,
+                    "length": len(items),
+                }
+            },
+            indent=2,
+        )
+    )
     return [str(p.relative_to(root)) for p in (jsonl, meta, qa_path)]
 
 
@@ -215,22 +312,31 @@ def _mme_questions(item: WorldItem, task: str, rng: np.random.Generator) -> list
     suffix = " Please answer yes or no."
     if task == "existence":
         (c1, s1), (c0, s0) = scene.probe(rng, True), scene.probe(rng, False)
-        return [(f"Is there a {c1} {s1} in the image?{suffix}", "Yes"), (f"Is there a {c0} {s0} in the image?{suffix}", "No")]
+        return [
+            (f"Is there a {c1} {s1} in the image?{suffix}", "Yes"),
+            (f"Is there a {c0} {s0} in the image?{suffix}", "No"),
+        ]
     if task == "count":
         wrong = [n for n in NUMBERS[1:4] if n != NUMBERS[len(objs)]]
-        return [(f"Are there {NUMBERS[len(objs)]} objects in the image?{suffix}", "Yes"),
-                (f"Are there {wrong[int(rng.integers(len(wrong)))]} objects in the image?{suffix}", "No")]
+        return [
+            (f"Are there {NUMBERS[len(objs)]} objects in the image?{suffix}", "Yes"),
+            (f"Are there {wrong[int(rng.integers(len(wrong)))]} objects in the image?{suffix}", "No"),
+        ]
     o = objs[int(rng.integers(len(objs)))]
     if task == "color":
         other = [c for c in COLOURS if c != o.colour]
         where = "in the center" if o.position == "center" else f"at the {o.position}"
-        return [(f"Is the object {where} {o.colour}?{suffix}", "Yes"),
-                (f"Is the object {where} {other[int(rng.integers(len(other)))]}?{suffix}", "No")]
+        return [
+            (f"Is the object {where} {o.colour}?{suffix}", "Yes"),
+            (f"Is the object {where} {other[int(rng.integers(len(other)))]}?{suffix}", "No"),
+        ]
     if task == "position":
         empty = [p for k, p in enumerate(POSITIONS) if k not in {x.cell for x in objs}]
         name = f"{o.size} {o.colour} {o.shape}"
-        return [(f"Is the {name} at the {o.position}?{suffix}", "Yes"),
-                (f"Is the {name} at the {empty[int(rng.integers(len(empty)))]}?{suffix}", "No")]
+        return [
+            (f"Is the {name} at the {o.position}?{suffix}", "Yes"),
+            (f"Is the {name} at the {empty[int(rng.integers(len(empty)))]}?{suffix}", "No"),
+        ]
     raise ConfigError(f"unknown MME task {task!r}; expected one of {MME_TASKS}")
 
 
@@ -247,7 +353,9 @@ def _write_mme(root: Path, items: list[WorldItem], rng: np.random.Generator) -> 
         with open(path, "w", encoding="utf-8") as f:
             for item in items:
                 shutil.copyfile(root / "images" / item.file_name, base / "images" / task / item.file_name)
-                f.writelines(f"{item.file_name}\t{question}\t{gt}\n" for question, gt in _mme_questions(item, task, rng))
+                f.writelines(
+                    f"{item.file_name}\t{question}\t{gt}\n" for question, gt in _mme_questions(item, task, rng)
+                )
         written.append(str(path.relative_to(root)))
     return written
 
@@ -271,8 +379,7 @@ def _write_mmbench(root: Path, split: str, items: list[WorldItem], rng: np.rando
                 options = [q.answer, *(others[int(k)] for k in rng.choice(len(others), size=3, replace=False))]
                 options = [options[int(k)] for k in rng.permutation(4)]
                 question = q.question.split(" Answer left, right")[0]
-                w.writerow([index, question, "", *options, "ABCD"[options.index(q.answer)], q.type, "world",
-                            image_b64])
+                w.writerow([index, question, "", *options, "ABCD"[options.index(q.answer)], q.type, "world", image_b64])
                 index += 1
     return [str(path.relative_to(root))]
 
@@ -286,4 +393,3 @@ def mme_question_rows(path: str | os.PathLike) -> list[tuple[str, str, str]]:
             raise ConfigError(f"{path}:{lineno}: expected 'image<TAB>question<TAB>gt'; got {len(parts)} fields")
         rows.append((parts[0], parts[1], parts[2]))
     return rows
-

@@ -101,5 +101,15 @@ def mmvp_answer(correct_answer: str) -> str:
     return out
 
 
-__all__ = ["CIRCULAR_OFFSET", "circular_accuracy", "circular_group", "extract_choice", "extract_choice_scienceqa",
-           "is_letter", "mmvp_answer", "mmvp_options", "pair_accuracy", "seed_choice"]
+__all__ = [
+    "CIRCULAR_OFFSET",
+    "circular_accuracy",
+    "circular_group",
+    "extract_choice",
+    "extract_choice_scienceqa",
+    "is_letter",
+    "mmvp_answer",
+    "mmvp_options",
+    "pair_accuracy",
+    "seed_choice",
+]

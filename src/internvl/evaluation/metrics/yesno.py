@@ -17,8 +17,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
-                  "artwork", "OCR")
+MME_PERCEPTION = (
+    "existence",
+    "count",
+    "position",
+    "color",
+    "posters",
+    "celebrity",
+    "scene",
+    "landmark",
+    "artwork",
+    "OCR",
+)
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 _CJK = re.compile(r"[\u4e00-\u9fa5]")
 
@@ -56,8 +66,14 @@ def mme_task_score(images: Sequence[Sequence[tuple[str, str]]]) -> dict:
     right = sum(label == gt for gt, label in rows)
     plus = sum(all(label == gt.lower() for gt, label in image) and len(image) > 0 for image in images)
     acc, acc_plus = right / len(rows), plus / len(images)
-    return {"acc": acc, "acc_plus": acc_plus, "score": 100 * acc + 100 * acc_plus, "questions": len(rows),
-            "images": len(images), "other": sum(label not in ("yes", "no") for _, label in rows)}
+    return {
+        "acc": acc,
+        "acc_plus": acc_plus,
+        "score": 100 * acc + 100 * acc_plus,
+        "questions": len(rows),
+        "images": len(images),
+        "other": sum(label not in ("yes", "no") for _, label in rows),
+    }
 
 
 def mme_totals(task_scores: Mapping[str, dict]) -> dict[str, float]:
@@ -103,9 +119,27 @@ def pope_metrics(labels: Sequence[str], predictions: Sequence[str | None]) -> di
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": (tp + tn) / n if n else 0.0, "precision": precision, "recall": recall, "f1": f1,
-            "yes_ratio": yes / n if n else 0.0, "tp": tp, "fp": fp, "tn": tn, "fn": fn, "questions": n}
+    return {
+        "accuracy": (tp + tn) / n if n else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": yes / n if n else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "questions": n,
+    }
 
 
-__all__ = ["MME_COGNITION", "MME_PERCEPTION", "mme_label", "mme_normalize", "mme_task_score", "mme_totals",
-           "pope_label", "pope_metrics"]
+__all__ = [
+    "MME_COGNITION",
+    "MME_PERCEPTION",
+    "mme_label",
+    "mme_normalize",
+    "mme_task_score",
+    "mme_totals",
+    "pope_label",
+    "pope_metrics",
+]

@@ -23,8 +23,9 @@ def load_chat(model_dir: str | os.PathLike, *, dtype: str, device: Any, device_m
     return model.eval(), tokenizer
 
 
-def answer_batch(model: Any, tokenizer: Any, images: Sequence[Image.Image], questions: Sequence[str],
-                 generation: dict[str, Any]) -> list[str]:
+def answer_batch(
+    model: Any, tokenizer: Any, images: Sequence[Image.Image], questions: Sequence[str], generation: dict[str, Any]
+) -> list[str]:
     """One answer per (image, question), each a single-turn chat with the checkpoint's template."""
     from internvl.inference.chat import batch_chat, load_images
 

@@ -69,12 +69,18 @@ class MME(Benchmark):
             rows[item.meta.get("task", "?")].append((item, label))
         for task, pairs in rows.items():  # consecutive lines = the two questions of one image
             for i in range(0, len(pairs), 2):
-                by_task[task].append([(str(it.answer or ""), label) for it, label in pairs[i:i + 2]])
+                by_task[task].append([(str(it.answer or ""), label) for it, label in pairs[i : i + 2]])
         tasks = {t: mme_task_score(images) for t, images in sorted(by_task.items())}
         totals = mme_totals(tasks)
         known = set(MME_PERCEPTION) | set(MME_COGNITION)
-        return {"metric": "perception", "score": totals["perception"], "cognition": totals["cognition"],
-                "breakdown": tasks, "other_tasks": sorted(set(tasks) - known), "unparsed": unparsed}
+        return {
+            "metric": "perception",
+            "score": totals["perception"],
+            "cognition": totals["cognition"],
+            "breakdown": tasks,
+            "other_tasks": sorted(set(tasks) - known),
+            "unparsed": unparsed,
+        }
 
 
 class POPE(Benchmark):
@@ -106,9 +112,13 @@ class POPE(Benchmark):
             preds.append(None if ans is None else pope_label(ans))
         cats = {c: pope_metrics(*per[c]) for c in sorted(per)}
         f1 = [m["f1"] for m in cats.values()]
-        return {"metric": "mean F1", "score": 100 * sum(f1) / len(f1) if f1 else 0.0, "breakdown": cats,
-                "accuracy": 100 * sum(m["accuracy"] for m in cats.values()) / len(cats) if cats else 0.0,
-                "unparsed": []}
+        return {
+            "metric": "mean F1",
+            "score": 100 * sum(f1) / len(f1) if f1 else 0.0,
+            "breakdown": cats,
+            "accuracy": 100 * sum(m["accuracy"] for m in cats.values()) / len(cats) if cats else 0.0,
+            "unparsed": [],
+        }
 
 
 # -- open-ended VQA -------------------------------------------------------------------------------------------
@@ -133,10 +143,10 @@ class _VQA(Benchmark):
     def score(self, items, answers):
         if not self.local_score:
             return {"metric": "server", "score": None, "breakdown": {}, "unparsed": []}
-        scores = [vqa_score(answers[i.id], i.answer) if answers.get(i.id) is not None and i.answer else 0.0
-                  for i in items]
-        return {"metric": "VQA accuracy", "score": percent(sum(scores), len(scores)), "breakdown": {},
-                "unparsed": []}
+        scores = [
+            vqa_score(answers[i.id], i.answer) if answers.get(i.id) is not None and i.answer else 0.0 for i in items
+        ]
+        return {"metric": "VQA accuracy", "score": percent(sum(scores), len(scores)), "breakdown": {}, "unparsed": []}
 
 
 class TextVQA(_VQA):
@@ -164,8 +174,7 @@ class VizWizTest(VizWizVal):
     about = "VizWiz test: writes the EvalAI submission JSON"
 
     def submission(self, items, answers, out_dir):
-        rows = [{"image": i.id.replace("data/vizwiz/test/", ""), "answer": answers.get(i.id) or ""}
-                for i in items]
+        rows = [{"image": i.id.replace("data/vizwiz/test/", ""), "answer": answers.get(i.id) or ""} for i in items]
         return write_json_atomic(out_dir / "vizwiz_test_submission.json", rows)
 
 
@@ -175,8 +184,10 @@ class GQA(_VQA):
     about = "GQA test-dev balanced, exact match after rstrip('.').lower()"
 
     def score(self, items, answers):
-        right = sum(answers.get(i.id) is not None and i.answer is not None and gqa_correct(answers[i.id], str(i.answer))
-                    for i in items)
+        right = sum(
+            answers.get(i.id) is not None and i.answer is not None and gqa_correct(answers[i.id], str(i.answer))
+            for i in items
+        )
         return {"metric": "accuracy", "score": percent(right, len(items)), "breakdown": {}, "unparsed": []}
 
     def submission(self, items, answers, out_dir):
@@ -236,16 +247,25 @@ class MMBench(_Choice):
             by_cat[category[g]][g] = rows
         breakdown = {c: percent(*circular_accuracy(gs)) for c, gs in sorted(by_cat.items())}
         base = [correct[i.id] for i in items if i.meta.get("index", -1) == circular_group(i.meta.get("index", -1))]
-        return {"metric": "circular accuracy", "score": percent(right, total), "breakdown": breakdown,
-                "questions": total, "single_pass_accuracy": percent(sum(base), len(base)), "unparsed": unparsed}
+        return {
+            "metric": "circular accuracy",
+            "score": percent(right, total),
+            "breakdown": breakdown,
+            "questions": total,
+            "single_pass_accuracy": percent(sum(base), len(base)),
+            "unparsed": unparsed,
+        }
 
     def submission(self, items, answers, out_dir):
         """The reference's xlsx: the TSV's columns without hint/category/source/image/comment/l2-category,
         a ``prediction`` column (the extracted letter) inserted as the 7th column."""
         from openpyxl import Workbook
 
-        header = [c for c in next((i.meta["columns"] for i in items if "columns" in i.meta), [])
-                  if c not in ("hint", "category", "source", "image", "comment", "l2-category")]
+        header = [
+            c
+            for c in next((i.meta["columns"] for i in items if "columns" in i.meta), [])
+            if c not in ("hint", "category", "source", "image", "comment", "l2-category")
+        ]
         header.insert(min(6, len(header)), "prediction")
         book = Workbook()
         sheet = book.active
@@ -315,8 +335,12 @@ class ScienceQA(_Choice):
 
     def score(self, items, answers):
         correct, unparsed = self._judge(items, answers)
-        return {"metric": "accuracy", "score": percent(sum(correct.values()), len(items)), "breakdown": {},
-                "unparsed": unparsed}
+        return {
+            "metric": "accuracy",
+            "score": percent(sum(correct.values()), len(items)),
+            "breakdown": {},
+            "unparsed": unparsed,
+        }
 
 
 class MMVP(_Choice):
@@ -340,9 +364,14 @@ class MMVP(_Choice):
     def score(self, items, answers):
         correct, unparsed = self._judge(items, answers)
         right, pairs = pair_accuracy([correct[i.id] for i in items])
-        return {"metric": "pair accuracy", "score": percent(right, pairs), "pairs": pairs,
-                "question_accuracy": percent(sum(correct.values()), len(items)), "breakdown": {},
-                "unparsed": unparsed}
+        return {
+            "metric": "pair accuracy",
+            "score": percent(right, pairs),
+            "pairs": pairs,
+            "question_accuracy": percent(sum(correct.values()), len(items)),
+            "breakdown": {},
+            "unparsed": unparsed,
+        }
 
 
 class SEED(Benchmark):
@@ -371,8 +400,12 @@ class SEED(Benchmark):
             qtype = item.meta.get("question_type_id")
             per[str(qtype)].append(pred is not None and pred == item.answer)
         image = [ok for t, rows in per.items() for ok in rows if not (t.isdigit() and int(t) >= 10)]
-        return {"metric": "image accuracy", "score": percent(sum(image), len(image)),
-                "breakdown": {t: percent(sum(r), len(r)) for t, r in sorted(per.items())}, "unparsed": unparsed}
+        return {
+            "metric": "image accuracy",
+            "score": percent(sum(image), len(image)),
+            "breakdown": {t: percent(sum(r), len(r)) for t, r in sorted(per.items())},
+            "unparsed": unparsed,
+        }
 
 
 _MMMU_PROMPT = {"multiple-choice": CHOICE_PROMPT["en"], "open": BASE_PROMPT}
@@ -406,14 +439,21 @@ class MMMU(Benchmark):
                     pred = extract_choice(ans, item.options)
                     if pred not in item.options:
                         unparsed.append({"id": item.id, "answer": ans, "extracted": pred})
-                    ok = eval_multi_choice(item.answer, pred) if item.meta["question_type"] == "multiple-choice" \
+                    ok = (
+                        eval_multi_choice(item.answer, pred)
+                        if item.meta["question_type"] == "multiple-choice"
                         else eval_open(item.answer, parse_open_response(pred))
+                    )
                 else:
                     ok = eval_open(item.answer, parse_open_response(ans))
             per[item.meta.get("subject") or "?"].append(ok)
         right = sum(sum(v) for v in per.values())
-        return {"metric": "accuracy", "score": percent(right, len(items)),
-                "breakdown": {k: percent(sum(v), len(v)) for k, v in sorted(per.items())}, "unparsed": unparsed}
+        return {
+            "metric": "accuracy",
+            "score": percent(right, len(items)),
+            "breakdown": {k: percent(sum(v), len(v)) for k, v in sorted(per.items())},
+            "unparsed": unparsed,
+        }
 
 
 class MathVista(Benchmark):
@@ -442,22 +482,56 @@ class MathVista(Benchmark):
                 if extraction == "":
                     unparsed.append({"id": item.id, "answer": ans})
                 else:
-                    pred = normalize_extraction(extraction, m.get("choices"), m.get("question_type", ""),
-                                                m.get("answer_type", ""), m.get("precision"))
+                    pred = normalize_extraction(
+                        extraction,
+                        m.get("choices"),
+                        m.get("question_type", ""),
+                        m.get("answer_type", ""),
+                        m.get("precision"),
+                    )
                     ok = mathvista_correct(pred, str(item.answer))
             correct += ok
             per[f"question_type={m.get('question_type')}"].append(ok)
             if m.get("task"):
                 per[f"task={m['task']}"].append(ok)
-        return {"metric": "accuracy", "score": percent(correct, len(items)),
-                "breakdown": {k: percent(sum(v), len(v)) for k, v in sorted(per.items())}, "unparsed": unparsed}
+        return {
+            "metric": "accuracy",
+            "score": percent(correct, len(items)),
+            "breakdown": {k: percent(sum(v), len(v)) for k, v in sorted(per.items())},
+            "unparsed": unparsed,
+        }
 
 
 BENCHMARKS: tuple[type[Benchmark], ...] = (
-    MMMU, MathVista, MME, MMBenchDevEN, MMBenchDevCN, MMBenchTestEN, MMBenchTestCN, POPE, TextVQA, TextVQAOCR, VizWizVal,
-    VizWizTest, GQA, ScienceQA, MMVP, SEED,
+    MMMU,
+    MathVista,
+    MME,
+    MMBenchDevEN,
+    MMBenchDevCN,
+    MMBenchTestEN,
+    MMBenchTestCN,
+    POPE,
+    TextVQA,
+    TextVQAOCR,
+    VizWizVal,
+    VizWizTest,
+    GQA,
+    ScienceQA,
+    MMVP,
+    SEED,
 )
 
 
-__all__ = ["BENCHMARKS", "GQA", "MME", "MMVP", "POPE", "SEED", "MMBench", "ScienceQA", "TextVQA", "VizWizTest",
-           "VizWizVal"]
+__all__ = [
+    "BENCHMARKS",
+    "GQA",
+    "MME",
+    "MMVP",
+    "POPE",
+    "SEED",
+    "MMBench",
+    "ScienceQA",
+    "TextVQA",
+    "VizWizTest",
+    "VizWizVal",
+]

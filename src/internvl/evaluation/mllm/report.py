@@ -14,8 +14,20 @@ from pathlib import Path
 from internvl.evaluation.mllm.registry import list_benchmarks
 from internvl.evaluation.partial_results import write_json_atomic
 
-CARD_COLUMNS = ("MMMU", "MathVista", "MMBench-EN", "MMBench-CN", "MMVP", "MME", "ScienceQA", "POPE", "TextVQA",
-                "SEED", "VizWiz", "GQA")
+CARD_COLUMNS = (
+    "MMMU",
+    "MathVista",
+    "MMBench-EN",
+    "MMBench-CN",
+    "MMVP",
+    "MME",
+    "ScienceQA",
+    "POPE",
+    "TextVQA",
+    "SEED",
+    "VizWiz",
+    "GQA",
+)
 
 
 def format_score(result: dict) -> str:
@@ -51,22 +63,33 @@ def write_summary(out: Path) -> Path:
             results.append(json.loads(path.read_text(encoding="utf-8")))
     models = sorted({r["model"] for r in results})
     header, values = summary_rows(results)
-    lines = ["| Model | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header),
-             f"| {', '.join(Path(m).name for m in models)} | " + " | ".join(values) + " |", "",
-             "| benchmark | metric | score | questions | problems | failed | unparsed | submission |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| Model | " + " | ".join(header) + " |",
+        "|---|" + "---:|" * len(header),
+        f"| {', '.join(Path(m).name for m in models)} | " + " | ".join(values) + " |",
+        "",
+        "| benchmark | metric | score | questions | problems | failed | unparsed | submission |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         c = r["counts"]
-        lines.append(f"| {r['title']} | {r['metric']} | {format_score(r)} | {c['questions']} | {c['problems']} | "
-                     f"{c['failed']} | {c['unparsed']} | {r.get('submission') or ''} |")
+        lines.append(
+            f"| {r['title']} | {r['metric']} | {format_score(r)} | {c['questions']} | {c['problems']} | "
+            f"{c['failed']} | {c['unparsed']} | {r.get('submission') or ''} |"
+        )
     mme = next((r for r in results if r["benchmark"] == "mme"), None)
     if mme is not None:
         lines += ["", f"MME: perception {mme['score']:.2f}, cognition {mme['cognition']:.2f}."]
     path = out / "summary.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_json_atomic(out / "summary.json", {"models": models, "columns": dict(zip(header, values, strict=True)),
-                                             "benchmarks": {r["benchmark"]: {"metric": r["metric"], "score": r["score"]}
-                                                            for r in results}})
+    write_json_atomic(
+        out / "summary.json",
+        {
+            "models": models,
+            "columns": dict(zip(header, values, strict=True)),
+            "benchmarks": {r["benchmark"]: {"metric": r["metric"], "score": r["score"]} for r in results},
+        },
+    )
     return path
 
 

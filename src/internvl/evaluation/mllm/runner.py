@@ -110,8 +110,10 @@ def run_benchmarks(
     for bench in benches:
         absent = [m for m in bench.requires if importlib.util.find_spec(m) is None]
         if absent:
-            raise ConfigError(f"benchmark {bench.name} writes its submission with {', '.join(absent)}: "
-                              f"pip install {' '.join(absent)} (or internvl[bench])")
+            raise ConfigError(
+                f"benchmark {bench.name} writes its submission with {', '.join(absent)}: "
+                f"pip install {' '.join(absent)} (or internvl[bench])"
+            )
     prepared = [(bench, *_prepare(bench, data_dir)) for bench in benches]  # read all files before any work
     dev, dt = _device_and_dtype(device, dtype, dist)
     chat = _Chat(model_dir, dt, dev, device_map)
@@ -127,10 +129,27 @@ def run_benchmarks(
             "generation": bench.generation(num_beams),
             "dtype": dt,
         }
-        details = {"limit": limit, "batch_size": batch_size, "device": str(dev), "device_map": device_map,
-                   "world_size": dist.world_size}
-        results[bench.name] = _run_one(bench, items, prompts, settings, details, out, model_dir, chat,
-                                       batch_size=batch_size, resume=resume, progress=progress, dist=dist)
+        details = {
+            "limit": limit,
+            "batch_size": batch_size,
+            "device": str(dev),
+            "device_map": device_map,
+            "world_size": dist.world_size,
+        }
+        results[bench.name] = _run_one(
+            bench,
+            items,
+            prompts,
+            settings,
+            details,
+            out,
+            model_dir,
+            chat,
+            batch_size=batch_size,
+            resume=resume,
+            progress=progress,
+            dist=dist,
+        )
     if dist.is_main:
         write_summary(out)
     dist.barrier()
@@ -150,8 +169,11 @@ def _prepare(bench: Benchmark, data_dir: Path) -> tuple[list[BenchItem], dict[st
         seen.add(item.id)
         if item.problem is None:
             prompts[item.id] = bench.prompt(item)
-    files = {str(p.relative_to(data_dir)) if p.is_relative_to(data_dir) else str(p): _sha256_file(p)
-             for p in bench.files(data_dir) if p.is_file()}
+    files = {
+        str(p.relative_to(data_dir)) if p.is_relative_to(data_dir) else str(p): _sha256_file(p)
+        for p in bench.files(data_dir)
+        if p.is_file()
+    }
     return items, prompts, files
 
 
@@ -177,8 +199,14 @@ def _run_one(bench, items, prompts, settings, details, out, model_dir, chat, *, 
         for f in list(bdir.glob("answers.rank*.jsonl")) + list(bdir.glob("answers.rank*.settings.json")):
             f.unlink()
     dist.barrier()
-    own = PartialResults.open(bdir / f"answers.rank{dist.rank}.jsonl", bdir / f"answers.rank{dist.rank}.settings.json",
-                              settings, details=details, key="id", fields=ROW_FIELDS)
+    own = PartialResults.open(
+        bdir / f"answers.rank{dist.rank}.jsonl",
+        bdir / f"answers.rank{dist.rank}.settings.json",
+        settings,
+        details=details,
+        key="id",
+        fields=ROW_FIELDS,
+    )
     dist.barrier()  # every rank has validated (and cleaned) its own file before any reads the others
     done = _collect(bdir, settings)
     todo = [it for it in items if it.problem is None and _needs_answer(done.get(it.id))]
@@ -186,12 +214,17 @@ def _run_one(bench, items, prompts, settings, details, out, model_dir, chat, *, 
     resumed = sum(1 for it in items if it.problem is None) - len(todo)
     if dist.is_main and resumed:
         logger.info("%s: %d answers reused from %s", bench.name, resumed, bdir)
-    bar = tqdm(total=len(mine), desc=f"{bench.name} [rank {dist.rank}]" if dist.distributed else bench.name,
-               unit="q", disable=not progress, position=dist.rank)
+    bar = tqdm(
+        total=len(mine),
+        desc=f"{bench.name} [rank {dist.rank}]" if dist.distributed else bench.name,
+        unit="q",
+        disable=not progress,
+        position=dist.rank,
+    )
     gen = settings["generation"]
     with own:
         for b in range(0, len(mine), batch_size):
-            batch, rows, images, ok = mine[b:b + batch_size], [], [], []
+            batch, rows, images, ok = mine[b : b + batch_size], [], [], []
             for it in batch:
                 try:
                     images.append(it.load_image())
@@ -211,12 +244,24 @@ def _run_one(bench, items, prompts, settings, details, out, model_dir, chat, *, 
         result = _score(bench, items, done, settings, out, model_dir)
         answers_file = bdir / "answers.jsonl"
         tmp = answers_file.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps({"id": it.id, "answer": (done.get(it.id) or {}).get("answer")},
-                                          ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
+        tmp.write_text(
+            "".join(
+                json.dumps({"id": it.id, "answer": (done.get(it.id) or {}).get("answer")}, ensure_ascii=False) + "\n"
+                for it in items
+            ),
+            encoding="utf-8",
+        )
         os.replace(tmp, answers_file)
         write_json_atomic(out / f"{bench.name}.json", result)
-        write_json_atomic(bdir / "last_run.json", {**details, "resumed": resumed, "answered_now": len(todo),
-                                                   "seconds": round(time.perf_counter() - start, 2)})
+        write_json_atomic(
+            bdir / "last_run.json",
+            {
+                **details,
+                "resumed": resumed,
+                "answered_now": len(todo),
+                "seconds": round(time.perf_counter() - start, 2),
+            },
+        )
         logger.info("%s: %s %s -> %s", bench.name, result["metric"], _fmt(result["score"]), out / f"{bench.name}.json")
     dist.barrier()
     return result
@@ -243,8 +288,11 @@ def _score(bench: Benchmark, items: list[BenchItem], done: dict, settings: dict,
     scored = bench.score(items, answers)
     submission = bench.submission(items, answers, out)
     problems = [{"id": it.id, "problem": it.problem} for it in items if it.problem]
-    failed = [{"id": it.id, "error": done[it.id]["error"]} for it in items
-              if it.problem is None and it.id in done and done[it.id].get("error")]
+    failed = [
+        {"id": it.id, "error": done[it.id]["error"]}
+        for it in items
+        if it.problem is None and it.id in done and done[it.id].get("error")
+    ]
     unparsed = scored.pop("unparsed", [])
     return {
         "benchmark": bench.name,
@@ -254,14 +302,22 @@ def _score(bench: Benchmark, items: list[BenchItem], done: dict, settings: dict,
         "score": scored.pop("score"),
         "score_scale": bench.score_scale,
         **scored,
-        "counts": {"questions": len(items), "answered": sum(a is not None for a in answers.values()),
-                   "problems": len(problems), "failed": len(failed), "unparsed": len(unparsed)},
+        "counts": {
+            "questions": len(items),
+            "answered": sum(a is not None for a in answers.values()),
+            "problems": len(problems),
+            "failed": len(failed),
+            "unparsed": len(unparsed),
+        },
         "problems": problems,
         "failed": failed,
         "unparsed": unparsed,
         "submission": submission.name if submission else None,
-        "settings": {"generation": settings["generation"], "dtype": settings["dtype"],
-                     "data_files": settings["data_files"]},
+        "settings": {
+            "generation": settings["generation"],
+            "dtype": settings["dtype"],
+            "data_files": settings["data_files"],
+        },
     }
 
 

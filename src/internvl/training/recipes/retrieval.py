@@ -77,8 +77,15 @@ class RetrievalLossModule(nn.Module):
     weight-decayed like the reference's 0-dim one) and is saved back as a 0-dim tensor by `export`.
     """
 
-    def __init__(self, model: InternVLModel, dist: DistContext, zero3: bool = False, *,
-                 objective: str = "itm_itc", scale_max: float | None = None) -> None:
+    def __init__(
+        self,
+        model: InternVLModel,
+        dist: DistContext,
+        zero3: bool = False,
+        *,
+        objective: str = "itm_itc",
+        scale_max: float | None = None,
+    ) -> None:
         super().__init__()
         self.objective, self.scale_max = objective, scale_max
         if model.logit_scale.ndim == 0:
@@ -94,8 +101,9 @@ class RetrievalLossModule(nn.Module):
                 deepspeed.zero.register_external_parameter(self, p)
 
     def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = retrieval_loss(self.model, batch, self.rank, self.world_size, objective=self.objective,
-                             scale_max=self.scale_max)
+        out = retrieval_loss(
+            self.model, batch, self.rank, self.world_size, objective=self.objective, scale_max=self.scale_max
+        )
         return {"loss": out.loss, "loss_itm": out.loss_itm, "loss_itc": out.loss_itc}
 
 
@@ -292,9 +300,14 @@ class RetrievalFinetune:
             )
         tokenizer = PairTokenizer.from_pretrained(self.recipe.model.path, self.recipe.data.max_length)
         model = self.load_model()
-        dataset = RetrievalPairs(data.pairs, tokenizer, model.image_size, seed=self.recipe.seed,
-                                 augment=self.recipe.data.augment,
-                                 contrastive_only=self.recipe.method.objective == "itc_c")
+        dataset = RetrievalPairs(
+            data.pairs,
+            tokenizer,
+            model.image_size,
+            seed=self.recipe.seed,
+            augment=self.recipe.data.augment,
+            contrastive_only=self.recipe.method.objective == "itc_c",
+        )
         r = self.recipe
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -345,8 +358,9 @@ class RetrievalFinetune:
                     )
                 )
         engine = Engine(
-            RetrievalLossModule(model, self.dist, zero3, objective=r.method.objective,
-                                scale_max=r.method.logit_scale_max),
+            RetrievalLossModule(
+                model, self.dist, zero3, objective=r.method.objective, scale_max=r.method.logit_scale_max
+            ),
             dataset,
             settings,
             self.dist,

@@ -60,8 +60,14 @@ RECIPE_FILE = "recipe.json"
 FINAL_DIR = "final"
 ADAPTER_DIR = "adapter"
 MAX_LISTED_PROBLEMS = 20
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "chat_template.jinja")
+TOKENIZER_FILES = (
+    "tokenizer.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
 # Recipe values a resumed run must share with its checkpoint (everything that changes the math).
 RESUME_SECTIONS = ("model", "method", "optim", "schedule", "seed")
 
@@ -101,17 +107,23 @@ class SFTFinetune:
     # -- before any weights are read --------------------------------------------------------------
     def batch_plan(self) -> BatchPlan:
         s = self.recipe.schedule
-        return resolve_batch(s.global_batch_size, self.dist.world_size, s.per_device_batch_size,
-                             s.gradient_accumulation_steps)
+        return resolve_batch(
+            s.global_batch_size, self.dist.world_size, s.per_device_batch_size, s.gradient_accumulation_steps
+        )
 
     def model_config(self, vocab_size: int | None = None) -> InternVLChatConfig:
         """The chat config of the run: the checkpoint's (with the recipe's options), or built from the parts."""
         m, d = self.recipe.model, self.recipe.data
         options = {
-            "template": d.template, "ps_version": m.ps_version, "select_layer": m.vision_select_layer,
-            "force_image_size": m.force_image_size, "downsample_ratio": m.downsample_ratio,
-            "dynamic_image_size": d.dynamic_image_size, "use_thumbnail": d.use_thumbnail,
-            "min_dynamic_patch": d.min_dynamic_patch, "max_dynamic_patch": d.max_dynamic_patch,
+            "template": d.template,
+            "ps_version": m.ps_version,
+            "select_layer": m.vision_select_layer,
+            "force_image_size": m.force_image_size,
+            "downsample_ratio": m.downsample_ratio,
+            "dynamic_image_size": d.dynamic_image_size,
+            "use_thumbnail": d.use_thumbnail,
+            "min_dynamic_patch": d.min_dynamic_patch,
+            "max_dynamic_patch": d.max_dynamic_patch,
             "pad2square": d.pad2square,
         }
         if m.path:
@@ -136,13 +148,21 @@ class SFTFinetune:
         if not Path(d.meta_path).is_file():
             raise ConfigError(f"data.meta_path={d.meta_path}: no such file")
         image = ChatImageSettings(
-            image_size=self.recipe.model.force_image_size, dynamic_image_size=d.dynamic_image_size,
-            use_thumbnail=d.use_thumbnail, min_dynamic_patch=d.min_dynamic_patch,
-            max_dynamic_patch=d.max_dynamic_patch, pad2square=d.pad2square, norm=d.normalize_type,
+            image_size=self.recipe.model.force_image_size,
+            dynamic_image_size=d.dynamic_image_size,
+            use_thumbnail=d.use_thumbnail,
+            min_dynamic_patch=d.min_dynamic_patch,
+            max_dynamic_patch=d.max_dynamic_patch,
+            pad2square=d.pad2square,
+            norm=d.normalize_type,
         )
         config = SFTDataConfig(
-            template=d.template, num_image_token=num_image_token, max_length=d.max_length, image=image,
-            system_message=d.system_message, on_error="skip" if d.skip_bad_samples else "raise",
+            template=d.template,
+            num_image_token=num_image_token,
+            max_length=d.max_length,
+            image=image,
+            system_message=d.system_message,
+            on_error="skip" if d.skip_bad_samples else "raise",
             seed=self.recipe.seed,
         )
         return SFTDataset(read_sft_meta(d.meta_path), encoder, config)
@@ -161,7 +181,8 @@ class SFTFinetune:
             more = len(lines) - MAX_LISTED_PROBLEMS
             raise DataFormatError(
                 f"data check of {self.recipe.data.meta_path}: {len(lines)} problem(s), training not started:\n"
-                f"{listed}" + (f"\n  ... and {more} more (internvl data check META --report FILE)" if more > 0 else "")
+                f"{listed}"
+                + (f"\n  ... and {more} more (internvl data check META --report FILE)" if more > 0 else "")
                 + "\nFix the records, or set data.skip_bad_samples=true to skip and count them"
             )
         return lines
@@ -181,9 +202,16 @@ class SFTFinetune:
         stage = r.engine.zero_stage if r.engine.backend == "deepspeed" else 0
         tiles = r.data.max_dynamic_patch + int(r.data.use_thumbnail) if r.data.dynamic_image_size else 1
         est = memory.estimate_chat(
-            cfg.vision, cfg.llm_config, counts, batch=plan.per_device_batch_size, tiles_per_sample=tiles,
-            text_length=r.data.max_length, precision=r.engine.precision, zero_stage=stage,
-            world_size=plan.world_size, checkpointing=r.model.gradient_checkpointing,
+            cfg.vision,
+            cfg.llm_config,
+            counts,
+            batch=plan.per_device_batch_size,
+            tiles_per_sample=tiles,
+            text_length=r.data.max_length,
+            precision=r.engine.precision,
+            zero_stage=stage,
+            world_size=plan.world_size,
+            checkpointing=r.model.gradient_checkpointing,
             zero3_live_params=_zero3_live_params(r) if stage == 3 else 0.0,
         )
         return {
@@ -205,9 +233,21 @@ class SFTFinetune:
             from internvl.inference.chat import load_tokenizer
 
             cfg = self.model_config()
-            overrides = {k: getattr(cfg, k) for k in ("template", "ps_version", "select_layer", "force_image_size",
-                                                    "downsample_ratio", "dynamic_image_size", "use_thumbnail",
-                                                    "min_dynamic_patch", "max_dynamic_patch", "pad2square")}
+            overrides = {
+                k: getattr(cfg, k)
+                for k in (
+                    "template",
+                    "ps_version",
+                    "select_layer",
+                    "force_image_size",
+                    "downsample_ratio",
+                    "dynamic_image_size",
+                    "use_thumbnail",
+                    "min_dynamic_patch",
+                    "max_dynamic_patch",
+                    "pad2square",
+                )
+            }
             if cfg.system_message is not None:
                 overrides["system_message"] = cfg.system_message
             model = InternVLChatModel.from_pretrained(m.path, dtype=dtype, device=device, **overrides)
@@ -218,7 +258,8 @@ class SFTFinetune:
         model.vision_model.set_drop_path_rate(m.drop_path_rate)
         model.config.vision_config = {**model.config.vision_config, "drop_path_rate": m.drop_path_rate}
         model.img_context_token_id = model.config.img_context_token_id = int(
-            tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
+            tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+        )
         model.language_model.config.use_cache = False
         if m.gradient_checkpointing:
             model.set_gradient_checkpointing(True)
@@ -277,21 +318,27 @@ class SFTFinetune:
         if not f.is_file():
             return
         old, new = json.loads(f.read_text()), self.recipe.to_dict()
-        diffs = [f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in RESUME_SECTIONS
-                 if old.get(k) != new.get(k)]
+        diffs = [
+            f"{k}: checkpoint {old.get(k)!r} vs now {new.get(k)!r}" for k in RESUME_SECTIONS if old.get(k) != new.get(k)
+        ]
         if old.get("data", {}).get("meta_path") != new["data"]["meta_path"]:
             diffs.append(f"data.meta_path: {old.get('data', {}).get('meta_path')!r} vs {new['data']['meta_path']!r}")
         if diffs:
-            raise ConfigError(f"--resume: {self.output_dir} holds a run of another recipe; differences:\n  "
-                              + "\n  ".join(diffs) + "\nUse another log.output_dir or the original settings.")
+            raise ConfigError(
+                f"--resume: {self.output_dir} holds a run of another recipe; differences:\n  "
+                + "\n  ".join(diffs)
+                + "\nUse another log.output_dir or the original settings."
+            )
 
     def run(self, resume: bool = False) -> dict:
         plan = self.batch_plan()
         if resume:
             self.check_resume()
         elif any(self.output_dir.glob("checkpoint-*")):
-            raise ConfigError(f"{self.output_dir} already holds checkpoints of a run; pass --resume to continue "
-                              "it, or set another log.output_dir (nothing is overwritten)")
+            raise ConfigError(
+                f"{self.output_dir} already holds checkpoints of a run; pass --resume to continue "
+                "it, or set another log.output_dir (nothing is overwritten)"
+            )
         with tempfile.TemporaryDirectory(prefix="internvl-sft-tok-") as tok_dir:
             self._run(plan, tok_dir, resume)
         return self.info
@@ -311,8 +358,11 @@ class SFTFinetune:
         dataset = self.dataset(encoder, cfg.num_image_token)
         skipped = self.preflight(dataset)  # before any weights are read
         if skipped and self.dist.is_main:
-            logger.warning("data.skip_bad_samples: %d bad record(s) will be skipped:\n%s", len(skipped),
-                           "\n".join(skipped[:MAX_LISTED_PROBLEMS]))
+            logger.warning(
+                "data.skip_bad_samples: %d bad record(s) will be skipped:\n%s",
+                len(skipped),
+                "\n".join(skipped[:MAX_LISTED_PROBLEMS]),
+            )
         model, tokenizer = self.load_model(tokenizer)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -320,31 +370,49 @@ class SFTFinetune:
         per_step = plan.per_device_batch_size * plan.world_size
         steps_per_epoch = len(dataset) // per_step // plan.gradient_accumulation_steps  # Trainer's drop_last count
         if steps_per_epoch == 0:
-            raise ConfigError(f"{len(dataset)} samples (after repeat_time) are fewer than one global batch of "
-                              f"{plan.global_batch_size}; lower schedule.global_batch_size")
+            raise ConfigError(
+                f"{len(dataset)} samples (after repeat_time) are fewer than one global batch of "
+                f"{plan.global_batch_size}; lower schedule.global_batch_size"
+            )
         total = r.schedule.max_steps if r.schedule.max_steps > 0 else math.ceil(r.schedule.epochs * steps_per_epoch)
         settings = EngineSettings(
-            output_dir=self.output_dir, per_device_batch_size=plan.per_device_batch_size,
-            gradient_accumulation_steps=plan.gradient_accumulation_steps, lr=r.optim.lr,
-            warmup_steps=math.ceil(r.schedule.warmup_ratio * total), epochs=r.schedule.epochs,
-            max_steps=r.schedule.max_steps, max_seconds=r.schedule.max_seconds,
-            max_grad_norm=r.optim.max_grad_norm, betas=tuple(r.optim.betas),
-            eps=r.optim.eps, precision=r.engine.precision, backend=r.engine.backend,
-            zero_stage=r.engine.zero_stage, deepspeed_config=r.engine.deepspeed_config,
-            logging_steps=r.log.logging_steps, save_steps=r.log.save_steps,
-            save_total_limit=r.log.save_total_limit, tensorboard=r.log.tensorboard, seed=r.seed,
+            output_dir=self.output_dir,
+            per_device_batch_size=plan.per_device_batch_size,
+            gradient_accumulation_steps=plan.gradient_accumulation_steps,
+            lr=r.optim.lr,
+            warmup_steps=math.ceil(r.schedule.warmup_ratio * total),
+            epochs=r.schedule.epochs,
+            max_steps=r.schedule.max_steps,
+            max_seconds=r.schedule.max_seconds,
+            max_grad_norm=r.optim.max_grad_norm,
+            betas=tuple(r.optim.betas),
+            eps=r.optim.eps,
+            precision=r.engine.precision,
+            backend=r.engine.backend,
+            zero_stage=r.engine.zero_stage,
+            deepspeed_config=r.engine.deepspeed_config,
+            logging_steps=r.log.logging_steps,
+            save_steps=r.log.save_steps,
+            save_total_limit=r.log.save_total_limit,
+            tensorboard=r.log.tensorboard,
+            seed=r.seed,
             num_workers=r.data.num_workers,
         )
         sampler_fn = None
         if r.data.group_by_length:
             lengths = dataset.lengths
             sampler_fn = lambda: LengthGroupedSampler(  # noqa: E731
-                lengths, plan.per_device_batch_size, plan.world_size * plan.gradient_accumulation_steps, r.seed)
+                lengths, plan.per_device_batch_size, plan.world_size * plan.gradient_accumulation_steps, r.seed
+            )
         pad = encoder.pad_token_id
         engine = Engine(
-            SFTLossModule(model), dataset, settings, self.dist,
+            SFTLossModule(model),
+            dataset,
+            settings,
+            self.dist,
             param_groups_fn=lambda: param_groups(model, r.optim.lr, r.optim.weight_decay),
-            collate_fn=_Collate(pad), sampler_fn=sampler_fn,
+            collate_fn=_Collate(pad),
+            sampler_fn=sampler_fn,
         )
         info = engine.train(resume=resume)
         state = engine.full_state_dict()
@@ -358,8 +426,9 @@ class SFTFinetune:
         engine.barrier()
         self.info = info
 
-    def export(self, model: InternVLChatModel, state: dict[str, torch.Tensor], tokenizer, path: Path,
-               tokenizer_dir: Path) -> None:
+    def export(
+        self, model: InternVLChatModel, state: dict[str, torch.Tensor], tokenizer, path: Path, tokenizer_dir: Path
+    ) -> None:
         """``path``: config + weights (LoRA merged) + generation config with the stop tokens + the tokenizer
         files training encoded with (copied from ``tokenizer_dir``, so a later fine-tune or chat splits text
         the same way); with LoRA, ``path/adapter``: the adapter weights and their configuration."""
@@ -370,12 +439,19 @@ class SFTFinetune:
         scale = 2.0  # alpha = 2 r (chat_methods)
         if mth.vision_lora_rank or mth.llm_lora_rank:
             adapters = {k: v for k, v in state.items() if ".lora_A." in k or ".lora_B." in k}
-            ckpt.save_checkpoint(path / ADAPTER_DIR, {
-                "peft_type": "LORA", "lora_alpha_over_r": scale, "lora_dropout": mth.lora_dropout,
-                "vision_lora_rank": mth.vision_lora_rank, "llm_lora_rank": mth.llm_lora_rank,
-                "vision_targets": list(VISION_LORA_TARGETS) if mth.vision_lora_rank else [],
-                "llm_targets": list(LLM_LORA_TARGETS) if mth.llm_lora_rank else [],
-            }, adapters)
+            ckpt.save_checkpoint(
+                path / ADAPTER_DIR,
+                {
+                    "peft_type": "LORA",
+                    "lora_alpha_over_r": scale,
+                    "lora_dropout": mth.lora_dropout,
+                    "vision_lora_rank": mth.vision_lora_rank,
+                    "llm_lora_rank": mth.llm_lora_rank,
+                    "vision_targets": list(VISION_LORA_TARGETS) if mth.vision_lora_rank else [],
+                    "llm_targets": list(LLM_LORA_TARGETS) if mth.llm_lora_rank else [],
+                },
+                adapters,
+            )
             state = merge_lora_state_dict(state, scale)
         config = model.config
         with _without_zero3_init(), torch.device("meta"):
@@ -384,8 +460,9 @@ class SFTFinetune:
         missing, unexpected = clean.load_state_dict(state, strict=False, assign=True)
         missing = [k for k in missing if not k.endswith("rotary_emb.inv_freq")]
         if missing or unexpected:
-            raise CheckpointError(f"export: state does not match the chat model (missing {missing[:5]}, "
-                                  f"unexpected {unexpected[:5]})")
+            raise CheckpointError(
+                f"export: state does not match the chat model (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
         for name, buf in model.named_buffers():  # non-persistent buffers (rotary tables) are not in state
             if name not in state:
                 clean.get_buffer(name).copy_(buf.detach().cpu())
@@ -452,8 +529,15 @@ def _zero3_live_params(recipe: SFTRecipe) -> float:
     from internvl.training.engine import deepspeed_config
 
     e = recipe.engine
-    settings = EngineSettings(output_dir=Path(), per_device_batch_size=1, gradient_accumulation_steps=1, lr=0.0,
-                              warmup_steps=0, zero_stage=e.zero_stage, deepspeed_config=e.deepspeed_config)
+    settings = EngineSettings(
+        output_dir=Path(),
+        per_device_batch_size=1,
+        gradient_accumulation_steps=1,
+        lr=0.0,
+        warmup_steps=0,
+        zero_stage=e.zero_stage,
+        deepspeed_config=e.deepspeed_config,
+    )
     z = deepspeed_config(settings).get("zero_optimization", {})
     return float(z.get("stage3_max_live_parameters", 1e9)) + float(z.get("stage3_prefetch_bucket_size", 5e7))
 
