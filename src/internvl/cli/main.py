@@ -90,8 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             return int(e.exit_code)
         raise
     if code == 130:
+        _close_progress_bars()  # so the note starts on a line of its own, after the bar's last state
         typer.echo(f"interrupted: {interrupted_message()}", err=True)
     return code if isinstance(code, int) else 0
+
+
+def _close_progress_bars() -> None:
+    """Close tqdm bars an interrupt left open (each ends its line), so messages after it are not glued on."""
+    tqdm_module = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ()) or ()):
+        bar.close()
 
 
 def one_line(e: BaseException) -> str:
