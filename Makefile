@@ -33,7 +33,8 @@ $(BIN)/.installed: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(PIP_SPEC)"
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[$(EXTRAS)]"
+	echo "$(TORCH_SPEC)" > $(VENV)/torch-constraint.txt
+	$(BIN)/python -m pip install -q -c $(LOCK) -c $(VENV)/torch-constraint.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 demo: venv
@@ -60,7 +61,9 @@ lock: venv
 test-latest:
 	rm -rf .venv-latest && $(PY) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q "$(PIP_SPEC)" "$(TORCH_SPEC)"
-	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	echo "$(TORCH_SPEC)" > .venv-latest/torch-constraint.txt  # eager upgrades must not swap in a CUDA torch build
+	.venv-latest/bin/python -m pip install -q -c .venv-latest/torch-constraint.txt --upgrade --upgrade-strategy eager \
+		-e ".[$(EXTRAS)]"
 	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(transformers|tokenizers|accelerate|peft|torch|numpy|safetensors|huggingface.hub)=' || true
 	.venv-latest/bin/ruff check src tests benchmarks scripts
 	.venv-latest/bin/python -m pytest -q $(LATEST_PYTEST_ARGS)
@@ -69,7 +72,8 @@ test-latest:
 test-oldest:
 	rm -rf .venv-oldest && $(PY) -m venv .venv-oldest
 	.venv-oldest/bin/python -m pip install -q "$(PIP_SPEC)" "$(TORCH_SPEC)"
-	.venv-oldest/bin/python -m pip install -q -c $(OLDEST) -e ".[$(OLDEST_EXTRAS)]"
+	echo "$(TORCH_SPEC)" > .venv-oldest/torch-constraint.txt
+	.venv-oldest/bin/python -m pip install -q -c $(OLDEST) -c .venv-oldest/torch-constraint.txt -e ".[$(OLDEST_EXTRAS)]"
 	.venv-oldest/bin/python -m pip list --format=freeze | grep -iE '^(transformers|tokenizers|accelerate|peft|torch|numpy|safetensors|huggingface.hub)=' || true
 	.venv-oldest/bin/python -m pytest -q $(PYTEST_ARGS)
 
