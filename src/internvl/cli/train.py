@@ -33,35 +33,17 @@ def register(app: typer.Typer) -> None:
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved recipe as YAML and exit."),
     ) -> None:
         """Fine-tune InternVL-C/G for image-text retrieval (ITM + ITC)."""
-        from internvl.core.distributed import DistContext
         from internvl.training.config import load_recipe
 
         cfg = load_recipe(recipe, overrides or [], validate=not print_config)
-        if print_config:
-            import yaml
-
-            typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            return
-        dist = DistContext.from_env()
-        from internvl.training.recipes.retrieval import RetrievalFinetune
-
-        job = RetrievalFinetune(cfg, dist)
-        if dry_run:
-            report = job.describe()
-            if dist.is_main:
-                _print_plan(report)
-            return
-        info = _run_job(job, dist, resume)
-        if dist.is_main:
-            typer.echo(
-                json.dumps(
-                    {
-                        k: info[k]
-                        for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint", "val")
-                        if k in info
-                    }
-                )
-            )
+        _run_recipe(
+            cfg,
+            "retrieval",
+            print_config,
+            dry_run,
+            resume,
+            ("wrapper", "zero_stage", "global_step", "final_checkpoint", "val"),
+        )
 
     @sub.command("sft")
     def sft(
@@ -78,31 +60,12 @@ def register(app: typer.Typer) -> None:
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved recipe as YAML and exit."),
     ) -> None:
         """Supervised fine-tuning of InternVL-Chat on a meta JSON mixture (full, partial or LoRA)."""
-        from internvl.core.distributed import DistContext
         from internvl.training.sft_recipe import load_sft_recipe
 
         cfg = load_sft_recipe(recipe, overrides or [], validate=not print_config)
-        if print_config:
-            import yaml
-
-            typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            return
-        dist = DistContext.from_env()
-        from internvl.training.recipes.sft import SFTFinetune
-
-        job = SFTFinetune(cfg, dist)
-        if dry_run:
-            report = job.describe()
-            if dist.is_main:
-                _print_plan(report)
-            return
-        info = _run_job(job, dist, resume)
-        if dist.is_main:
-            typer.echo(
-                json.dumps(
-                    {k: info[k] for k in ("wrapper", "zero_stage", "global_step", "final_checkpoint") if k in info}
-                )
-            )
+        _run_recipe(
+            cfg, "sft", print_config, dry_run, resume, ("wrapper", "zero_stage", "global_step", "final_checkpoint")
+        )
 
 
 def _print_plan(report: dict) -> None:
@@ -129,6 +92,31 @@ def _print_plan(report: dict) -> None:
         f"buffers {m['buffers']}, total {m['total']} (estimate; add 10-20% for the allocator and CUDA context)"
     )
     typer.echo(json.dumps(report))
+
+
+def _run_recipe(cfg, task: str, print_config: bool, dry_run: bool, resume: bool, summary_keys: tuple[str, ...]) -> None:
+    """What both `train` verbs do with a loaded recipe: print it, plan it (--dry-run) or run it."""
+    if print_config:
+        import yaml
+
+        typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return
+    from internvl.core.distributed import DistContext
+
+    dist = DistContext.from_env()
+    if task == "retrieval":
+        from internvl.training.recipes.retrieval import RetrievalFinetune as Job
+    else:
+        from internvl.training.recipes.sft import SFTFinetune as Job
+    job = Job(cfg, dist)
+    if dry_run:
+        report = job.describe()
+        if dist.is_main:
+            _print_plan(report)
+        return
+    info = _run_job(job, dist, resume)
+    if dist.is_main:
+        typer.echo(json.dumps({k: info[k] for k in summary_keys if k in info}))
 
 
 def _run_job(job, dist, resume: bool) -> dict:

@@ -65,6 +65,35 @@ class EngineSettings:
     num_workers: int = 0
     extra_callbacks: list = field(default_factory=list)
 
+    @classmethod
+    def from_recipe(cls, recipe, output_dir: Path, plan, warmup_steps: int) -> EngineSettings:
+        """Settings from a recipe's ``optim``/``schedule``/``engine``/``log``/``data`` sections (retrieval and
+        SFT recipes share those field names) and its resolved batch plan; the recipe decides the warm-up."""
+        r = recipe
+        return cls(
+            output_dir=output_dir,
+            per_device_batch_size=plan.per_device_batch_size,
+            gradient_accumulation_steps=plan.gradient_accumulation_steps,
+            lr=r.optim.lr,
+            warmup_steps=warmup_steps,
+            epochs=r.schedule.epochs,
+            max_steps=r.schedule.max_steps,
+            max_seconds=r.schedule.max_seconds,
+            max_grad_norm=r.optim.max_grad_norm,
+            betas=tuple(r.optim.betas),
+            eps=r.optim.eps,
+            precision=r.engine.precision,
+            backend=r.engine.backend,
+            zero_stage=r.engine.zero_stage,
+            deepspeed_config=r.engine.deepspeed_config,
+            logging_steps=r.log.logging_steps,
+            save_steps=r.log.save_steps,
+            save_total_limit=r.log.save_total_limit,
+            tensorboard=r.log.tensorboard,
+            seed=r.seed,
+            num_workers=r.data.num_workers,
+        )
+
 
 def deepspeed_config(settings: EngineSettings) -> dict:
     """The shipped ``configs/deepspeed/zero{stage}.json`` (or the user's file), checked for blocks we replace."""

@@ -316,29 +316,7 @@ class RetrievalFinetune:
         decay = (
             {"vit": r.optim.vit_layer_decay, "qllama": r.optim.qllama_layer_decay} if r.method.name == "full" else None
         )
-        settings = EngineSettings(
-            output_dir=self.output_dir,
-            per_device_batch_size=plan.per_device_batch_size,
-            gradient_accumulation_steps=plan.gradient_accumulation_steps,
-            lr=r.optim.lr,
-            warmup_steps=r.schedule.warmup_steps,
-            epochs=r.schedule.epochs,
-            max_steps=r.schedule.max_steps,
-            max_seconds=r.schedule.max_seconds,
-            max_grad_norm=r.optim.max_grad_norm,
-            betas=tuple(r.optim.betas),
-            eps=r.optim.eps,
-            precision=r.engine.precision,
-            backend=r.engine.backend,
-            zero_stage=r.engine.zero_stage,
-            deepspeed_config=r.engine.deepspeed_config,
-            logging_steps=r.log.logging_steps,
-            save_steps=r.log.save_steps,
-            save_total_limit=r.log.save_total_limit,
-            tensorboard=r.log.tensorboard,
-            seed=r.seed,
-            num_workers=r.data.num_workers,
-        )
+        settings = EngineSettings.from_recipe(r, self.output_dir, plan, warmup_steps=r.schedule.warmup_steps)
         if data.val and r.log.eval_steps > 0:
             if zero3:
                 logger.warning(
