@@ -140,7 +140,7 @@ def test_the_recipe_cuts_its_batches_and_logs_the_padded_losses(tmp_path):
             ],
         )
         job = RetrievalFinetune(recipe)
-        dataset, collate = job.training_data(job.prepare_data().pairs)
+        dataset, collate = job.training_data(job.prepare_data().pairs, image_size=56)
         width = collate([dataset[i] for i in range(4)])["summarize_input_ids"].shape[1]
         assert width == recipe.data.max_length if padding == "max_length" else width < recipe.data.max_length
         job.run()

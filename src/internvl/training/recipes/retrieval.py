@@ -273,7 +273,7 @@ class RetrievalFinetune:
         self._apply_method(model)
         return model.train()
 
-    def training_data(self, pairs: list[CaptionPair]) -> tuple[RetrievalPairs, PairCollate]:
+    def training_data(self, pairs: list[CaptionPair], image_size: int) -> tuple[RetrievalPairs, PairCollate]:
         """The dataset (unpadded captions) and the collate that pads each batch: to its longest caption
         (``data.padding=longest``, same losses for less work) or to ``data.max_length`` (the reference)."""
         d = self.recipe.data
@@ -281,7 +281,7 @@ class RetrievalFinetune:
         dataset = RetrievalPairs(
             pairs,
             tokenizer,
-            self.recipe.model.image_size or self.model_config().image_size,  # what load_model trains at
+            image_size,
             seed=self.recipe.seed,
             augment=d.augment,
             contrastive_only=self.recipe.method.objective == "itc_c",
@@ -320,8 +320,8 @@ class RetrievalFinetune:
             logger.warning(
                 "skipped %d bad samples (data.skip_bad_samples): first %s", len(data.skipped), data.skipped[:5]
             )
-        dataset, collate = self.training_data(data.pairs)
         model = self.load_model()
+        dataset, collate = self.training_data(data.pairs, model.image_size)
         r = self.recipe
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
