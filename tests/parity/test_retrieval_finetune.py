@@ -1,6 +1,7 @@
 """The stage-2 retrieval training forward and optimizer groups against the reference (internvl_cg/ fixtures).
 
-``train_outputs``: loss, loss_itm, loss_itc of one forward on ``train_inputs`` (single process), 1e-5.
+``train_outputs``: loss, loss_itm, loss_itc of one forward on ``train_inputs`` (single process), 1e-5;
+the same batch re-padded by `collate_pairs` (cut to its longest caption, or 80 ids) gives the same losses.
 ``lr_groups.json``: every parameter's layer id, lr scale and weight decay under layer-wise decay.
 """
 
@@ -12,6 +13,7 @@ import math
 import pytest
 import torch
 
+from internvl.data.pairs import TEXT_FIELDS, collate_pairs
 from internvl.models.internvl_cg import InternVLModel
 from internvl.training.losses import retrieval_loss
 from internvl.training.optim import param_groups
@@ -37,6 +39,26 @@ def test_training_losses(fx, model):
     for key, expected in fx["train_outputs"].items():
         torch.testing.assert_close(getattr(out, key).reshape(expected.shape), expected, atol=ATOL, rtol=RTOL, msg=key)
     assert out.loss.requires_grad and not out.loss_itc.requires_grad
+
+
+@pytest.mark.parametrize("length", [None, 80])
+def test_training_losses_at_any_padding(fx, model, length):
+    """The fixture pads to 14 ids with id 0; unpadded samples collated to their longest caption (13) or to 80."""
+    inputs = fx["train_inputs"]
+    keys = ["pixel_values", "image_ids", *(f"{f}_{k}" for f in TEXT_FIELDS for k in ("input_ids", "attention_mask"))]
+    samples = []
+    for i in range(inputs["image_ids"].shape[0]):
+        sample = {k: inputs[k][i] for k in keys}
+        for f in TEXT_FIELDS:
+            n = int(sample[f"{f}_attention_mask"].sum())
+            for k in ("input_ids", "attention_mask"):
+                sample[f"{f}_{k}"] = sample[f"{f}_{k}"][:n]
+        samples.append(sample)
+    batch = collate_pairs(samples, pad_token_id=0, length=length)
+    assert batch["summarize_input_ids"].shape[1] == (length or 13) != inputs["summarize_input_ids"].shape[1]
+    out = retrieval_loss(model, batch)
+    for key, expected in fx["train_outputs"].items():
+        torch.testing.assert_close(getattr(out, key).reshape(expected.shape), expected, atol=ATOL, rtol=RTOL, msg=key)
 
 
 def test_gradients_reach_the_loss_graph(fx, model):

@@ -13,7 +13,9 @@ Per sample (spec §7.3):
 * texts: ``[BOS] + pieces + [EOS]`` truncated to 80 and padded with the checkpoint's pad token, masks
   from the tokenizer: ``positive_*`` (caption), ``negative_*`` (negative caption) and ``summarize_*``
   (``"summarize:" + caption``); the captioning fields (`PairTokenizer.captioning_fields`) are produced
-  on request only, since the retrieval loss does not read them;
+  on request only, since the retrieval loss does not read them. The tokenizer pads each text to 80 (the
+  reference) or not at all; `collate_pairs` then pads a batch to its longest text (dynamic padding) or
+  to a fixed length;
 * image: ``train_retrieval`` transform (random-resized-crop 0.5-1, bicubic, flip, ImageNet statistics)
   drawn from a per-sample seeded generator;
 * ``image_ids``: long[1], **exact**. The reference builds it through a float32 tensor, which rounds
@@ -37,7 +39,7 @@ from internvl.core.errors import ConfigError, DataFormatError
 from internvl.data.datasets.coco import iter_coco_captions
 from internvl.data.datasets.flickr import SEPARATOR, iter_flickr_lines
 from internvl.data.datasets.records import pre_caption
-from internvl.data.tokenization import CAPTION_PROMPT, MAX_LENGTH, TEXT_PREFIX, InternVLTextTokenizer
+from internvl.data.tokenization import CAPTION_PROMPT, MAX_LENGTH, TEXT_PREFIX, InternVLTextTokenizer, pad_rows
 from internvl.data.transforms import build_transform, load_image
 
 EMPTY_POLICIES = ("error", "skip", "keep")
@@ -289,3 +291,33 @@ class RetrievalPairs(torch.utils.data.Dataset):
         out["pixel_values"] = pixels
         out["image_ids"] = torch.tensor([pair.image_id], dtype=torch.long)
         return out
+
+
+def collate_pairs(
+    samples: Sequence[dict[str, torch.Tensor]], pad_token_id: int, length: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Stack `RetrievalPairs` samples; every ``*_input_ids`` / ``*_attention_mask`` field padded to one width.
+
+    ``length=None`` cuts the batch to its longest text (dynamic padding); ``length=max_length`` is the
+    reference's layout. One width for all caption fields, because `InternVLModel.retrieval_features`
+    runs the negative, positive and summarize rows in one QLLaMA pass. The losses do not change: padded
+    keys are masked out of every attention row and the text feature is read at the EOS, so no real
+    position sees a pad (tests/unit/training/test_padding_invariance.py).
+    """
+    text = [k for k in samples[0] if k.endswith(("_input_ids", "_attention_mask"))]
+    width = max(len(s[k]) for s in samples for k in text) if length is None else length
+    out = torch.utils.data.default_collate([{k: v for k, v in s.items() if k not in text} for s in samples])
+    for k in text:
+        out[k] = pad_rows([s[k] for s in samples], pad_token_id if k.endswith("_input_ids") else 0, width)
+    return {k: out[k] for k in samples[0]}
+
+
+@dataclass(frozen=True)
+class PairCollate:
+    """`collate_pairs` with its settings bound (picklable, for DataLoader workers)."""
+
+    pad_token_id: int
+    length: int | None = None
+
+    def __call__(self, samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return collate_pairs(samples, self.pad_token_id, self.length)

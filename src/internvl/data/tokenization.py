@@ -35,13 +35,28 @@ from internvl.data.datasets.records import pre_caption
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InternVLTextTokenizer", "pre_caption", "TEXT_PREFIX", "CAPTION_PROMPT", "MAX_LENGTH", "PAD_ID"]
+__all__ = ["InternVLTextTokenizer", "pad_rows", "pre_caption", "TEXT_PREFIX", "CAPTION_PROMPT", "MAX_LENGTH", "PAD_ID"]
 
 TEXT_PREFIX = "summarize:"  # prepended without a space (reference)
 CAPTION_PROMPT = "English caption:"
 MAX_LENGTH = 80
 PAD_ID = 0  # the unk id; the model's mask is ids > 0
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
+
+def pad_rows(rows: Sequence[Sequence[int] | torch.Tensor], fill: int, length: int | None = None) -> torch.Tensor:
+    """long[B, length] of right-padded rows (lists or 1-D tensors); ``length`` defaults to the longest row.
+
+    The one dynamic-padding step: inference pads its text batches with it and fine-tuning its caption
+    fields (`internvl.data.pairs.collate_pairs`). A row longer than ``length`` is an error, never cut.
+    """
+    width = max((len(r) for r in rows), default=0) if length is None else length
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for row, ids in enumerate(rows):
+        if len(ids) > width:
+            raise DataFormatError(f"row {row} has {len(ids)} ids, more than the padded length {width}")
+        out[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+    return out
 
 
 class InternVLTextTokenizer:
@@ -192,11 +207,7 @@ class InternVLTextTokenizer:
         Trailing padding never changes a text embedding (the causal hidden state at the EOS cannot see
         it), so a batch cut to its longest row embeds the same as the reference's 80 ids, for less work.
         """
-        width = max((len(r) for r in rows), default=0) if length is None else length
-        out = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        for row, ids in enumerate(rows):
-            out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        return out
+        return pad_rows(rows, self.pad_token_id, length)
 
     def __call__(self, texts: str | Sequence[str], padding: str = "max_length") -> torch.Tensor:
         """long[B, L]: ``[BOS] + pieces(prefix + text)[:max_length-2] + [EOS] + [0]*pad``.

@@ -25,6 +25,7 @@ METHODS = ("full", "head", "lora")
 PRECISIONS = ("fp32", "bf16")
 ZERO_STAGES = (0, 1, 2, 3)
 OBJECTIVES = ("itm_itc", "itc_c")
+PADDINGS = ("longest", "max_length")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class DataSection:
     registry: list[str] = field(default_factory=list)  # extra registry files (same schema as eval's --registry)
     data_root: str | None = None  # replaces ./data in registry paths
     max_length: int = 80
+    # longest: each batch cut to its longest caption (same losses, less work); max_length: 80 ids (reference)
+    padding: str = "longest"
     max_words: int = 50
     skip_bad_samples: bool = False  # skip and count bad captions/images instead of stopping before training
     verify_images: bool = True  # pre-flight: open every image's header (PIL verify), not only stat it
@@ -140,6 +143,8 @@ class RetrievalRecipe:
             raise ConfigError(f"engine.backend={self.engine.backend!r}; expected deepspeed or ddp")
         if self.engine.zero_stage not in ZERO_STAGES:
             raise ConfigError(f"engine.zero_stage={self.engine.zero_stage}; expected one of {ZERO_STAGES}")
+        if self.data.padding not in PADDINGS:
+            raise ConfigError(f"data.padding={self.data.padding!r}; expected one of {PADDINGS}")
         if self.method.objective not in OBJECTIVES:
             raise ConfigError(f"method.objective={self.method.objective!r}; expected one of {OBJECTIVES}")
         if self.method.name == "lora" and self.method.lora_rank < 1:

@@ -23,7 +23,14 @@ from transformers import TrainerCallback
 from internvl.core.distributed import DistContext
 from internvl.core.errors import CheckpointError, ConfigError, DataFormatError
 from internvl.data.datasets import load_registry
-from internvl.data.pairs import CaptionPair, PairTokenizer, RetrievalPairs, find_bad_images, read_caption_pairs
+from internvl.data.pairs import (
+    CaptionPair,
+    PairCollate,
+    PairTokenizer,
+    RetrievalPairs,
+    find_bad_images,
+    read_caption_pairs,
+)
 from internvl.evaluation.runtime import read_records
 from internvl.models import checkpoint as ckpt
 from internvl.models.internvl_cg import InternVLConfig, InternVLModel, merge_lora_state_dict
@@ -266,6 +273,21 @@ class RetrievalFinetune:
         self._apply_method(model)
         return model.train()
 
+    def training_data(self, pairs: list[CaptionPair], image_size: int) -> tuple[RetrievalPairs, PairCollate]:
+        """The dataset (unpadded captions) and the collate that pads each batch: to its longest caption
+        (``data.padding=longest``, same losses for less work) or to ``data.max_length`` (the reference)."""
+        d = self.recipe.data
+        tokenizer = PairTokenizer.from_pretrained(self.recipe.model.path, d.max_length, pad_to_max_length=False)
+        dataset = RetrievalPairs(
+            pairs,
+            tokenizer,
+            image_size,
+            seed=self.recipe.seed,
+            augment=d.augment,
+            contrastive_only=self.recipe.method.objective == "itc_c",
+        )
+        return dataset, PairCollate(tokenizer.pad_token_id, None if d.padding == "longest" else d.max_length)
+
     def check_resume(self) -> None:
         """Refuse to continue a checkpoint of another recipe or model, naming what differs."""
         f = self.output_dir / RECIPE_FILE
@@ -298,16 +320,8 @@ class RetrievalFinetune:
             logger.warning(
                 "skipped %d bad samples (data.skip_bad_samples): first %s", len(data.skipped), data.skipped[:5]
             )
-        tokenizer = PairTokenizer.from_pretrained(self.recipe.model.path, self.recipe.data.max_length)
         model = self.load_model()
-        dataset = RetrievalPairs(
-            data.pairs,
-            tokenizer,
-            model.image_size,
-            seed=self.recipe.seed,
-            augment=self.recipe.data.augment,
-            contrastive_only=self.recipe.method.objective == "itc_c",
-        )
+        dataset, collate = self.training_data(data.pairs, model.image_size)
         r = self.recipe
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -343,12 +357,13 @@ class RetrievalFinetune:
             settings,
             self.dist,
             param_groups_fn=lambda: param_groups(model, r.optim.lr, r.optim.weight_decay, decay),
+            collate_fn=collate,
         )
         info = engine.train(resume=resume)
         state = engine.full_state_dict()
         final = self.output_dir / FINAL_DIR
         if self.dist.is_main:
-            self.export(model, state, tokenizer, final)
+            self.export(model, state, dataset.tokenizer, final)
             info["final_checkpoint"] = str(final)
             if data.val:
                 info["val"] = self.validate(final, data.val)
