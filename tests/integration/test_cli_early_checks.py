@@ -1,0 +1,172 @@
+"""`train`, `data` and `serve` check their paths and option values before the model stack loads (issue 16):
+each mistake exits 2 with one ``error: ...`` line naming the file or option, no traceback, and torch is not
+even imported when the mistake is a path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import internvl
+from internvl.cli.main import main
+
+pytestmark = pytest.mark.integration
+
+SRC = str(Path(internvl.__file__).resolve().parents[1])
+
+
+def _one_line_error(err: str, *needles: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and len(lines) == 1, err
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+    return errors[0]
+
+
+@pytest.fixture
+def place(tmp_path):
+    """A file, an empty folder, a folder with a config.json and a meta JSON, as a user's mistakes need them."""
+    (tmp_path / "afile.txt").write_text("not a folder\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    (tmp_path / "meta.json").write_text("{}")
+    (tmp_path / "ann.jsonl").write_text(json.dumps({"conversations": [{"from": "human", "value": "hi"}]}) + "\n")
+    return tmp_path
+
+
+def _cases(p: Path) -> list[tuple[list[str], tuple[str, ...]]]:
+    meta = f"data.meta_path={p / 'meta.json'}"
+    return [
+        # train retrieval
+        (["train", "retrieval", "tiny_synthetic", "--set", f"model.path={p / 'nope'}"], ("model.path=", "config.json")),
+        (
+            ["train", "retrieval", "tiny_synthetic", "--set", "model.path=OpenGVLab/InternVL-14B-224px", "--dry-run"],
+            ("model.path=OpenGVLab/InternVL-14B-224px", "hub id"),
+        ),
+        (
+            ["train", "retrieval", "tiny_synthetic", "--set", f"model.path={p / 'ckpt'}"]
+            + ["--set", f"data.registry=[{p / 'missing.yaml'}]"],
+            ("data.registry[0]=", "missing.yaml", "no such file"),
+        ),
+        (
+            ["train", "retrieval", "tiny_synthetic", "--set", f"model.path={p / 'ckpt'}"]
+            + ["--set", f"log.output_dir={p / 'afile.txt'}"],
+            ("log.output_dir=", "afile.txt", "is a file"),
+        ),
+        # train sft
+        (["train", "sft", "tiny_synthetic", "--set", meta, "--set", f"model.path={p / 'empty'}"], ("model.path=",)),
+        (
+            ["train", "sft", "tiny_synthetic", "--set", f"data.meta_path={p / 'nope.json'}"]
+            + ["--set", f"model.path={p / 'ckpt'}"],
+            ("data.meta_path=", "nope.json", "no such file"),
+        ),
+        (
+            ["train", "sft", "tiny_synthetic", "--set", meta, "--set", "model.path="]
+            + ["--set", f"model.vision_path={p / 'ckpt'}", "--set", f"model.llm_path={p / 'nope'}"],
+            ("model.llm_path=", "nope"),
+        ),
+        (
+            ["train", "sft", "tiny_synthetic", "--set", meta, "--set", "model.path="]
+            + ["--set", f"model.vision_path={p / 'ckpt'}", "--set", f"model.llm_path={p / 'ckpt'}"]
+            + ["--set", f"model.mlp_path={p / 'mlp.pth'}"],
+            ("model.mlp_path=", "mlp.pth"),
+        ),
+        # data check / convert-boxes / synth
+        (["data", "check", str(p / "nope.json"), "--model", str(p / "ckpt")], ("nope.json", "not found")),
+        (["data", "check", str(p / "meta.json"), "--model", str(p / "nope")], ("--model", "nope")),
+        (["data", "check", str(p / "meta.json"), "--model", str(p / "empty")], ("--model", "config.json")),
+        (["data", "check", str(p / "meta.json"), "--tokenizer", str(p / "afile.txt")], ("--tokenizer", "afile.txt")),
+        (
+            [
+                "data",
+                "check",
+                str(p / "meta.json"),
+                "--model",
+                str(p / "ckpt"),
+                "--report",
+                f"{p / 'afile.txt'}/r.json",
+            ],
+            ("--report", "afile.txt is a file"),
+        ),
+        (["data", "convert-boxes", str(p / "nope.jsonl"), "-o", str(p / "o.jsonl")], ("nope.jsonl",)),
+        (["data", "convert-boxes", str(p / "ann.jsonl"), "-o", f"{p / 'afile.txt'}/"], ("--output", "afile.txt")),
+        (["data", "synth", "--out", str(p / "afile.txt")], ("--out", "afile.txt", "is a file")),
+        # serve
+        (["serve", str(p / "nope")], ("MODEL_DIR", "nope", "no such folder")),
+        (["serve", str(p / "afile.txt")], ("MODEL_DIR", "afile.txt", "is a file")),
+        (["serve", str(p / "empty")], ("MODEL_DIR", "config.json")),
+        (["serve", "OpenGVLab/InternVL-Chat-V1-2"], ("OpenGVLab/InternVL-Chat-V1-2", "hub id")),
+    ]
+
+
+def test_path_mistakes_are_one_line_errors_before_torch_is_imported(place):
+    """All cases in one child process: each `main(argv)` must return 2 with torch still not imported."""
+    cases = _cases(place)
+    script = (
+        "import json, sys\n"
+        "from internvl.cli.main import main\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    rc = main(argv)\n"
+        "    print(json.dumps([rc, 'torch' in sys.modules]), flush=True)\n"
+        "    print('@@', file=sys.stderr, flush=True)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps([argv for argv, _ in cases])],
+        env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
+        cwd=place,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    errs = proc.stderr.split("@@\n")
+    assert len(results) == len(cases), proc.stderr
+    for (argv, needles), (rc, torch_loaded), err in zip(cases, results, errs, strict=False):
+        assert rc == 2, (argv, err)
+        _one_line_error(err, *needles)
+        assert not torch_loaded, f"{argv}: torch was imported before the mistake was reported"
+    assert not (place / "o.jsonl").exists()
+
+
+def test_serve_option_values_are_checked_before_loading(place, capsys):
+    ckpt = str(place / "ckpt")  # a config.json only: loading it would fail, so reaching the load is a bug
+    assert main(["serve", ckpt, "--dtype", "fp8"]) == 2
+    _one_line_error(capsys.readouterr().err, "--dtype fp8", "bf16")
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["serve", ckpt, "--device", "cuda"]) == 2
+        _one_line_error(capsys.readouterr().err, "--device cuda", "CUDA")
+    assert main(["serve", ckpt, "--device", "cpu:x"]) == 2
+    _one_line_error(capsys.readouterr().err, "--device", "cpu:x")
+
+
+def test_serve_mode_is_case_insensitive(tmp_path):
+    """`serve --mode internvl-g` is `--mode InternVL-G` (one parser for every verb); the command's own
+    argument parsing is run, without starting a server."""
+    import typer
+
+    from internvl.cli.main import build_app
+
+    serve = typer.main.get_command(build_app()).commands["serve"]
+    for spelling, expected in (("internvl-g", "InternVL-G"), ("G", "InternVL-G"), ("INTERNVL-C", "InternVL-C")):
+        ctx = serve.make_context("serve", [str(tmp_path), "--mode", spelling])
+        assert ctx.params["mode"] == expected
+    assert serve.make_context("serve", [str(tmp_path)]).params["mode"] == "InternVL-C"
+
+
+def test_convert_boxes_into_a_folder_keeps_the_input_name(place, capsys):
+    out = place / "converted"
+    out.mkdir()
+    assert main(["data", "convert-boxes", str(place / "ann.jsonl"), "-o", str(out), "--report", f"{out}/"]) == 0
+    assert (out / "ann.jsonl").read_text() == (place / "ann.jsonl").read_text()
+    assert json.loads((out / "convert_report.json").read_text())["records"] == 1
+    assert main(["data", "convert-boxes", str(place / "ann.jsonl"), "-o", str(place)]) == 2  # would overwrite it
+    _one_line_error(capsys.readouterr().err, "ann.jsonl", "not the input")
