@@ -170,3 +170,24 @@ def test_convert_boxes_into_a_folder_keeps_the_input_name(place, capsys):
     assert json.loads((out / "convert_report.json").read_text())["records"] == 1
     assert main(["data", "convert-boxes", str(place / "ann.jsonl"), "-o", str(place)]) == 2  # would overwrite it
     _one_line_error(capsys.readouterr().err, "ann.jsonl", "not the input")
+
+
+def test_caption_verbs_share_one_batch_size_default():
+    """`caption`, `eval caption` and the Python API take their batch size (and generation defaults) from
+    one place, so they cannot drift apart again."""
+    import inspect
+
+    import typer
+
+    from internvl.cli.main import build_app
+    from internvl.core.caption_defaults import CAPTION_BATCH_SIZE, GENERATION
+    from internvl.evaluation.captioning import caption_dataset, run_caption_eval
+
+    app = typer.main.get_command(build_app())
+    verbs = {"caption": app.commands["caption"], "eval caption": app.commands["eval"].commands["caption"]}
+    for name, command in verbs.items():
+        defaults = {p.name: p.default for p in command.params}
+        assert defaults["batch_size"] == CAPTION_BATCH_SIZE == 8, name
+        assert {k: defaults[k] for k in GENERATION} == GENERATION, name
+    for fn in (run_caption_eval, caption_dataset):
+        assert inspect.signature(fn).parameters["batch_size"].default == CAPTION_BATCH_SIZE

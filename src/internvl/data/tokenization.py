@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from internvl.core.caption_defaults import PROMPT
 from internvl.core.errors import DataFormatError
 from internvl.data.datasets.records import pre_caption
 
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["InternVLTextTokenizer", "pre_caption", "TEXT_PREFIX", "CAPTION_PROMPT", "MAX_LENGTH", "PAD_ID"]
 
 TEXT_PREFIX = "summarize:"  # prepended without a space (reference)
-CAPTION_PROMPT = "English caption:"
+CAPTION_PROMPT = PROMPT  # the reference prompt (internvl.core.caption_defaults)
 MAX_LENGTH = 80
 PAD_ID = 0  # the unk id; the model's mask is ids > 0
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
