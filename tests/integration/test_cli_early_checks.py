@@ -13,6 +13,7 @@ import pytest
 
 import internvl
 from internvl.cli.main import main
+from tests.integration.test_eval_cli import world  # noqa: F401 (tiny C/G model + Flickr/COCO-format data)
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +192,27 @@ def test_caption_verbs_share_one_batch_size_default():
         assert {k: defaults[k] for k in GENERATION} == GENERATION, name
     for fn in (run_caption_eval, caption_dataset):
         assert inspect.signature(fn).parameters["batch_size"].default == CAPTION_BATCH_SIZE
+
+
+@pytest.mark.parametrize("verb", ["retrieval", "caption"])
+def test_missing_dataset_images_are_one_line_naming_the_file(world, verb, tmp_path, capsys):  # noqa: F811
+    """With the default DataLoader workers: one line naming the first missing file (and the count), before
+    the model loads; nothing is written."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(world / "data", data)
+    if verb == "retrieval":
+        missing = [data / "flickr30k" / "Images" / f"{1000 + i}.jpg" for i in (1, 3, 4, 5)]
+        args = ["--dataset", "flickr30k", "--output", str(tmp_path / "out" / "r.json")]
+    else:
+        missing = [data / "coco" / "val2014" / "COCO_val2014_000000391896.jpg"]
+        args = ["--dataset", "coco", "--output", str(tmp_path / "out"), "--no-score"]
+    for f in missing:
+        f.unlink()
+    rc = main(["eval", verb, "--model", str(world / "model"), "--data-root", str(data), *args])
+    assert rc == 2
+    line = _one_line_error(capsys.readouterr().err, str(missing[0]), f"{len(missing)} of ", "--data-root")
+    if verb == "retrieval":
+        assert str(missing[1]) in line and "and 1 more" in line
+    assert not (tmp_path / "out").exists()
