@@ -1,6 +1,6 @@
-"""`train`, `data` and `serve` check their paths and option values before the model stack loads (issue 16):
-each mistake exits 2 with one ``error: ...`` line naming the file or option, no traceback, and torch is not
-even imported when the mistake is a path."""
+"""`train`, `data`, `eval bench` and `serve` check their paths and option values before the model stack
+loads (issue 16): each mistake exits 2 with one ``error: ...`` line naming the file or option, no
+traceback, and torch is not even imported when the mistake is a path."""
 
 from __future__ import annotations
 
@@ -99,6 +99,19 @@ def _cases(p: Path) -> list[tuple[list[str], tuple[str, ...]]]:
         (["data", "convert-boxes", str(p / "nope.jsonl"), "-o", str(p / "o.jsonl")], ("nope.jsonl",)),
         (["data", "convert-boxes", str(p / "ann.jsonl"), "-o", f"{p / 'afile.txt'}/"], ("--output", "afile.txt")),
         (["data", "synth", "--out", str(p / "afile.txt")], ("--out", "afile.txt", "is a file")),
+        # eval bench
+        (
+            ["eval", "bench", "-b", "mme", "--model", str(p / "nope"), "--data", str(p), "--output", str(p / "o")],
+            ("--model", "nope"),
+        ),
+        (
+            ["eval", "bench", "-b", "mme", "--model", str(p / "ckpt"), "--data", str(p / "nod"), "--output", str(p)],
+            ("--data", "nod", "no such folder"),
+        ),
+        (
+            ["eval", "bench", "-b", "mme", "--model", str(p / "ckpt"), "--data", str(p), "-o", str(p / "afile.txt")],
+            ("--output", "afile.txt", "is a file"),
+        ),
         # serve
         (["serve", str(p / "nope")], ("MODEL_DIR", "nope", "no such folder")),
         (["serve", str(p / "afile.txt")], ("MODEL_DIR", "afile.txt", "is a file")),

@@ -225,19 +225,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Model-card benchmarks (MME, MMBench, POPE, TextVQA, ...) with the reference's prompts and scoring;
         shards over `torchrun --nproc_per_node N` ranks and resumes from cached answers."""
-        from internvl.core.distributed import DistContext
-        from internvl.evaluation.mllm.registry import get_benchmark, list_benchmarks
-
         if benchmark.strip() == "list":
+            from internvl.evaluation.mllm.registry import get_benchmark, list_benchmarks
+
             for name in list_benchmarks():
                 typer.echo(f"{name:18} {get_benchmark(name).about}")
             return
-        from internvl.core.errors import ConfigError
-        from internvl.evaluation.mllm.runner import run_benchmarks
+        from internvl.cli._common import check_model_dir, output_folder
+        from internvl.core.errors import ConfigError, DataFormatError
 
         absent = [flag for flag, value in (("--model", model), ("--data", data), ("--output", output)) if value is None]
         if absent:
             raise ConfigError(f"eval bench needs {', '.join(absent)} (only '--benchmark list' runs without them)")
+        check_model_dir(model, "--model")  # paths before torch and the model stack are imported
+        if not data.is_dir():
+            raise DataFormatError(
+                f"--data {data}: " + ("is a file, expected a folder" if data.exists() else "no such folder")
+            )
+        output_folder(output)
+
+        from internvl.core.distributed import DistContext
+        from internvl.evaluation.mllm.runner import run_benchmarks
 
         dist = DistContext.from_env()
         dist.init()
