@@ -45,7 +45,12 @@ def test_normal_runs_print_no_warnings_and_v_shows_debug_logs(demo_checkpoints, 
     assert not [line for line in proc.stderr.splitlines() if WARNING.search(line)], proc.stderr
     assert "Traceback" not in proc.stderr
 
-    verbose = _run(f"from internvl.cli.main import main\nmain(['-v', *{runs[0]!r}])\n", tmp_path)
+    from PIL import Image
+
+    Image.open(d["image"]).save(tmp_path / "x.png")  # PIL's per-chunk debug logs stay out of -v
+    verbose_run = [*runs[0][:3], str(tmp_path / "x.png"), *runs[0][4:]]
+    verbose = _run(f"from internvl.cli.main import main\nmain(['-v', *{verbose_run!r}])\n", tmp_path)
     assert verbose.returncode == 0, verbose.stderr
     debug = [line for line in verbose.stderr.splitlines() if line.startswith("DEBUG internvl.")]
     assert any("no tokenizer.model" in line for line in debug), verbose.stderr  # the world tokenizer note
+    assert "STREAM b'IHDR'" not in verbose.stderr
