@@ -96,6 +96,10 @@ def _cases(p: Path) -> list[tuple[list[str], tuple[str, ...]]]:
             ],
             ("--report", "afile.txt is a file"),
         ),
+        (
+            ["data", "check", str(p / "meta.json"), "--model", str(p / "ckpt"), "--template", "hermes-2"],
+            ("--template 'hermes-2'", "did you mean 'Hermes-2'"),
+        ),
         (["data", "convert-boxes", str(p / "nope.jsonl"), "-o", str(p / "o.jsonl")], ("nope.jsonl",)),
         (["data", "convert-boxes", str(p / "ann.jsonl"), "-o", f"{p / 'afile.txt'}/"], ("--output", "afile.txt")),
         (["data", "synth", "--out", str(p / "afile.txt")], ("--out", "afile.txt", "is a file")),

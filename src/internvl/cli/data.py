@@ -77,6 +77,18 @@ def register(app: typer.Typer) -> None:
             raise DataFormatError("pass --model CHECKPOINT or --tokenizer DIR (token counts need the tokenizer)")
         if report is not None:
             report = output_file(parse_output(str(report)), REPORT_FILE, "--report")
+        if template is not None:
+            from internvl.data.conversation import list_conv_templates
+
+            if template not in list_conv_templates():
+                from difflib import get_close_matches
+
+                close = get_close_matches(template, list_conv_templates(), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise DataFormatError(
+                    f"--template {template!r}: unknown conversation template{hint} (known: "
+                    f"{', '.join(list_conv_templates())})"
+                )
 
         import dataclasses
 
