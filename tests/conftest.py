@@ -117,3 +117,49 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _needs_training_stack(item):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def demo_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints laid out as `make demo` writes them, untrained and small: the built-in world (a few
+    scenes, its byte-level BPE tokenizer, SFT meta), an `internvl_cg_world` InternVL-C/G with that tokenizer
+    (stage 1's layout), an InternVL-Chat assembled from `world_chat_config` with the tokenizer plus the chat
+    tokens (what the SFT recipe saves), and a tiny InternViT. Built once per session (a few seconds)."""
+    import shutil
+
+    from internvl.data.synthetic import CHAT_SPECIAL_TOKENS
+    from internvl.data.synthetic.world import write_world
+    from internvl.data.tokenization import InternVLTextTokenizer
+    from internvl.inference.loading import load_tokenizer, save_chat_model
+    from internvl.models.internvl_cg import build_internvl, internvl_cg_world
+    from internvl.models.internvl_chat import build_internvl_chat, world_chat_config
+    from internvl.models.registry import create_model
+
+    root = tmp_path_factory.mktemp("demo_checkpoints")
+    world = root / "world"
+    write_world(world, seed=3, sizes={"train": 4, "val": 2, "test": 4})
+    cg = root / "internvl_c" / "final"
+    vocab = InternVLTextTokenizer.from_pretrained(world / "tokenizer").vocab_size
+    build_internvl(internvl_cg_world(vocab), seed=0).save_pretrained(cg)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(world / "tokenizer" / name, cg)
+    tok = load_tokenizer(world / "tokenizer")
+    tok.add_tokens(list(CHAT_SPECIAL_TOKENS), special_tokens=True)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    chat = save_chat_model(
+        build_internvl_chat(world_chat_config(len(tok), eos_token_id=im_end), seed=0),
+        tok,
+        root / "internvl_chat" / "final",
+    )
+    vit = root / "intern_vit"
+    create_model("intern_vit_tiny").save_pretrained(vit)
+    images = sorted((world / "images").glob("*.jpg"))
+    return {
+        "root": root,
+        "world": world,
+        "cg": cg,
+        "chat": chat,
+        "vit": vit,
+        "image": images[0],
+        "images": world / "images",
+    }

@@ -656,18 +656,6 @@ def test_embed_into_an_existing_folder(model_dir, tmp_path):
     assert set(load_file(str(folder / "embeddings.safetensors"))) == {"image_embeds", "text_embeds"}
 
 
-@pytest.mark.slow  # pycocoevalcap (Java)
-def test_readme_evaluation_python_block_runs_as_written(tmp_path, monkeypatch):
-    if shutil.which("java") is None:
-        pytest.skip("pycocoevalcap needs Java")
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = text.split("<!-- eval-python -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    exec(compile(block, "README.md (Evaluation, Python API)", "exec"), namespace)
-    assert set(namespace["scores"]) >= {"Bleu_1", "CIDEr"} and 0 < namespace["scores"]["Bleu_1"] <= 1
-
-
 def test_a_non_utf8_classes_file_is_named(tmp_path, capsys):
     classes = tmp_path / "classes.txt"
     classes.write_bytes("chien\nchat\nb\xe9b\xe9\n".encode("latin-1"))

@@ -49,3 +49,15 @@ def test_bleu_brevity_penalty_and_prediction_checks():
 def test_average_length_counts_whitespace_words():
     assert average_length(["a dog runs", "two  cats"]) == 2.5
     assert average_length([]) == 0.0
+
+
+def test_the_java_tokenizer_chatter_goes_to_the_debug_log_not_the_terminal(capfd, caplog):
+    """pycocoevalcap's PTB tokenizer (Java) prints "PTBTokenizer tokenized N tokens ..." to stderr on
+    every call; a normal run must not show it, `-v` (debug logging) does."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="internvl.evaluation.metrics.captioning"):
+        score_captions({1: ["a dog runs"]}, {1: "a dog runs"}, metrics=("Bleu_1",))
+    out, err = capfd.readouterr()
+    assert "PTBTokenizer" not in err and "PTBTokenizer" not in out
+    assert any("PTBTokenizer tokenized" in r.getMessage() for r in caplog.records)

@@ -131,3 +131,27 @@ def test_directory_without_tokenizer_files_is_an_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "internvl"}))
     with pytest.raises(DataFormatError, match="no tokenizer files"):
         InternVLTextTokenizer.from_pretrained(tmp_path)
+
+
+def test_missing_tokenizer_model_warns_only_for_a_converted_sentencepiece_tokenizer(tmp_path, tok_dir, caplog):
+    """A LlamaTokenizer checkpoint without its tokenizer.model may encode unlike the reference: a warning.
+    A tokenizer built natively with `tokenizers` (the built-in world's) has no slow original: debug only."""
+    import logging
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from internvl.data.synthetic.tokenizer import build_world_tokenizer
+
+    converted = tmp_path / "converted"
+    AutoTokenizer.from_pretrained(tok_dir).save_pretrained(converted)  # tokenizer.json (+ the model file)
+    shutil.copy(tok_dir / "tokenizer_config.json", converted)  # tokenizer_class LlamaTokenizer
+    (converted / "tokenizer.model").unlink(missing_ok=True)
+    native = build_world_tokenizer(tmp_path / "native", ["a red circle", "a blue square"] * 4)
+    levels = {}
+    for name, d in (("converted", converted), ("native", native)):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="internvl.data.tokenization"):
+            InternVLTextTokenizer.from_pretrained(d)
+        levels[name] = [r.levelno for r in caplog.records if "no tokenizer.model" in r.getMessage()]
+    assert levels == {"converted": [logging.WARNING], "native": [logging.DEBUG]}

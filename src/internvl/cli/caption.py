@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from internvl.cli._common import parse_output
+from internvl.core.caption_defaults import CAPTION_BATCH_SIZE, GENERATION, PROMPT
 
 CAPTIONS_FILE = "captions.json"
 
@@ -30,11 +31,17 @@ def register(app: typer.Typer) -> None:
             help='JSON file [{"image": name, "caption": text}, ...]; an existing folder '
             f"(or a path ending in /) gets {CAPTIONS_FILE} inside.",
         ),
-        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per generate call."),
-        num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
-        min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
-        max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),
-        prompt: str = typer.Option("English caption:", "--prompt", help="Text after the query tokens."),
+        batch_size: int = typer.Option(
+            CAPTION_BATCH_SIZE, "--batch-size", min=1, help="Images per generate call (as `eval caption`)."
+        ),
+        num_beams: int = typer.Option(GENERATION["num_beams"], "--num-beams", min=1, help="Beam width (reference: 5)."),
+        min_new_tokens: int = typer.Option(
+            GENERATION["min_new_tokens"], "--min-new-tokens", min=0, help="Reference: 8."
+        ),
+        max_new_tokens: int = typer.Option(
+            GENERATION["max_new_tokens"], "--max-new-tokens", min=1, help="Reference: 30."
+        ),
+        prompt: str = typer.Option(PROMPT, "--prompt", help="Text after the query tokens."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
         dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
         resume: bool = typer.Option(

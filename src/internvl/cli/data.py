@@ -11,7 +11,11 @@ from pathlib import Path
 
 import typer
 
+from internvl.cli._common import parse_output
+
 PROBLEMS_SHOWN = 20
+REPORT_FILE = "check_report.json"  # `data check --report FOLDER/`
+BOXES_REPORT_FILE = "convert_report.json"  # `data convert-boxes --report FOLDER/`
 
 
 def register(app: typer.Typer) -> None:
@@ -50,18 +54,47 @@ def register(app: typer.Typer) -> None:
             "--decode-images/--headers-only",
             help="Decode every image fully (finds truncated files) or read headers only.",
         ),
-        report: Path | None = typer.Option(None, "--report", "-o", help="Write the full JSON report here."),
+        report: str | None = typer.Option(
+            None, "--report", "-o", help=f"Write the full JSON report here (a folder gets {REPORT_FILE} inside)."
+        ),
         strict: bool = typer.Option(
             False, "--strict", help="Count truncated (over max_length, text-only cut) samples as problems."
         ),
     ) -> None:
         """Validate every record of a meta mixture as training would read it; exit 2 on problems."""
+        from internvl.cli._common import check_files, check_model_dir, output_file
+        from internvl.core.errors import DataFormatError
+
+        # Paths first, before the data stack (and torch) is imported: a typo is reported at once.
+        check_files([meta], "meta JSON")
+        if model is not None:
+            check_model_dir(model, "--model")
+            if not (model / "config.json").is_file():
+                raise DataFormatError(f"--model {model}: no config.json; pass a chat checkpoint folder or --tokenizer")
+        if tokenizer is not None:
+            check_model_dir(tokenizer, "--tokenizer")
+        if tokenizer is None and model is None:
+            raise DataFormatError("pass --model CHECKPOINT or --tokenizer DIR (token counts need the tokenizer)")
+        if report is not None:
+            report = output_file(parse_output(str(report)), REPORT_FILE, "--report")
+        if template is not None:
+            from internvl.data.conversation import list_conv_templates
+
+            if template not in list_conv_templates():
+                from difflib import get_close_matches
+
+                close = get_close_matches(template, list_conv_templates(), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise DataFormatError(
+                    f"--template {template!r}: unknown conversation template{hint} (known: "
+                    f"{', '.join(list_conv_templates())})"
+                )
+
         import dataclasses
 
         from rich.console import Console
         from rich.table import Table
 
-        from internvl.core.errors import DataFormatError
         from internvl.data.datasets.sft_meta import read_sft_meta
         from internvl.data.image_processing import ChatImageSettings
         from internvl.data.sft import SFTDataConfig, SFTDataset
@@ -73,8 +106,6 @@ def register(app: typer.Typer) -> None:
             from internvl.models.internvl_chat import InternVLChatConfig
 
             cfg_file = model / "config.json"
-            if not cfg_file.is_file():
-                raise DataFormatError(f"{model}: no config.json; pass a chat checkpoint directory or --tokenizer")
             raw = json.loads(cfg_file.read_text())
             settings = ChatImageSettings.from_config_dict(raw)
             config = InternVLChatConfig.from_dict(raw)
@@ -91,8 +122,6 @@ def register(app: typer.Typer) -> None:
         }
         settings = dataclasses.replace(settings, **overrides)
         tok_dir = tokenizer or model
-        if tok_dir is None:
-            raise DataFormatError("pass --model CHECKPOINT or --tokenizer DIR (token counts need the tokenizer)")
         data_config = SFTDataConfig(
             template=template or default_template,
             num_image_token=num_image_token or default_tokens,
@@ -130,10 +159,23 @@ def register(app: typer.Typer) -> None:
     @sub.command("convert-boxes")
     def convert_boxes(
         annotation: Path = typer.Argument(..., help="Input JSONL (LLaVA-1.5 [x1, y1, x2, y2] boxes in 0-1)."),
-        output: Path = typer.Option(..., "--output", "-o", help="New JSONL with <box>[[...]]</box> in 0-1000."),
-        report: Path | None = typer.Option(None, "--report", help="Write the conversion report (JSON) here."),
+        output: str = typer.Option(
+            ...,
+            "--output",
+            "-o",
+            help="New JSONL with <box>[[...]]</box> in 0-1000 (a folder gets the input's file name inside).",
+        ),
+        report: str | None = typer.Option(
+            None, "--report", help=f"Write the conversion report (JSON) here (a folder: {BOXES_REPORT_FILE} inside)."
+        ),
     ) -> None:
         """Convert RefCOCO boxes (0-1 floats) to the V1-2-Plus <box> format (integers in 0-1000)."""
+        from internvl.cli._common import check_files, output_file
+
+        check_files([annotation], "annotation")
+        output = output_file(parse_output(output), annotation.name)  # a folder gets the input's name inside
+        if report is not None:
+            report = output_file(parse_output(report), BOXES_REPORT_FILE, "--report")
         from internvl.data.boxes import convert_boxes_file
 
         result = convert_boxes_file(annotation, output)
@@ -142,4 +184,5 @@ def register(app: typer.Typer) -> None:
             f"converted, {result.boxes_already_converted} already in <box> form -> {output}"
         )
         if report is not None:
+            report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(json.dumps(result.to_dict(), indent=2))

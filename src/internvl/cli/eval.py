@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from internvl.cli._common import parse_mode, parse_output
+from internvl.core.caption_defaults import CAPTION_BATCH_SIZE, GENERATION, PROMPT
 
 _DATA_ROOT_HELP = "Folder that replaces ./data in the built-in dataset paths (and in relative registry paths)."
 _REGISTRY_HELP = (
@@ -109,10 +110,10 @@ def register(app: typer.Typer) -> None:
         data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
         registry: list[Path] | None = typer.Option(None, "--registry", help=_REGISTRY_HELP),
         batch_size: int = typer.Option(
-            1,
+            CAPTION_BATCH_SIZE,
             "--batch-size",
             min=1,
-            help="Images per generate call (reference: 1; larger is faster, equal up to fp16 rounding).",
+            help="Images per generate call (as `caption`; the reference ran 1: equal up to fp16 rounding).",
         ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
@@ -123,11 +124,15 @@ def register(app: typer.Typer) -> None:
             min=0,
             help="Image decoding processes (default: min(2, CPU cores)).",
         ),
-        num_beams: int = typer.Option(5, "--num-beams", min=1, help="Beam width (reference: 5)."),
-        min_new_tokens: int = typer.Option(8, "--min-new-tokens", min=0, help="Reference: 8."),
-        max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1, help="Reference: 30."),
+        num_beams: int = typer.Option(GENERATION["num_beams"], "--num-beams", min=1, help="Beam width (reference: 5)."),
+        min_new_tokens: int = typer.Option(
+            GENERATION["min_new_tokens"], "--min-new-tokens", min=0, help="Reference: 8."
+        ),
+        max_new_tokens: int = typer.Option(
+            GENERATION["max_new_tokens"], "--max-new-tokens", min=1, help="Reference: 30."
+        ),
         prompt: str = typer.Option(
-            "English caption:",
+            PROMPT,
             "--prompt",
             help="Text after the query tokens (reference: 'English caption:' for every "
             "dataset, Chinese ones included); part of the resume settings.",
@@ -220,19 +225,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Model-card benchmarks (MME, MMBench, POPE, TextVQA, ...) with the reference's prompts and scoring;
         shards over `torchrun --nproc_per_node N` ranks and resumes from cached answers."""
-        from internvl.core.distributed import DistContext
-        from internvl.evaluation.mllm.registry import get_benchmark, list_benchmarks
-
         if benchmark.strip() == "list":
+            from internvl.evaluation.mllm.registry import get_benchmark, list_benchmarks
+
             for name in list_benchmarks():
                 typer.echo(f"{name:18} {get_benchmark(name).about}")
             return
-        from internvl.core.errors import ConfigError
-        from internvl.evaluation.mllm.runner import run_benchmarks
+        from internvl.cli._common import check_model_dir, output_folder
+        from internvl.core.errors import ConfigError, DataFormatError
 
         absent = [flag for flag, value in (("--model", model), ("--data", data), ("--output", output)) if value is None]
         if absent:
             raise ConfigError(f"eval bench needs {', '.join(absent)} (only '--benchmark list' runs without them)")
+        check_model_dir(model, "--model")  # paths before torch and the model stack are imported
+        if not data.is_dir():
+            raise DataFormatError(
+                f"--data {data}: " + ("is a file, expected a folder" if data.exists() else "no such folder")
+            )
+        output_folder(output)
+
+        from internvl.core.distributed import DistContext
+        from internvl.evaluation.mllm.runner import run_benchmarks
 
         dist = DistContext.from_env()
         dist.init()

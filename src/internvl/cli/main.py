@@ -53,6 +53,8 @@ def build_app() -> typer.Typer:
         logging.basicConfig(
             level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
         )
+        if verbose:  # PIL logs every PNG chunk of every image at debug level: it would bury ours
+            logging.getLogger("PIL").setLevel(logging.INFO)
 
     for name in COMMAND_MODULES:
         importlib.import_module(f"internvl.cli.{name}").register(app)

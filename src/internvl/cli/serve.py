@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from internvl.cli._common import parse_mode
+
 log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -64,7 +66,9 @@ def register(app: typer.Typer) -> None:
         model_name: str | None = typer.Option(None, help="Model id clients send (default: the directory name)."),
         dtype: str | None = typer.Option(None, help="fp32 / bf16 / fp16 (default: as stored; C/G: fp16 on CUDA)."),
         device: str | None = typer.Option(None, help="Chat: a device_map ('auto', 'cuda:0'); C/G: a device."),
-        mode: str = typer.Option("InternVL-C", help="Default image-embedding mode of a C/G checkpoint."),
+        mode: str = typer.Option(
+            "InternVL-C", callback=parse_mode, help="Default image-embedding mode of a C/G checkpoint (any case)."
+        ),
         max_queue: int = typer.Option(64, min=1, help="Queued requests beyond which clients get 429."),
         max_batch_size: int = typer.Option(8, min=1, help="Most chat requests generated together."),
         request_timeout: float = typer.Option(300.0, min=0.1, help="Seconds a request may wait and run (504 after)."),
@@ -81,7 +85,20 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve MODEL_DIR over an OpenAI-compatible API (/v1/chat/completions, /v1/embeddings) and a chat page at /."""
-        from internvl.core.errors import ConfigError
+        from internvl.cli._common import check_model_dir
+        from internvl.core.errors import CheckpointError, ConfigError
+
+        check_model_dir(model_dir)  # before uvicorn, fastapi and torch are imported
+        if not (model_dir / "config.json").is_file():
+            raise CheckpointError(f"MODEL_DIR {model_dir}: no config.json; expected an InternVL-Chat or C/G checkpoint")
+        from internvl.core.devices import pick_device, resolve_dtype
+
+        try:  # an unknown --dtype, and CUDA on a machine without it: errors before loading
+            resolve_dtype(dtype)
+        except ConfigError as e:
+            raise ConfigError(f"--dtype {dtype}: {e}") from None
+        if device is not None and device not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            pick_device(device)
 
         try:
             import uvicorn

@@ -19,11 +19,11 @@ def synth(
 ) -> None:
     """Draw scenes with captions and questions; write Flickr/COCO caption files, SFT meta + JSONL, MME and
     MMBench files and a tokenizer."""
-    from internvl.core.errors import ConfigError
+    from internvl.cli._common import output_folder
+
+    output_folder(out, "--out")  # an existing file: an error before the world is drawn
     from internvl.data.synthetic.world import write_world
 
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory")
     summary = write_world(out, seed, {"train": train, "val": val, "test": test}, min_objects=min_objects)
     typer.echo(f"wrote the world (seed {seed}: {summary['sizes']}) to {out}/")
     typer.echo(

@@ -101,6 +101,7 @@ def _run_recipe(cfg, task: str, print_config: bool, dry_run: bool, resume: bool,
 
         typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return
+    cfg.check_paths()  # a wrong checkpoint / data / output path: reported before torch is imported
     from internvl.core.distributed import DistContext
 
     dist = DistContext.from_env()

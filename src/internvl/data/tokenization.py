@@ -22,6 +22,7 @@ model's ``ids > 0`` mask then treats as padding: the reference's behaviour, kept
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from internvl.core.caption_defaults import PROMPT
 from internvl.core.errors import DataFormatError
 from internvl.data.datasets.records import pre_caption
 
@@ -38,10 +40,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["InternVLTextTokenizer", "pad_rows", "pre_caption", "TEXT_PREFIX", "CAPTION_PROMPT", "MAX_LENGTH", "PAD_ID"]
 
 TEXT_PREFIX = "summarize:"  # prepended without a space (reference)
-CAPTION_PROMPT = "English caption:"
+CAPTION_PROMPT = PROMPT  # the reference prompt (internvl.core.caption_defaults)
 MAX_LENGTH = 80
 PAD_ID = 0  # the unk id; the model's mask is ids > 0
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+# tokenizer_config.json classes of a tokenizer saved from a `tokenizers` object (transformers 4 / 5)
+NATIVE_FAST_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 
 
 def pad_rows(rows: Sequence[Sequence[int] | torch.Tensor], fill: int, length: int | None = None) -> torch.Tensor:
@@ -157,7 +161,11 @@ class InternVLTextTokenizer:
 
             sp_model = spm.SentencePieceProcessor(model_file=str(root / "tokenizer.model"))
         else:
-            logger.warning(
+            # Only a tokenizer converted from a sentencepiece model (LlamaTokenizer, ...) has a slow original
+            # to differ from; one built natively with `tokenizers` (the built-in world's) does not.
+            native = _tokenizer_class(root) in NATIVE_FAST_TOKENIZER_CLASSES
+            logger.log(
+                logging.DEBUG if native else logging.WARNING,
                 "%s has no tokenizer.model; encoding with the transformers tokenizer, whose ids can differ from "
                 "the reference's slow sentencepiece tokenizer on unusual whitespace and unicode",
                 root,
@@ -286,3 +294,10 @@ def _slow_split_tokens(root: Path, tokenizer, sp_model) -> dict[str, tuple[int, 
                 if isinstance(idx, int) and idx >= 0:
                     found[content] = (idx, False, False)
     return found
+
+
+def _tokenizer_class(root: Path) -> str | None:
+    try:
+        return json.loads((root / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from internvl.core.caption_defaults import CAPTION_BATCH_SIZE, GENERATION, PROMPT
 from internvl.core.devices import pick_device, pick_dtype
 from internvl.core.errors import DataFormatError, InternVLError
 from internvl.data.datasets import CaptionImageDataset, ImageCaptions, read_caption_references
@@ -36,8 +37,6 @@ from internvl.inference.loading import load_pretrained
 
 logger = logging.getLogger(__name__)
 
-PROMPT = "English caption:"
-GENERATION = {"num_beams": 5, "min_new_tokens": 8, "max_new_tokens": 30}
 # Files whose change means "another model": weights, configs, tokenizer. A whitelist, so results
 # written into the model folder itself (--output = model dir) do not look like a model change.
 MODEL_FILES = (
@@ -64,7 +63,7 @@ def caption_dataset(
     records: Sequence[ImageCaptions],
     *,
     prompt: str = PROMPT,
-    batch_size: int = 1,
+    batch_size: int = CAPTION_BATCH_SIZE,
     num_workers: int = 0,
     num_beams: int = GENERATION["num_beams"],
     min_new_tokens: int = GENERATION["min_new_tokens"],
@@ -149,7 +148,7 @@ def run_caption_eval(
     *,
     data_root: str | os.PathLike | None = None,
     registry_files: Sequence[str | os.PathLike] = (),
-    batch_size: int = 1,
+    batch_size: int = CAPTION_BATCH_SIZE,
     limit: int | None = None,
     device: str | None = None,
     dtype: str | None = None,

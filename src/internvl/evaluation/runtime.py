@@ -84,11 +84,14 @@ def read_records(spec: DatasetSpec, limit: int | None = None) -> list[ImageCapti
     if not records:
         raise DataFormatError(f"dataset '{spec.name}': {spec.annotation} lists no images")
     count, first = find_missing_images(records)
-    if count:
-        listed = "\n".join(f"  {r.image_path} (image id {r.image_id!r}, listed at {r.source})" for r in first)
+    if count:  # one line (the CLI prints it as `error: ...`): the first file in full, a few more by name
+        head = first[0]
+        more = [str(r.image_path) for r in first[1:3]]
+        also = f"; also {', '.join(more)}" + (f" and {count - 1 - len(more)} more" if count - 1 > len(more) else "")
         raise DataFormatError(
-            f"dataset '{spec.name}': {count} of {len(records)} image files are missing under the image root "
-            f"{spec.root}; first ones:\n{listed}\nPoint --data-root (or the 'root' of a --registry entry) at the "
-            "folder that holds them."
+            f"dataset '{spec.name}': image file not found: {head.image_path} (image id {head.image_id!r}, listed "
+            f"at {head.source}){also if more else ''}; {count} of {len(records)} image files are missing under the "
+            f"image root {spec.root}: point --data-root (or the 'root' of a --registry entry) at the folder that "
+            "holds them"
         )
     return records

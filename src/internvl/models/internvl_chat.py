@@ -18,6 +18,7 @@ place, and calling ``chat`` on this class raises an error that says so.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 from pathlib import Path
@@ -39,6 +40,8 @@ from internvl.models.intern_vit import PRESETS, InternViT, InternViTConfig
 from internvl.models.projector import PS_VERSIONS, build_mlp_projector, pixel_shuffle
 from internvl.models.quantization import check_8bit_available, quantize_8bit
 from internvl.models.registry import register_preset
+
+logger = logging.getLogger(__name__)
 
 # llm_config.architectures[0] -> transformers model_type. InternLM2 / Phi3 need remote code upstream;
 # only architectures that transformers ships natively are accepted.
@@ -217,6 +220,13 @@ class InternVLChatModel(PreTrainedModel):
         if config.llm_config is None and language_model is None:
             raise ConfigError("InternVLChatConfig.llm_config is missing; config.json must contain llm_config")
         self.vision_model = InternViT(config.vision)
+        if config.ps_version == "v1" and config.downsample_ratio != 1:
+            # The reference warns on every forward; it is what V1-2 weights expect, so once per model
+            # load, at debug level (`internvl -v` shows it), is enough.
+            logger.debug(
+                "pixel_shuffle ps_version='v1': the merged token grid is transposed (column-major order), "
+                "as InternVL-Chat-V1-2 weights were trained; other weights need ps_version 'v2' in config.json"
+            )
         llm_width = config.llm_config.hidden_size
         self.mlp1 = build_mlp_projector(config.vision.hidden_size, llm_width, config.downsample_ratio)
         if language_model is None:

@@ -13,15 +13,12 @@ x[2r, 2c], x[2r, 2c+1], x[2r+1, 2c], x[2r+1, 2c+1].
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
 from internvl.core.errors import ConfigError
 
 PS_VERSIONS = ("v1", "v2")
-_V1_WARNED = False
 
 
 def pixel_shuffle(x: torch.Tensor, scale_factor: float = 0.5, version: str = "v2") -> torch.Tensor:
@@ -45,21 +42,8 @@ def pixel_shuffle(x: torch.Tensor, scale_factor: float = 0.5, version: str = "v2
     x = x.permute(0, 2, 1, 3).contiguous()  # (N, W*s, H, C/s)
     x = x.reshape(n, ws, hs, int(c / (scale_factor * scale_factor)))  # (N, W*s, H*s, C/s^2): merge row pairs
     if version == "v1":
-        _warn_v1_once()
-        return x  # left transposed: this is what the V1-2 weights expect
+        return x  # left transposed: this is what the V1-2 weights expect (InternVLChatModel notes it once per load)
     return x.permute(0, 2, 1, 3).contiguous()  # (N, H*s, W*s, C/s^2): back to row-major
-
-
-def _warn_v1_once() -> None:
-    # The reference warns on every forward call; once per process is enough to inform without flooding logs.
-    global _V1_WARNED
-    if not _V1_WARNED:
-        _V1_WARNED = True
-        warnings.warn(
-            "pixel_shuffle ps_version='v1': the merged token grid is transposed (column-major order). "
-            "This is intended for InternVL-Chat-V1-2 weights, which were trained this way.",
-            stacklevel=3,
-        )
 
 
 def build_mlp_projector(vision_width: int, llm_width: int, downsample_ratio: float = 0.5) -> nn.Sequential:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch loads only when parameters are applied, not when a recipe is read
+    from torch import nn
 
 from internvl.core.errors import ConfigError
 

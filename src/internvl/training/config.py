@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from internvl.core.errors import ConfigError
+from internvl.core.errors import CheckpointError, ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 METHODS = ("full", "head", "lora")
@@ -126,6 +126,16 @@ class RetrievalRecipe:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     engine: EngineSection = field(default_factory=EngineSection)
     log: LogSection = field(default_factory=LogSection)
+
+    def check_paths(self) -> RetrievalRecipe:
+        """The local paths the run reads or writes, checked before torch and the model stack load."""
+        require_checkpoint_dir(self.model.path, "model.path", "an InternVL-C/G checkpoint")
+        for i, reg in enumerate(self.data.registry):
+            require_file(reg, f"data.registry[{i}]")
+        if self.data.data_root and not Path(self.data.data_root).is_dir():
+            raise ConfigError(f"data.data_root={self.data.data_root}: no such folder")
+        require_output_dir(self.log.output_dir)
+        return self
 
     def validate(self) -> RetrievalRecipe:
         if not self.model.path:
@@ -321,3 +331,26 @@ def resolve_batch(
             f"{global_batch}; drop one of the two settings to have it derived"
         )
     return BatchPlan(global_batch, per_device, world_size, accumulation)
+
+
+# -- path checks shared by every recipe (stdlib only: `internvl train` runs them before importing torch) --
+
+
+def require_checkpoint_dir(path: str | os.PathLike, key: str, what: str) -> None:
+    """``path`` is a local checkpoint folder (config.json); a hub id gets the download hint."""
+    from internvl.core.io import hub_id_hint
+
+    if not (Path(path) / "config.json").is_file():
+        raise CheckpointError(f"{key}={path}: no config.json; expected {what} directory{hub_id_hint(path)}")
+
+
+def require_file(path: str | os.PathLike, key: str) -> None:
+    if not Path(path).is_file():
+        why = "is a folder, expected a file" if Path(path).is_dir() else "no such file"
+        raise ConfigError(f"{key}={path}: {why}")
+
+
+def require_output_dir(path: str | os.PathLike, key: str = "log.output_dir") -> None:
+    """A run writes several files (checkpoints, logs) into a folder: an existing file there is a mistake."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{key}={path}: is a file; a run writes checkpoints and logs into a folder")

@@ -119,6 +119,22 @@ class SFTRecipe:
     engine: SFTEngineSection = field(default_factory=SFTEngineSection)
     log: SFTLogSection = field(default_factory=SFTLogSection)
 
+    def check_paths(self) -> SFTRecipe:
+        """The local paths the run reads or writes, checked before torch and the model stack load."""
+        from internvl.training.config import require_checkpoint_dir, require_file, require_output_dir
+
+        m = self.model
+        if m.path:
+            require_checkpoint_dir(m.path, "model.path", "an InternVL-Chat checkpoint")
+        else:
+            require_checkpoint_dir(m.vision_path, "model.vision_path", "an InternViT checkpoint")
+            require_checkpoint_dir(m.llm_path, "model.llm_path", "a causal LM (LLaMA / Qwen2 / ...)")
+        if m.mlp_path:
+            require_file(m.mlp_path, "model.mlp_path")
+        require_file(self.data.meta_path, "data.meta_path")
+        require_output_dir(self.log.output_dir)
+        return self
+
     def validate(self) -> SFTRecipe:
         m, d, s, e = self.model, self.data, self.schedule, self.engine
         parts = m.vision_path and m.llm_path

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 
@@ -53,8 +54,9 @@ def score_captions(
     tokenizer_cls, scorers = _load_pycocoevalcap(metrics)
 
     ptb = tokenizer_cls()
-    gts = ptb.tokenize({i: [{"caption": c} for c in refs] for i, refs in references.items()})
-    res = ptb.tokenize({i: [{"caption": predictions[i]}] for i in references})
+    with _java_stderr_to_log():
+        gts = ptb.tokenize({i: [{"caption": c} for c in refs] for i, refs in references.items()})
+        res = ptb.tokenize({i: [{"caption": predictions[i]}] for i in references})
 
     corpus: dict[str, float] = {}
     images: dict[int | str, dict[str, float]] = {i: {} for i in gts}
@@ -77,6 +79,40 @@ def score_captions(
                 images[image_id][name] = float(v)
     ordered = {m: corpus[m] for m in metrics}
     return (ordered, images) if per_image else ordered
+
+
+@contextlib.contextmanager
+def _java_stderr_to_log():
+    """Send what child processes write to stderr (the PTB tokenizer's Java prints "PTBTokenizer tokenized
+    N tokens at ..." on every call) to the debug log instead of the terminal; shown as a warning if the
+    block fails, since it then explains the failure. File-descriptor level: the JVM writes to fd 2."""
+    import sys
+    import tempfile
+
+    fd = 2  # what a child process inherits, whatever sys.stderr is now
+    try:
+        os.fstat(fd)
+    except OSError:  # no stderr at all (some embedders): nothing to hide
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        os.dup2(buf.fileno(), fd)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            buf.seek(0)
+            text = buf.read().decode("utf-8", "replace").strip()
+            if text:
+                logger.log(logging.WARNING if failed else logging.DEBUG, "Java (PTB tokenizer): %s", text)
 
 
 def average_length(captions: Sequence[str]) -> float:

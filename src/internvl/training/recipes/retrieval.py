@@ -21,7 +21,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from internvl.core.distributed import DistContext
-from internvl.core.errors import CheckpointError, ConfigError, DataFormatError
+from internvl.core.errors import ConfigError, DataFormatError
 from internvl.data.datasets import load_registry
 from internvl.data.pairs import (
     CaptionPair,
@@ -35,7 +35,7 @@ from internvl.evaluation.runtime import read_records
 from internvl.models import checkpoint as ckpt
 from internvl.models.internvl_cg import InternVLConfig, InternVLModel, merge_lora_state_dict
 from internvl.training import memory
-from internvl.training.config import BatchPlan, RetrievalRecipe, resolve_batch
+from internvl.training.config import BatchPlan, RetrievalRecipe, require_checkpoint_dir, resolve_batch
 from internvl.training.engine import Engine, EngineSettings, read_metrics
 from internvl.training.losses import retrieval_loss
 from internvl.training.methods import (
@@ -165,8 +165,7 @@ class RetrievalFinetune:
 
     def model_config(self) -> InternVLConfig:
         path = Path(self.recipe.model.path)
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"model.path={path}: no config.json; expected an InternVL-C/G checkpoint directory")
+        require_checkpoint_dir(path, "model.path", "an InternVL-C/G checkpoint")
         return InternVLConfig.from_pretrained(path)
 
     def prepare_data(self) -> DataPlan:

@@ -50,7 +50,7 @@ from internvl.training.chat_methods import (
     merge_lora_state_dict,
     trainable_summary,
 )
-from internvl.training.config import BatchPlan, resolve_batch
+from internvl.training.config import BatchPlan, require_checkpoint_dir, resolve_batch
 from internvl.training.engine import Engine, EngineSettings
 from internvl.training.optim import param_groups
 from internvl.training.sft_recipe import SFTRecipe
@@ -127,11 +127,11 @@ class SFTFinetune:
             "pad2square": d.pad2square,
         }
         if m.path:
-            _require_config(m.path, "model.path", "an InternVL-Chat checkpoint")
+            require_checkpoint_dir(m.path, "model.path", "an InternVL-Chat checkpoint")
             cfg = InternVLChatConfig.from_dict(ckpt.read_config(m.path), **options)
         else:
-            _require_config(m.vision_path, "model.vision_path", "an InternViT checkpoint")
-            _require_config(m.llm_path, "model.llm_path", "a causal LM (LLaMA / Qwen2 / ...)")
+            require_checkpoint_dir(m.vision_path, "model.vision_path", "an InternViT checkpoint")
+            require_checkpoint_dir(m.llm_path, "model.llm_path", "a causal LM (LLaMA / Qwen2 / ...)")
             llm = ckpt.read_config(m.llm_path)
             if vocab_size is not None:
                 llm = {**llm, "vocab_size": vocab_size}
@@ -475,11 +475,6 @@ class _Collate:
 
     def __call__(self, samples):
         return collate_sft(samples, self.pad_token_id)
-
-
-def _require_config(path: str, key: str, what: str) -> None:
-    if not (Path(path) / "config.json").is_file():
-        raise CheckpointError(f"{key}={path}: no config.json; expected {what} directory")
 
 
 def _chat_tokenizer(llm_path: str):
