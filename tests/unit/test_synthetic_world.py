@@ -135,16 +135,19 @@ def test_sft_meta_and_jsonl(world_dir):
     for split in ("train", "test"):
         meta = json.loads((world_dir / f"sft/world_sft_{split}.json").read_text())
         (entry,) = meta.values()
-        assert entry["annotation"].endswith(".jsonl") and entry["repeat_time"] == 1 and entry["length"] == SIZES[split]
         lines = Path(entry["annotation"]).read_text().splitlines()
-        assert len(lines) == SIZES[split]
-        for line in lines:
-            rec = json.loads(line)
-            assert Path(entry["root"], rec["image"]).is_file()
-            roles = [t["from"] for t in rec["conversations"]]
-            assert roles == ["human", "gpt"] * (len(roles) // 2) and len(roles) >= 6
-            values = [t["value"] for t in rec["conversations"]]
-            assert values[0].startswith("<image>\n") and sum("<image>" in v for v in values) == 1
+        assert entry["annotation"].endswith(".jsonl") and entry["repeat_time"] == 1 and entry["length"] == len(lines)
+        qa_lines = (world_dir / f"qa/world_{split}.jsonl").read_text().splitlines()
+        assert len(lines) == len(qa_lines) and len({json.loads(x)["image"] for x in lines}) == SIZES[split]
+        first = 0
+        for line, qa_line in zip(lines, qa_lines, strict=True):  # one single-turn record per question
+            rec, qa = json.loads(line), json.loads(qa_line)
+            assert Path(entry["root"], rec["image"]).is_file() and rec["image"] == qa["image"]
+            assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"]
+            human, answer = (t["value"] for t in rec["conversations"])
+            assert human in (f"<image>\n{qa['question']}", f"{qa['question']}\n<image>") and answer == qa["answer"]
+            first += human.endswith("<image>")
+        assert 0.3 < first / len(lines) < 0.7  # both layouts of the first turn are trained
     qa = [json.loads(x) for x in (world_dir / "qa/world_test.jsonl").read_text().splitlines()]
     assert {q["type"] for q in qa} <= set(QUESTION_TYPES) and {"colour", "count", "exists"} <= {q["type"] for q in qa}
 
@@ -189,6 +192,12 @@ def test_world_tokenizer_loads_with_the_special_tokens(world_dir):
         assert tok(t, add_special_tokens=False)["input_ids"] == [tok.convert_tokens_to_ids(t)]
     for word in list(COLOURS) + ["circle", "triangle", "diamond", "square"] + [p.split()[-1] for p in POSITIONS]:
         assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
+    # A reply starts a line ("assistant\n" + answer), where the byte-level BPE sees the word without a space:
+    # every one-word answer must still be one token there, or a one-word answer takes several guesses.
+    answers = {q["answer"] for q in map(json.loads, (world_dir / "qa/world_train.jsonl").read_text().splitlines())}
+    for answer in answers:
+        ids = tok(f"assistant\n{answer}<|im_end|>", add_special_tokens=False)["input_ids"]
+        assert len(ids) == 2 + len(answer.split()) + 1, (answer, tok.convert_ids_to_tokens(ids))
     text = "a big red circle at the top left"
     assert tok.decode(tok(text)["input_ids"]) == text
     cg = InternVLTextTokenizer.from_pretrained(world_dir / "tokenizer", max_length=32)

@@ -24,5 +24,5 @@ def test_world_cg_and_chat_build_and_run():
     assert cg.encode_text(torch.tensor([[1, 5, 6, 2, 0]])).shape == (1, 64)
     chat = build_internvl_chat(world_chat_config(500))
     assert chat.num_image_token == 9 and chat.config.system_message == "Answer the questions."
-    assert chat.extract_feature(pixels).shape == (2, 9, 128)
+    assert chat.extract_feature(pixels).shape == (2, 9, 64)
     assert sum(p.numel() for p in chat.parameters()) < 2_000_000

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import typer
 
-STAGE1_SHARE, STAGE2_SHARE = 0.62, 0.2  # of --budget; the rest: world, evaluation, plots, loading
+STAGE1_SHARE, STAGE2_SHARE = 0.45, 0.38  # of --budget; the rest: world, evaluation, plots, loading
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         output: Path = typer.Option(Path("demo_output"), "--output", "-o", help="Directory for the demo's files."),
         budget: float = typer.Option(
-            340.0, "--budget", min=20.0, help="Seconds for the whole run (about 62 % stage 1, 20 % stage 2)."
+            340.0, "--budget", min=20.0, help="Seconds for the whole run (about 45 % stage 1, 38 % stage 2)."
         ),
         seed: int = typer.Option(0, help="Seed of the world and of both training runs."),
         train_images: int = typer.Option(5000, "--train-images", min=64, help="Training scenes in the world."),
@@ -252,7 +252,7 @@ def _stage2_parts(final_c: Path, world: Path, init: Path, seed: int) -> tuple[Pa
     vit_dir, llm_dir = init / "intern_vit", init / "llama"
     InternVLModel.from_pretrained(final_c).vision_model.save_pretrained(vit_dir)
     tok = AutoTokenizer.from_pretrained(world / "tokenizer")
-    cfg = world_chat_config(len(tok), llm_layers=4, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+    cfg = world_chat_config(len(tok), eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
     llm_cfg = cfg.llm_config if isinstance(cfg.llm_config, LlamaConfig) else LlamaConfig(**cfg.llm_config)
     torch.manual_seed(seed)
     LlamaForCausalLM(llm_cfg).save_pretrained(llm_dir)
