@@ -28,9 +28,13 @@ class DistContext:
             return cls(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", "0")))
         return cls(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
 
-    def export_torch_env(self, environ: dict[str, str] | None = None, master_port: int = 29500) -> list[str]:
+    def export_torch_env(self, environ: dict[str, str] | None = None, master_port: int | None = None) -> list[str]:
         """Set RANK/WORLD_SIZE/LOCAL_RANK and MASTER_ADDR/PORT defaults (slurm launches, single processes):
         what ``torch.distributed`` and DeepSpeed read. Values already set (torchrun's) are kept.
+
+        The port defaults to 29500 for a multi-process launch (every rank must agree on it) and to a free
+        port for a single process, so two single-process runs on one machine (a demo beside a test, two
+        notebooks) do not collide on 29500.
 
         Returns the names it added, so an in-process caller can remove them afterwards."""
         env = os.environ if environ is None else environ
@@ -50,7 +54,8 @@ class DistContext:
             if nodes:
                 env["MASTER_ADDR"] = nodes[0]
         env.setdefault("MASTER_ADDR", "127.0.0.1")
-        env.setdefault("MASTER_PORT", str(master_port))
+        if "MASTER_PORT" not in env:
+            env["MASTER_PORT"] = str(master_port or (29500 if self.distributed else _free_port()))
         return sorted(set(env) - before)
 
     @property
@@ -93,3 +98,11 @@ class DistContext:
 
 
 __all__ = ["DistContext"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

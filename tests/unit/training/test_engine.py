@@ -54,6 +54,22 @@ def test_launcher_environments():
     ctx.export_torch_env(slurm, master_port=1234)
     assert (slurm["RANK"], slurm["WORLD_SIZE"], slurm["LOCAL_RANK"], slurm["MASTER_PORT"]) == ("5", "16", "5", "1234")
     assert DistContext.from_env({}) == DistContext()
+    # Every rank of a launch agrees on 29500; a lone process takes a free port (no clash with a neighbour).
+    multi = {}
+    DistContext(0, 2, 0).export_torch_env(multi)
+    assert multi["MASTER_PORT"] == "29500"
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        ports = set()
+        for _ in range(3):
+            env = {}
+            DistContext().export_torch_env(env)
+            ports.add(int(env["MASTER_PORT"]))
+        assert taken not in ports and all(p > 0 for p in ports)
 
 
 def test_single_process_ddp_backend_logs_jsonl_and_tensorboard(tmp_path):
