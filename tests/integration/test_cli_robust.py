@@ -558,13 +558,6 @@ def test_mode_is_case_insensitive_and_a_bad_mode_is_a_usage_error(model_dir, tmp
     assert "--mode" in err and "InternVL-C, InternVL-G" in err and "Traceback" not in err
 
 
-def test_cli_modes_match_the_model_modes():
-    from internvl.cli._common import MODES
-    from internvl.models.internvl_cg import MODES as MODEL_MODES
-
-    assert MODES == MODEL_MODES
-
-
 # --- 8. the README's first steps, verbatim ------------------------------------------------------------------
 
 

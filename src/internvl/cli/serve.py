@@ -26,17 +26,20 @@ def build_server_app(
 ):
     """Load the checkpoint (chat or C/G, from its config.json) and build the app; no network is opened."""
     from internvl.core.errors import ConfigError
+    from internvl.core.specs import EMBEDDING_MODES, canonical_mode
     from internvl.models.checkpoint import read_config
 
     try:
         from internvl.serving.app import ServeSettings, create_app, env_api_key
-        from internvl.serving.schemas import EMBEDDING_MODES, Limits
+        from internvl.serving.schemas import Limits
     except ImportError as e:
         raise ConfigError(
             f"internvl serve needs the serve extra ({e.name} is missing): pip install 'internvl[serve]'"
         ) from None
-    if mode not in EMBEDDING_MODES:
+    canonical = canonical_mode(mode)
+    if canonical is None:
         raise ConfigError(f"--mode {mode!r}; expected one of {', '.join(EMBEDDING_MODES)}")
+    mode = canonical
     config = read_config(model_dir)
     if config.get("model_type") == "internvl_chat":
         from internvl.inference.pipeline import ChatPipeline
