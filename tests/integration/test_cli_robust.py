@@ -411,37 +411,29 @@ def test_non_image_and_missing_files_are_reported_before_the_model_loads(tmp_pat
     _one_line_error(capsys.readouterr().err, "nope.png", "not found")
 
 
+@pytest.mark.parametrize("verb", ["retrieval", "caption"])
 @pytest.mark.parametrize("damage", ["truncated", "bomb"])
-def test_a_bad_image_in_an_eval_dataset_with_workers_is_one_line(world, tmp_path, capsys, damage):  # noqa: F811
+def test_a_bad_image_in_an_eval_dataset_with_workers_is_one_line(world, tmp_path, capsys, damage, verb):  # noqa: F811
     data = tmp_path / "data"
-    shutil.copytree(world / "data" / "flickr30k", data / "flickr30k")
+    folder = "flickr30k" if verb == "retrieval" else "coco"
+    shutil.copytree(world / "data" / folder, data / folder)
     victim = data / "flickr30k" / "Images" / "1003.jpg"
+    if verb == "caption":
+        victim = data / "coco" / "val2014" / "COCO_val2014_000000391897.jpg"
     if damage == "truncated":
         victim.write_bytes(victim.read_bytes()[:100])
     else:
         _png_header_only(victim, 20000, 20000)
-    assert (
-        main(
-            [
-                "eval",
-                "retrieval",
-                "--model",
-                str(world / "model"),
-                "--data-root",
-                str(data),
-                "--num-workers",
-                "2",
-                "--batch-size",
-                "2",
-                "--output",
-                str(tmp_path / "r.json"),
-            ]
-        )
-        == 2
-    )
+    common = ["--model", str(world / "model"), "--data-root", str(data), "--num-workers", "2", "--batch-size", "2"]
+    if verb == "retrieval":
+        argv = ["eval", "retrieval", *common, "--output", str(tmp_path / "r.json")]
+    else:
+        argv = ["eval", "caption", *common, "-d", "coco", "-o", str(tmp_path / "c"), "--no-score"]
+        argv += ["--num-beams", "1", "--min-new-tokens", "1", "--max-new-tokens", "2"]
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    line = _one_line_error(err, "1003.jpg")
-    assert "DataLoader worker" not in line and err.count("1003.jpg") == 1
+    line = _one_line_error(err, victim.name)  # on a line of its own, not glued to the progress bar
+    assert "DataLoader worker" not in line and err.count(victim.name) == 1
 
 
 # --- 5. truncated or garbage weights -----------------------------------------------------------------------
