@@ -455,6 +455,17 @@ def test_truncated_and_garbage_weights_are_named_by_info_and_by_loading(model_di
     _one_line_error(capsys.readouterr().err, str(weights), "not a valid safetensors file")
 
 
+def test_truncated_chat_weights_are_named_by_info_and_chat(demo_checkpoints, tmp_path, capsys):
+    broken = tmp_path / "chat"
+    shutil.copytree(demo_checkpoints["chat"], broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])  # the last kilobyte never arrived
+    assert main(["info", str(broken)]) == 2
+    _one_line_error(capsys.readouterr().err, str(weights), "incomplete file")
+    assert main(["chat", str(broken), "--device", "cpu", "hi"]) == 2
+    _one_line_error(capsys.readouterr().err, str(weights), "incomplete file")
+
+
 # --- 6. options checked before the model loads -------------------------------------------------------------
 
 
@@ -515,9 +526,19 @@ def test_a_wrong_path_is_reported_in_well_under_a_second(tmp_path):
 
 def test_a_hub_id_as_the_model_says_how_to_download_it(capsys):
     assert main(["info", "OpenGVLab/InternVL-14B-224px"]) == 2
-    _one_line_error(capsys.readouterr().err, "hub id", "huggingface-cli download OpenGVLab/InternVL-14B-224px")
-    assert main(["classify", "OpenGVLab/InternVL-14B-224px", "x.jpg", "--classes", "a"]) == 2
-    _one_line_error(capsys.readouterr().err, "hub id")
+    _one_line_error(
+        capsys.readouterr().err,
+        "hub id",
+        "huggingface-cli download OpenGVLab/InternVL-14B-224px",
+        "section Getting the official checkpoints",
+    )
+    for argv in (
+        ["classify", "OpenGVLab/InternVL-14B-224px", "x.jpg", "--classes", "a"],
+        ["chat", "OpenGVLab/InternVL-Chat-V1-2", "hi"],
+        ["eval", "retrieval", "-m", "OpenGVLab/InternVL-14B-224px", "-o", "r.json"],
+    ):
+        assert main(argv) == 2
+        _one_line_error(capsys.readouterr().err, "hub id", "Getting the official checkpoints")
 
 
 # --- 7. conventions ----------------------------------------------------------------------------------------
