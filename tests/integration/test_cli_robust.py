@@ -493,6 +493,50 @@ def test_chat_device_map_cuda_without_a_gpu(tmp_path, capsys):
     _one_line_error(capsys.readouterr().err, "cuda:0")
 
 
+def test_an_empty_chat_question_is_an_error_before_loading(tmp_path, capsys):
+    assert main(["chat", str(tmp_path), "  "]) == 2
+    _one_line_error(capsys.readouterr().err, "QUESTION is empty")
+
+
+@pytest.mark.parametrize("verb", ["info", "classify", "chat"])
+def test_a_file_or_broken_config_as_the_model_is_one_line(tmp_path, capsys, verb):
+    img = _images(tmp_path / "imgs", 1) / "img000.jpg"
+    extra = {"info": [], "classify": [str(img), "--classes", "a"], "chat": ["hi"]}[verb]
+    assert main([verb, str(img), *extra]) == 2  # an image where the checkpoint folder goes
+    _one_line_error(capsys.readouterr().err, str(img), "is a file")
+    for name, body, needle in [("latin1", b"\xff\xfe{}", "not UTF-8"), ("list", b"[1]", "expected a JSON object")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_bytes(body)
+        assert main([verb, str(tmp_path / name), *extra]) == 2
+        _one_line_error(capsys.readouterr().err, str(tmp_path / name / "config.json"), needle)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["classify", "{m}", "{img}", "--classes", "a"],
+        ["embed", "{m}", "--text", "a", "-o", "{tmp}/e.npy"],
+        ["caption", "{m}", "{tmp}/imgs", "-o", "{tmp}/c.json"],
+        ["chat", "{m}", "hi"],
+        ["eval", "retrieval", "-m", "{m}", "-o", "{tmp}/r.json"],
+        ["eval", "caption", "-m", "{m}", "-d", "coco", "-o", "{tmp}/c"],
+        ["serve", "{m}"],
+    ],
+)
+def test_an_unknown_dtype_is_one_line_before_anything_loads(tmp_path, capsys, argv):
+    img = _images(tmp_path / "imgs", 1) / "img000.jpg"
+    fill = {"m": str(tmp_path / "no-model"), "img": str(img), "tmp": str(tmp_path)}
+    assert main([a.format(**fill) for a in argv] + ["--dtype", "fp8"]) == 2  # the model folder does not exist
+    _one_line_error(capsys.readouterr().err, "--dtype fp8", "bf16")
+
+
+def test_cli_dtype_names_are_the_ones_resolve_dtype_accepts():
+    from internvl.cli._common import DTYPE_NAMES
+    from internvl.core.devices import DTYPES
+
+    assert set(DTYPE_NAMES) == {*DTYPES, "auto"}
+
+
 def test_chat_video_that_is_not_a_video_is_named(tmp_path, capsys):
     text = tmp_path / "clip.mp4"
     text.write_text("not a video")

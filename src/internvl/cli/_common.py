@@ -37,6 +37,21 @@ def parse_mode(value: str) -> str:
     raise typer.BadParameter(f"{value!r}; expected one of {', '.join(MODES)} (any case, or C / G)")
 
 
+# The names `internvl.core.devices.resolve_dtype` accepts (a unit test keeps them equal), checked here
+# without importing torch.
+DTYPE_NAMES = ("fp32", "bf16", "fp16", "float32", "bfloat16", "float16", "auto")
+
+
+def parse_dtype(value: str | None) -> str | None:
+    """typer ``callback=`` for every ``--dtype``: a known name (any case), else one ``error:`` line while the
+    arguments are parsed, before anything is imported or loaded."""
+    from internvl.core.errors import ConfigError
+
+    if value is None or value.lower() in DTYPE_NAMES:
+        return value if value is None else value.lower()
+    raise ConfigError(f"--dtype {value}: unknown; expected fp32, bf16 or fp16 (or float32, bfloat16, float16, auto)")
+
+
 class OutputPath(type(Path())):
     """An ``--output`` value that remembers a trailing separator (pathlib drops it): ``res/`` means a folder."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import parse_mode
+from internvl.cli._common import parse_dtype, parse_mode
 
 log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -67,7 +67,9 @@ def register(app: typer.Typer) -> None:
             None, "--api-key", help="Require 'Authorization: Bearer KEY' (default: $INTERNVL_API_KEY)."
         ),
         model_name: str | None = typer.Option(None, help="Model id clients send (default: the directory name)."),
-        dtype: str | None = typer.Option(None, help="fp32 / bf16 / fp16 (default: as stored; C/G: fp16 on CUDA)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="fp32 / bf16 / fp16 (default: as stored; C/G: fp16 on CUDA)."
+        ),
         device: str | None = typer.Option(None, help="Chat: a device_map ('auto', 'cuda:0'); C/G: a device."),
         mode: str = typer.Option(
             "InternVL-C", callback=parse_mode, help="Default image-embedding mode of a C/G checkpoint (any case)."
