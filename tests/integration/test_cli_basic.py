@@ -23,6 +23,8 @@ def test_info_json(tmp_path, capsys):
 
 def test_info_on_missing_dir_is_a_clear_error(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope")]) == 2
+    assert f"MODEL_DIR {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err  # as every verb says it
+    assert main(["info", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
 
 

@@ -513,6 +513,9 @@ def test_embeddings_texts_and_images_in_both_modes(tmp_path):
             torch.testing.assert_close(got[1], expected[0], atol=1e-6, rtol=1e-6)
             by_mode[mode] = got[0]
         assert not torch.allclose(by_mode["InternVL-C"], by_mode["InternVL-G"])
+        for spelling, mode in (("internvl-g", "InternVL-G"), ("c", "InternVL-C")):  # any case, as the CLI's --mode
+            r = client.embeddings.create(model="tiny-cg", input=mixed[:1], extra_body={"mode": spelling})
+            torch.testing.assert_close(torch.tensor(r.data[0].embedding), by_mode[mode], atol=1e-6, rtol=1e-6)
 
         for kwargs, message in [
             (

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from internvl.core.specs import EMBEDDING_MODES as MODES  # standard library only, like this module
+from internvl.core.specs import canonical_mode
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-# The image-embedding modes of InternVL-C/G (internvl.models.internvl_cg.MODES; a unit test keeps them equal).
-MODES = ("InternVL-C", "InternVL-G")
 
 _interrupt_note = "nothing was saved"
 
@@ -30,11 +31,25 @@ def parse_mode(value: str) -> str:
     """``--mode`` case-insensitively (``internvl-g``, ``G``) -> the canonical ``InternVL-C`` / ``InternVL-G``."""
     import typer
 
-    key = value.strip().lower()
-    for mode in MODES:
-        if key in (mode.lower(), mode[-1].lower()):
-            return mode
+    mode = canonical_mode(value)
+    if mode is not None:
+        return mode
     raise typer.BadParameter(f"{value!r}; expected one of {', '.join(MODES)} (any case, or C / G)")
+
+
+# The names `internvl.core.devices.resolve_dtype` accepts (a unit test keeps them equal), checked here
+# without importing torch.
+DTYPE_NAMES = ("fp32", "bf16", "fp16", "float32", "bfloat16", "float16", "auto")
+
+
+def parse_dtype(value: str | None) -> str | None:
+    """typer ``callback=`` for every ``--dtype``: a known name (any case), else one ``error:`` line while the
+    arguments are parsed, before anything is imported or loaded."""
+    from internvl.core.errors import ConfigError
+
+    if value is None or value.lower() in DTYPE_NAMES:
+        return value if value is None else value.lower()
+    raise ConfigError(f"--dtype {value}: unknown; expected fp32, bf16 or fp16 (or float32, bfloat16, float16, auto)")
 
 
 class OutputPath(type(Path())):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import parse_output
+from internvl.cli._common import parse_dtype, parse_output
 from internvl.core.caption_defaults import CAPTION_BATCH_SIZE, GENERATION, PROMPT
 
 CAPTIONS_FILE = "captions.json"
@@ -43,7 +43,9 @@ def register(app: typer.Typer) -> None:
         ),
         prompt: str = typer.Option(PROMPT, "--prompt", help="Text after the query tokens."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."
+        ),
         resume: bool = typer.Option(
             True,
             "--resume/--overwrite",

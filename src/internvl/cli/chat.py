@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from internvl.cli._common import parse_dtype
+
 
 def register(app: typer.Typer) -> None:
     @app.command("chat")
@@ -27,7 +29,9 @@ def register(app: typer.Typer) -> None:
         ),
         temperature: float = typer.Option(0.7, help="Sampling temperature (with --sample)."),
         top_p: float = typer.Option(0.95, help="Nucleus sampling threshold (with --sample)."),
-        dtype: str | None = typer.Option(None, help="fp32 / bf16 / fp16 (default: as stored)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="fp32 / bf16 / fp16 (default: as stored)."
+        ),
         device_map: str | None = typer.Option(None, help="'auto' to split over GPUs, or a device such as cuda:0."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (one device; see --device-map)."),
         load_in_8bit: bool = typer.Option(False, "--8bit", help="int8 weights via bitsandbytes (CUDA only)."),
@@ -45,6 +49,8 @@ def register(app: typer.Typer) -> None:
             raise DataFormatError("give either --image or --video, not both")
         if device is not None and device_map is not None:
             raise ConfigError("give either --device or --device-map, not both")
+        if question is not None and not question.strip():
+            raise ConfigError("QUESTION is empty; ask something, or leave it out for an interactive session")
         if num_segments < 1:
             raise ConfigError(f"--num-segments {num_segments}; expected >= 1")
         set_interrupt_note("the conversation is not kept on disk; nothing to resume")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import parse_mode, parse_output
+from internvl.cli._common import parse_dtype, parse_mode, parse_output
 
 
 def read_classes(classes: str | None, classes_file: Path | None) -> list[str]:
@@ -66,7 +66,9 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."
+        ),
         amp: bool = typer.Option(
             True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."
         ),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import IMAGE_SUFFIXES, list_images, parse_mode, parse_output, progress_bar  # noqa: F401 (re-exported)
+from internvl.cli._common import IMAGE_SUFFIXES, list_images, parse_dtype, parse_mode, parse_output, progress_bar  # noqa: F401 (re-exported)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Items per forward pass."),
         normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="L2-normalise the embeddings."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."
+        ),
         amp: bool = typer.Option(
             True, "--amp/--no-amp", help="Run an fp16 model under CUDA autocast, as clip_benchmark."
         ),

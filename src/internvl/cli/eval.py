@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import parse_mode, parse_output
+from internvl.cli._common import parse_dtype, parse_mode, parse_output
 from internvl.core.caption_defaults import CAPTION_BATCH_SIZE, GENERATION, PROMPT
 
 _DATA_ROOT_HELP = "Folder that replaces ./data in the built-in dataset paths (and in relative registry paths)."
@@ -59,7 +59,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per step (their captions go together)."),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."
+        ),
         amp: bool = typer.Option(True, "--amp/--no-amp", help="fp16 autocast on CUDA, as clip_benchmark."),
         num_workers: int = typer.Option(
             DEFAULT_WORKERS, "--num-workers", min=0, help="Image decoding processes (default: min(4, CPU cores))."
@@ -117,7 +119,9 @@ def register(app: typer.Typer) -> None:
         ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (smoke runs)."),
         device: str | None = typer.Option(None, "--device", help="cuda, cuda:1, cpu (default: cuda if available)."),
-        dtype: str | None = typer.Option(None, "--dtype", help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="fp16, bf16, fp32 (default: fp16 on CUDA, else fp32)."
+        ),
         num_workers: int = typer.Option(
             min(2, DEFAULT_WORKERS),
             "--num-workers",
@@ -212,7 +216,9 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(
             None, "--device", help="cuda, cuda:1, cpu (default: cuda:LOCAL_RANK if available)."
         ),
-        dtype: str | None = typer.Option(None, "--dtype", help="bf16, fp16, fp32 (default: bf16 on CUDA, else fp32)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="bf16, fp16, fp32 (default: bf16 on CUDA, else fp32)."
+        ),
         device_map: str | None = typer.Option(
             None, "--device-map", help="'auto' (or balanced) to split one model over the GPUs; one process."
         ),

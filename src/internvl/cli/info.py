@@ -19,8 +19,10 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        from internvl.cli._common import check_model_dir
         from internvl.models.checkpoint_info import describe_checkpoint
 
+        check_model_dir(model_dir)  # a file, or a hub id, before anything else is read
         summary = describe_checkpoint(model_dir)
         if json_out:
             typer.echo(json.dumps(summary, indent=2))

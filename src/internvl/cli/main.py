@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         # typer turns Ctrl-C (KeyboardInterrupt) into a returned 130.
         code = app(args=argv if argv is not None else sys.argv[1:], prog_name="internvl", standalone_mode=False)
     except InternVLError as e:
+        _close_progress_bars()  # an error raised mid-loop starts on a line of its own too
         typer.echo(f"error: {one_line(e)}", err=True)
         return 2
     except KeyboardInterrupt:
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _close_progress_bars() -> None:
-    """Close tqdm bars an interrupt left open (each ends its line), so messages after it are not glued on."""
+    """Close tqdm bars an interrupt or error left open (each ends its line), so messages after it are not glued on."""
     tqdm_module = sys.modules.get("tqdm")
     for bar in list(getattr(getattr(tqdm_module, "tqdm", None), "_instances", ()) or ()):
         bar.close()

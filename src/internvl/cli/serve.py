@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from internvl.cli._common import parse_mode
+from internvl.cli._common import parse_dtype, parse_mode
 
 log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -26,17 +26,20 @@ def build_server_app(
 ):
     """Load the checkpoint (chat or C/G, from its config.json) and build the app; no network is opened."""
     from internvl.core.errors import ConfigError
+    from internvl.core.specs import EMBEDDING_MODES, canonical_mode
     from internvl.models.checkpoint import read_config
 
     try:
         from internvl.serving.app import ServeSettings, create_app, env_api_key
-        from internvl.serving.schemas import EMBEDDING_MODES, Limits
+        from internvl.serving.schemas import Limits
     except ImportError as e:
         raise ConfigError(
             f"internvl serve needs the serve extra ({e.name} is missing): pip install 'internvl[serve]'"
         ) from None
-    if mode not in EMBEDDING_MODES:
+    canonical = canonical_mode(mode)
+    if canonical is None:
         raise ConfigError(f"--mode {mode!r}; expected one of {', '.join(EMBEDDING_MODES)}")
+    mode = canonical
     config = read_config(model_dir)
     if config.get("model_type") == "internvl_chat":
         from internvl.inference.pipeline import ChatPipeline
@@ -64,7 +67,9 @@ def register(app: typer.Typer) -> None:
             None, "--api-key", help="Require 'Authorization: Bearer KEY' (default: $INTERNVL_API_KEY)."
         ),
         model_name: str | None = typer.Option(None, help="Model id clients send (default: the directory name)."),
-        dtype: str | None = typer.Option(None, help="fp32 / bf16 / fp16 (default: as stored; C/G: fp16 on CUDA)."),
+        dtype: str | None = typer.Option(
+            None, "--dtype", callback=parse_dtype, help="fp32 / bf16 / fp16 (default: as stored; C/G: fp16 on CUDA)."
+        ),
         device: str | None = typer.Option(None, help="Chat: a device_map ('auto', 'cuda:0'); C/G: a device."),
         mode: str = typer.Option(
             "InternVL-C", callback=parse_mode, help="Default image-embedding mode of a C/G checkpoint (any case)."

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from internvl.core.errors import ConfigError, DataFormatError
+from internvl.core.images import open_image
 from internvl.data.datasets.coco import iter_coco_captions
 from internvl.data.datasets.flickr import SEPARATOR, iter_flickr_lines
 from internvl.data.datasets.records import pre_caption
@@ -127,7 +127,8 @@ def read_caption_pairs(
 def find_bad_images(pairs: list[CaptionPair], verify: bool = True, workers: int = 8) -> list[tuple[CaptionPair, str]]:
     """(pair, reason) for every sample whose image is missing, empty or (``verify``) not a readable image.
 
-    One stat per distinct file, plus PIL's header check when ``verify``; threads overlap the I/O.
+    One stat per distinct file, plus the header check of every verb (`open_image`: an image PIL can identify,
+    within the pixel limit) and PIL's ``verify`` when ``verify``; threads overlap the I/O.
     """
 
     def check(path: Path) -> str | None:
@@ -141,8 +142,10 @@ def find_bad_images(pairs: list[CaptionPair], verify: bool = True, workers: int 
             return f"{path} is empty (0 bytes)"
         if verify:
             try:
-                with Image.open(path) as im:
+                with open_image(path) as im:
                     im.verify()
+            except DataFormatError as e:
+                return str(e)
             except Exception as e:  # PIL raises many types for corrupt files
                 return f"{path} is not a readable image ({type(e).__name__}: {e})"
         return None

@@ -28,7 +28,7 @@ import torch
 from internvl.core.caption_defaults import CAPTION_BATCH_SIZE, GENERATION, PROMPT
 from internvl.core.devices import pick_device, pick_dtype
 from internvl.core.errors import DataFormatError, InternVLError
-from internvl.data.datasets import CaptionImageDataset, ImageCaptions, read_caption_references
+from internvl.data.datasets import CaptionImageDataset, ImageCaptions, loader_batches, read_caption_references
 from internvl.data.transforms import build_transform
 from internvl.evaluation.metrics.captioning import CAPTION_METRICS, average_length, score_captions
 from internvl.evaluation.partial_results import PartialResults, file_fingerprint, write_json_atomic
@@ -88,26 +88,29 @@ def caption_dataset(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pinned
     )
     results: list[dict] = []
-    bar = tqdm(total=len(records), desc="captioning", unit="img", disable=not progress)
-    for pixels, indices in loader:
-        pixels = pixels.to(model.device, non_blocking=pinned)
-        captions = generate_captions(
-            model,
-            tokenizer,
-            pixels,
-            prompt=prompt,
-            num_beams=num_beams,  # generate_captions casts the dtype
-            min_new_tokens=min_new_tokens,
-            max_new_tokens=max_new_tokens,
-        )
-        batch = [
-            {"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions, strict=True)
-        ]
-        if on_batch is not None:
-            on_batch(batch)
-        results.extend(batch)
-        bar.update(len(indices))
-    bar.close()
+    # The bar closes on an error too, so the message after it starts on a line of its own.
+    with (
+        loader_batches(loader) as batches,
+        tqdm(total=len(records), desc="captioning", unit="img", disable=not progress) as bar,
+    ):
+        for pixels, indices in batches:
+            pixels = pixels.to(model.device, non_blocking=pinned)
+            captions = generate_captions(
+                model,
+                tokenizer,
+                pixels,
+                prompt=prompt,
+                num_beams=num_beams,  # generate_captions casts the dtype
+                min_new_tokens=min_new_tokens,
+                max_new_tokens=max_new_tokens,
+            )
+            batch = [
+                {"image_id": records[i].image_id, "caption": c} for i, c in zip(indices.tolist(), captions, strict=True)
+            ]
+            if on_batch is not None:
+                on_batch(batch)
+            results.extend(batch)
+            bar.update(len(indices))
     return results
 
 

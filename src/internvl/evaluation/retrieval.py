@@ -19,7 +19,7 @@ import torch
 from internvl.core.devices import amp_dtype, pick_device, pick_dtype
 from internvl.core.errors import ConfigError, DataFormatError, InternVLError
 from internvl.core.io import write_json
-from internvl.data.datasets import CaptionImageDataset, ImageCaptions, pre_caption
+from internvl.data.datasets import CaptionImageDataset, ImageCaptions, loader_batches, pre_caption
 from internvl.data.transforms import build_transform
 from internvl.evaluation.metrics.retrieval import DEFAULT_KS, retrieval_metrics
 from internvl.evaluation.runtime import read_records, resolve_dataset
@@ -73,12 +73,18 @@ def encode_dataset(
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
-    images = encode_batches(
-        model,
-        (pixels for pixels, _ in tqdm(loader, desc=f"encoding ({mode})", unit="batch", disable=not progress)),
-        lambda pixels: model.encode_image(pixels.to(device, dtype), mode=mode),
-        amp=amp,
-    )
+    # The bar closes on an error too, so the message after it starts on a line of its own.
+    with (
+        loader_batches(loader) as batches,
+        tqdm(total=len(loader), desc=f"encoding ({mode})", unit="batch", disable=not progress) as bar,
+    ):
+        images = encode_batches(
+            model,
+            (pixels for pixels, _ in batches),
+            lambda pixels: model.encode_image(pixels.to(device, dtype), mode=mode),
+            amp=amp,
+            progress=lambda _: bar.update(1),
+        )
     # Captions in image order, then caption order; encoded length-sorted with dynamic padding
     # (`embed_texts`), about as many per batch as the captions of one image batch.
     captions, owners = [], []

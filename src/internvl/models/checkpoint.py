@@ -41,9 +41,14 @@ def read_config(path: str | os.PathLike) -> dict:
             raise CheckpointError(f"{path}: no such checkpoint folder (no config.json found){hub_id_hint(path)}")
         raise CheckpointError(f"{p}: no config.json found; a checkpoint directory needs one")
     try:
-        return json.loads(p.read_text())
+        config = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{p}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{p}: not UTF-8 text (byte {e.start}); expected a checkpoint's JSON config") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{p}: expected a JSON object (the model config), got {type(config).__name__}")
+    return config
 
 
 def weight_files(path: str | os.PathLike) -> list[Path]:

@@ -29,13 +29,13 @@ from torch import nn
 
 from internvl.core.compat import cache_kwargs, new_dynamic_cache
 from internvl.core.errors import CheckpointError, ConfigError
-from internvl.core.specs import served_image_size
+from internvl.core.specs import EMBEDDING_MODES, served_image_size
 from internvl.models import checkpoint as ckpt
 from internvl.models import registry
 from internvl.models.intern_vit import PRESETS, InternViT, InternViTConfig
 from internvl.models.qllama import QLlamaConfig, QLlamaForCausalLM, causal_mask, combine_masks, padding_mask
 
-MODES = ("InternVL-C", "InternVL-G")
+MODES = EMBEDDING_MODES
 # Stored RoPE inv_freq buffers of older checkpoints are not state in this implementation.
 IGNORED_KEYS = (r"rotary_emb\.inv_freq$",)
 # Keys of the reference's qllama_config that we do not keep as attributes (transformers bookkeeping).

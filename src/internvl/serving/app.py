@@ -27,11 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from internvl.core.errors import InternVLError
+from internvl.core.specs import EMBEDDING_MODES
 from internvl.inference.pipeline import ChatPipeline
 from internvl.serving.images import decode_image_url
 from internvl.serving.metrics import Metrics
 from internvl.serving.schemas import (
-    EMBEDDING_MODES,
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,

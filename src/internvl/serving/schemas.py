@@ -20,9 +20,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from internvl.core.errors import RequestError
+from internvl.core.specs import canonical_mode
 from internvl.inference.requests import ChatRequest, GenerationOptions, Message
-
-EMBEDDING_MODES = ("InternVL-C", "InternVL-G")
 
 
 class ServeError(RequestError):
@@ -342,7 +341,8 @@ class EmbeddingText(_Lenient):
 class EmbeddingRequest(BaseModel):
     """OpenAI's embeddings request plus two extensions: ``input`` items may be
     ``{"type": "image_url", "image_url": {"url": "data:..."}}`` (or ``{"type": "text", "text": ...}``), and
-    ``mode`` picks the image embedding (``InternVL-C``: attention-pooled ViT; ``InternVL-G``: + QLLaMA)."""
+    ``mode`` picks the image embedding (``InternVL-C``: attention-pooled ViT; ``InternVL-G``: + QLLaMA), in any
+    case like the CLI's ``--mode`` (``internvl-g``, ``G``)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -352,6 +352,11 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = None
     mode: Literal["InternVL-C", "InternVL-G"] | None = None
     user: str | None = None
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        return (canonical_mode(value) or value) if isinstance(value, str) else value
 
     @staticmethod
     def precheck(payload: dict) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from internvl.data.datasets.coco import read_caption_references, read_coco_captions
 from internvl.data.datasets.flickr import read_flickr_captions
-from internvl.data.datasets.images import CaptionImageDataset
+from internvl.data.datasets.images import CaptionImageDataset, loader_batches
 from internvl.data.datasets.records import ImageCaptions, find_missing_images, pre_caption
 from internvl.data.datasets.registry import (
     BUILTIN_REGISTRY,
@@ -25,6 +25,7 @@ __all__ = [
     "BUILTIN_REGISTRY",
     "FORMATS",
     "CaptionImageDataset",
+    "loader_batches",
     "DatasetRegistry",
     "DatasetSpec",
     "ImageCaptions",

@@ -1,8 +1,10 @@
-"""A map-style torch dataset over caption records that opens each image only when it is requested."""
+"""A map-style torch dataset over caption records that opens each image only when it is requested, and the
+one way the evaluations iterate a DataLoader over it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from PIL import Image
@@ -45,3 +47,20 @@ class CaptionImageDataset(torch.utils.data.Dataset):
 
     def _prefix(self) -> str:
         return f"dataset '{self.name}': " if self.name else ""
+
+
+@contextmanager
+def loader_batches(loader: torch.utils.data.DataLoader) -> Iterator[Iterator]:
+    """``iter(loader)`` whose worker processes stop when the block ends, an error included.
+
+    Otherwise an error (a bad image) leaves the workers to the error's traceback: they stop only when it
+    is collected, and torch then waits seconds per worker if other workers were started meanwhile (the
+    next evaluation in the same process, e.g. a test or a notebook).
+    """
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # absent for num_workers=0
+        if shutdown is not None:
+            shutdown()

@@ -177,12 +177,16 @@ class RetrievalFinetune:
         pairs, skipped = read_caption_pairs(spec.annotation, spec.root, spec.format, max_words=d.max_words, empty=empty)
         bad = find_bad_images(pairs, verify=d.verify_images)
         if bad:
-            if not d.skip_bad_samples:
-                listed = "\n".join(f"  {p.source}: field 'image': {why}" for p, why in bad[:5])
+            if not d.skip_bad_samples:  # one line (the CLI's `error: ...`): the first file in full, a count
+                first, why = bad[0]
+                files = list(dict.fromkeys(p.image_path for p, _ in bad))
+                more = [str(f) for f in files[1:3]]
+                also = f"; also {', '.join(more)}" if more else ""
+                also += f" and {len(files) - 3} more" if len(files) > 3 else ""
                 raise DataFormatError(
-                    f"dataset '{spec.name}': {len(bad)} of {len(pairs)} samples have missing or "
-                    f"unreadable images under {spec.root}; first ones:\n{listed}\nFix the files or "
-                    "the root (--set data.data_root=DIR or the registry entry), or set "
+                    f"dataset '{spec.name}': {first.source}: field 'image': {why}{also}; {len(files)} image "
+                    f"file(s) ({len(bad)} of {len(pairs)} samples) are missing or unreadable under {spec.root}: "
+                    "fix the files or the root (--set data.data_root=DIR or the registry entry), or set "
                     "data.skip_bad_samples=true to skip and count them"
                 )
             skipped += [p.source for p, _ in bad]
