@@ -64,7 +64,7 @@ def test_demo_trains_through_the_public_entry_points(tmp_path, capsys):
                 "--stage1-steps",
                 "100",
                 "--stage2-steps",
-                "12",
+                "30",
             ]
         )
         == 0

@@ -30,6 +30,13 @@ pytestmark = pytest.mark.integration
 SRC = str(Path(internvl.__file__).resolve().parents[1])
 
 
+def _sigint_as_a_terminal_delivers_it() -> None:
+    """Child pre-exec: SIGINT back to its default. A job started in the background (``cmd &``, some CI
+    runners) inherits SIGINT as ignored, and Python then never installs its KeyboardInterrupt handler, so
+    the interrupt these tests send would be dropped and the command would finish with status 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cg_tiny")
@@ -111,6 +118,7 @@ def test_sigint_during_caption_exits_130_keeps_the_finished_captions_and_a_rerun
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_a_terminal_delivers_it,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -174,6 +182,7 @@ def test_ctrl_c_to_the_process_group_of_eval_caption_with_workers_exits_130_and_
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_sigint_as_a_terminal_delivers_it,
     )
     partial = out / "many_captions.partial.jsonl"
     deadline = time.monotonic() + 120
