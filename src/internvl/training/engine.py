@@ -97,11 +97,21 @@ class EngineSettings:
 
 def deepspeed_config(settings: EngineSettings) -> dict:
     """The shipped ``configs/deepspeed/zero{stage}.json`` (or the user's file), checked for blocks we replace."""
-    path = (
-        Path(settings.deepspeed_config)
-        if settings.deepspeed_config
-        else CONFIG_DIR / "deepspeed" / f"zero{settings.zero_stage}.json"
-    )
+    return read_deepspeed_config(settings.zero_stage, settings.deepspeed_config)
+
+
+def zero3_live_parameters(zero_stage: int, deepspeed_config_path: str | None) -> float:
+    """ZeRO-3's gathered-parameter budget (live parameters + prefetch bucket) from the DeepSpeed config a run
+    would use, which the recipes' memory estimates add; 0 for any other stage."""
+    if zero_stage != 3:
+        return 0.0
+    z = read_deepspeed_config(zero_stage, deepspeed_config_path).get("zero_optimization", {})
+    return float(z.get("stage3_max_live_parameters", 1e9)) + float(z.get("stage3_prefetch_bucket_size", 5e7))
+
+
+def read_deepspeed_config(zero_stage: int, path: str | None = None) -> dict:
+    """`deepspeed_config` from the two fields it needs (the recipes call it before any settings exist)."""
+    path = Path(path) if path else CONFIG_DIR / "deepspeed" / f"zero{zero_stage}.json"
     if not path.is_file():
         raise ConfigError(f"DeepSpeed config not found: {path}")
     try:

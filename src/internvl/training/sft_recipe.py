@@ -18,6 +18,7 @@ from typing import Any
 from internvl.core.errors import ConfigError
 from internvl.data.conversation import list_conv_templates
 from internvl.training.chat_methods import ChatTrainable
+from internvl.training.config import EngineSection
 
 SFT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "sft"
 
@@ -89,11 +90,8 @@ class SFTScheduleSection:
 
 
 @dataclass
-class SFTEngineSection:
-    backend: str = "deepspeed"
-    zero_stage: int = 3
-    deepspeed_config: str | None = None
-    precision: str = "bf16"
+class SFTEngineSection(EngineSection):
+    zero_stage: int = 3  # the V1-2 guide's ZeRO-3 (retrieval fine-tuning defaults to 1)
 
 
 @dataclass

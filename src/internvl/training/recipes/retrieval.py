@@ -36,7 +36,7 @@ from internvl.models import checkpoint as ckpt
 from internvl.models.internvl_cg import InternVLConfig, InternVLModel, merge_lora_state_dict
 from internvl.training import memory
 from internvl.training.config import BatchPlan, RetrievalRecipe, require_checkpoint_dir, resolve_batch
-from internvl.training.engine import Engine, EngineSettings, read_metrics
+from internvl.training.engine import Engine, EngineSettings, read_metrics, zero3_live_parameters
 from internvl.training.losses import retrieval_loss
 from internvl.training.methods import (
     QLLAMA_LORA_TARGETS,
@@ -220,7 +220,7 @@ class RetrievalFinetune:
             zero_stage=stage,
             world_size=plan.world_size,
             checkpointing=self.recipe.model.gradient_checkpointing,
-            zero3_live_params=_zero3_live_params(self.recipe) if stage == 3 else 0.0,
+            zero3_live_params=zero3_live_parameters(stage, e.deepspeed_config),
         )
         return {
             "recipe": self.recipe.to_dict(),
@@ -420,24 +420,6 @@ class RetrievalFinetune:
         tok = InternVLTextTokenizer.from_pretrained(checkpoint)
         with torch.no_grad():
             return evaluate_retrieval(model, tok, records, batch_size=32, progress=False, amp=False)
-
-
-def _zero3_live_params(recipe: RetrievalRecipe) -> float:
-    """ZeRO-3's gathered-parameter budget from the DeepSpeed config the run would use."""
-    from internvl.training.engine import EngineSettings, deepspeed_config
-
-    e = recipe.engine
-    settings = EngineSettings(
-        output_dir=Path(),
-        per_device_batch_size=1,
-        gradient_accumulation_steps=1,
-        lr=0.0,
-        warmup_steps=0,
-        zero_stage=e.zero_stage,
-        deepspeed_config=e.deepspeed_config,
-    )
-    z = deepspeed_config(settings).get("zero_optimization", {})
-    return float(z.get("stage3_max_live_parameters", 1e9)) + float(z.get("stage3_prefetch_bucket_size", 5e7))
 
 
 def _lookup(d: dict, dotted: str):

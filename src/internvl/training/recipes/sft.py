@@ -51,7 +51,7 @@ from internvl.training.chat_methods import (
     trainable_summary,
 )
 from internvl.training.config import BatchPlan, require_checkpoint_dir, resolve_batch
-from internvl.training.engine import Engine, EngineSettings
+from internvl.training.engine import Engine, EngineSettings, zero3_live_parameters
 from internvl.training.optim import param_groups
 from internvl.training.sft_recipe import SFTRecipe
 
@@ -212,7 +212,7 @@ class SFTFinetune:
             zero_stage=stage,
             world_size=plan.world_size,
             checkpointing=r.model.gradient_checkpointing,
-            zero3_live_params=_zero3_live_params(r) if stage == 3 else 0.0,
+            zero3_live_params=zero3_live_parameters(stage, r.engine.deepspeed_config),
         )
         return {
             "recipe": r.to_dict(),
@@ -498,23 +498,6 @@ def _read_projector(path: str) -> dict[str, torch.Tensor]:
     else:
         state = torch.load(p, map_location="cpu", weights_only=True)
     return {k.removeprefix("mlp1."): v for k, v in state.items()}
-
-
-def _zero3_live_params(recipe: SFTRecipe) -> float:
-    from internvl.training.engine import deepspeed_config
-
-    e = recipe.engine
-    settings = EngineSettings(
-        output_dir=Path(),
-        per_device_batch_size=1,
-        gradient_accumulation_steps=1,
-        lr=0.0,
-        warmup_steps=0,
-        zero_stage=e.zero_stage,
-        deepspeed_config=e.deepspeed_config,
-    )
-    z = deepspeed_config(settings).get("zero_optimization", {})
-    return float(z.get("stage3_max_live_parameters", 1e9)) + float(z.get("stage3_prefetch_bucket_size", 5e7))
 
 
 __all__ = ["SFTFinetune", "SFTLossModule"]
