@@ -5,7 +5,6 @@ tests/integration/slow/test_train_torchrun.py."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import torch
@@ -35,11 +34,9 @@ def world(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _single_process_env(monkeypatch):
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"):
+    # No launcher variables: `internvl train` then runs one process on a free port of its own choosing.
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
-    with socket.socket() as s:  # a free port: other jobs on the machine may hold the default 29500
-        s.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("MASTER_PORT", str(s.getsockname()[1]))
 
 
 def _train(world, out, *sets: str, resume: bool = False) -> int:

@@ -605,6 +605,8 @@ def tiny_chat_config(
     vit_layers: int = 2,
     llm_width: int = 64,
     llm_layers: int = 2,
+    llm_kv_heads: int = 2,
+    llm_intermediate_size: int | None = None,
     template: str = "Hermes-2",
     ps_version: str = "v1",
     system_message: str | None = None,
@@ -620,10 +622,10 @@ def tiny_chat_config(
         "model_type": _LLM_ARCHITECTURES[llm_arch],
         "vocab_size": vocab_size,
         "hidden_size": llm_width,
-        "intermediate_size": llm_width * 5 // 2,
+        "intermediate_size": llm_intermediate_size or llm_width * 5 // 2,
         "num_hidden_layers": llm_layers,
         "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_key_value_heads": llm_kv_heads,
         "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-5,
         "rope_theta": 5_000_000.0,
@@ -675,10 +677,9 @@ def world_chat_config(
         pad_token_id=pad_token_id,
         system_message="Answer the questions.",
         ps_version="v2",
+        llm_kv_heads=4,  # full heads: one key/value head per attention head
+        llm_intermediate_size=4 * llm_width,
     )
-    llm = config.llm_config
-    llm.num_key_value_heads = llm.num_attention_heads
-    llm.intermediate_size = 4 * llm_width
     config.vision_config = PRESETS["intern_vit_world"].to_dict()
     config.force_image_size = PRESETS["intern_vit_world"].image_size
     config.downsample_ratio = 1.0

@@ -270,7 +270,6 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
     (root / "qa").mkdir(exist_ok=True)
     jsonl = root / "sft" / f"world_sft_{split}.jsonl"
     qa_path = root / "qa" / f"world_{split}.jsonl"
-    records = 0
     with open(jsonl, "w", encoding="utf-8") as f, open(qa_path, "w", encoding="utf-8") as g:
         for item in items:
             for k, q in enumerate(item.questions):
@@ -284,9 +283,14 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
                     "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": q.answer}],
                 }
                 f.write(json.dumps(record) + "\n")
-                records += 1
-                qa = {"image_id": item.image_id, "image": item.file_name, "type": q.type}
-                g.write(json.dumps({**qa, "question": q.question, "answer": q.answer}) + "\n")
+                qa_row = {
+                    "image_id": item.image_id,
+                    "image": item.file_name,
+                    "type": q.type,
+                    "question": q.question,
+                    "answer": q.answer,
+                }
+                g.write(json.dumps(qa_row) + "\n")
     meta = root / "sft" / f"world_sft_{split}.json"
     meta.write_text(
         json.dumps(
@@ -296,7 +300,7 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
                     "annotation": str(jsonl.resolve()),
                     "data_augment": False,
                     "repeat_time": 1,
-                    "length": records,
+                    "length": sum(len(item.questions) for item in items),
                 }
             },
             indent=2,
