@@ -202,7 +202,10 @@ def chat(a) -> None:
     tok = AutoTokenizer.from_pretrained(world / "tokenizer")
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     config = world_chat_config(len(tok), llm_width=a.llm_width, llm_layers=a.llm_layers, eos_token_id=im_end)
+    _apply_llm_levers(config.llm_config, a)
     model = build_internvl_chat(config, seed=a.seed).train()
+    if a.tie:
+        model.language_model.tie_weights()
     model.img_context_token_id = tok.convert_tokens_to_ids("<IMG_CONTEXT>")
     if a.vit:
         model.vision_model.load_state_dict(torch.load(a.vit))
@@ -211,17 +214,21 @@ def chat(a) -> None:
     nimg = model.num_image_token
     system = config.system_message
 
-    train = read_jsonl(world / "sft/world_sft_train.jsonl")[: a.train_images]
+    # An image's question-answer turns, whether the file holds one record per question (the world now) or one
+    # conversation per image (worlds written before): samples draw an image, then up to --turns of its turns.
+    by_image: dict[str, list[tuple[str, str]]] = {}
+    for r in read_jsonl(world / "sft/world_sft_train.jsonl"):
+        c = r["conversations"]
+        by_image.setdefault(r["image"], []).extend(
+            (_without_image(c[i]["value"]), c[i + 1]["value"]) for i in range(0, len(c), 2)
+        )
+    names = list(by_image)[: a.train_images]
+    samples = [by_image[n] for n in names]
     recs = {
         r.image_path.name: r for r in read_flickr_captions(world / "flickr/world_train_karpathy.txt", world / "images")
     }
-    xtr = load_images([recs[r["image"]] for r in train], 48)
-    samples = []
-    for r in train:
-        c = r["conversations"]
-        turns = [(c[i]["value"], c[i + 1]["value"]) for i in range(0, len(c), 2)]
-        samples.append(turns)
-    captions = [recs[r["image"]].captions[0] for r in train]
+    xtr = load_images([recs[n] for n in names], 48)
+    captions = [recs[n].captions for n in names]
     test_q = read_jsonl(world / "qa/world_test.jsonl")[: a.test_questions]
     te_recs = {
         r.image_path.name: r for r in read_flickr_captions(world / "flickr/world_test_karpathy.txt", world / "images")
@@ -229,6 +236,7 @@ def chat(a) -> None:
     te_names = sorted({q["image"] for q in test_q})
     xte = load_images([te_recs[n] for n in te_names], 48)
     te_index = {n: i for i, n in enumerate(te_names)}
+    oracle = OracleTokens(model, world, a.llm_width) if a.oracle else None
     if a.eval_train:  # the same questions' kind on training images: the generalisation gap
         tr_q = read_jsonl(world / "qa/world_train.jsonl")[: a.test_questions // 2]
         tr_names = sorted({q["image"] for q in tr_q})
@@ -251,11 +259,23 @@ def chat(a) -> None:
         {
             "stage": "chat",
             "params": sum(p.numel() for p in model.parameters()),
-            "train_images": len(train),
+            "train_images": len(names),
             "test_questions": len(test_q),
             "args": vars(a),
         },
     )
+
+    def scores(questions, pixels, index, names_of_split) -> dict:
+        acc = evaluate_chat(model, tok, questions, pixels, index, oracle=oracle, split=names_of_split)
+        if a.qfirst > 0:
+            acc |= {
+                f"qfirst_{k}": v
+                for k, v in evaluate_chat(
+                    model, tok, questions, pixels, index, oracle=oracle, split=names_of_split, question_first=True
+                ).items()
+            }
+        return acc
+
     rng = random.Random(a.seed)
     t0, step, next_eval, train_time = time.time(), 0, a.eval_every, 0.0
     while True:
@@ -265,18 +285,20 @@ def chat(a) -> None:
             break
         for gr in opt.param_groups:
             gr["lr"] = gr["base_lr"] * lr_at(frac, a.warmup)
-        idx = rng.sample(range(len(train)), a.batch)
+        idx = rng.sample(range(len(samples)), a.batch)
         seqs = []
         for i in idx:
             turns = list(samples[i])
             rng.shuffle(turns)
             turns = turns[: a.turns]
             if a.caption_turn:
-                turns.insert(rng.randrange(len(turns) + 1), ("Describe the image.", captions[i]))
+                turns.insert(rng.randrange(len(turns) + 1), ("Describe the image.", captions[i][0]))
             if rng.random() < a.caption_prob:
-                turns = [("Describe the image.", captions[i])]
-            turns[0] = ("<image>\n" + turns[0][0].replace("<image>\n", ""), turns[0][1])
-            turns = [turns[0]] + [(q.replace("<image>\n", ""), ans) for q, ans in turns[1:]]
+                turns = [("Describe the image.", captions[i][0])]
+            q0, a0 = turns[0]
+            if rng.random() < a.textqa_prob:  # the question answerable from a caption given as text
+                q0 = f"Caption: {captions[i][rng.randrange(len(captions[i]))]}.\n{q0}"
+            turns[0] = (f"{q0}\n<image>" if rng.random() < a.qfirst else f"<image>\n{q0}", a0)
             seqs.append(render_sample(tok, turns, nimg, system))
         L = max(len(s[0]) for s in seqs)
         ids = torch.zeros(len(seqs), L, dtype=torch.long)
@@ -286,6 +308,8 @@ def chat(a) -> None:
             ids[j, : len(s)] = torch.tensor(s)
             lab[j, : len(s)] = torch.tensor(lb)
             att[j, : len(s)] = 1
+        if oracle is not None:
+            oracle.select([names[i] for i in idx])
         out_m = model(
             pixel_values=xtr[idx],
             input_ids=ids,
@@ -302,9 +326,9 @@ def chat(a) -> None:
         train_time += time.process_time() - ts
         if train_time >= next_eval or train_time >= a.budget:
             next_eval += a.eval_every
-            acc = evaluate_chat(model, tok, test_q, xte, te_index)
+            acc = scores(test_q, xte, te_index, te_names)
             if a.eval_train:
-                acc |= {f"train_{k}": v for k, v in evaluate_chat(model, tok, tr_q, xtr_eval, tr_index).items()}
+                acc |= {f"train_{k}": v for k, v in scores(tr_q, xtr_eval, tr_index, tr_names).items()}
             log(
                 out,
                 {
@@ -318,20 +342,70 @@ def chat(a) -> None:
             )
 
 
+def _without_image(text: str) -> str:
+    return text.replace("<image>\n", "").replace("\n<image>", "")
+
+
+def _apply_llm_levers(llm, a) -> None:
+    """The LLM options the preset does not take (heads, key/value heads, FFN, RoPE theta, tied embeddings)."""
+    if a.heads:
+        llm.num_attention_heads = a.heads
+    if a.kv_heads:
+        llm.num_key_value_heads = a.kv_heads
+    if a.ffn_mult:
+        llm.intermediate_size = int(a.llm_width * a.ffn_mult)
+    if a.rope_theta and getattr(llm, "rope_parameters", None) is not None:  # transformers >= 5
+        llm.rope_parameters = {"rope_type": "default", "rope_theta": a.rope_theta}
+    elif a.rope_theta:
+        llm.rope_theta = a.rope_theta
+    llm.tie_word_embeddings = a.tie
+
+
+class OracleTokens:
+    """``--oracle``: the model's visual tokens replaced by a learned linear map of a perfect one-hot per cell
+    (empty, colour, shape, size, cell), so a run measures what the LLM alone can learn."""
+
+    def __init__(self, model, world: Path, width: int) -> None:
+        from internvl.data.synthetic.scenes import COLOURS, SHAPES
+        from internvl.data.synthetic.world import build_world
+
+        summary = json.loads((world / "world.json").read_text())
+        items = build_world(summary["seed"], summary["sizes"], min_objects=summary["min_objects"])
+        self.onehot: dict[str, torch.Tensor] = {}
+        for item in (it for split in items.values() for it in split):
+            x = torch.zeros(9, 26)
+            x[:, 0] = 1
+            x[torch.arange(9), 17 + torch.arange(9)] = 1
+            for o in item.scene.objects:
+                x[o.cell, 0] = 0
+                x[o.cell, 1 + list(COLOURS).index(o.colour)] = 1
+                x[o.cell, 9 + SHAPES.index(o.shape)] = 1
+                x[o.cell, 13 + (o.size == "big")] = 1
+            self.onehot[item.file_name] = x
+        model.oracle = torch.nn.Linear(26, width)  # a submodule: trained with the rest
+        model.extract_feature = lambda pixel_values: model.oracle(self.current)
+        self.current: torch.Tensor | None = None
+
+    def select(self, image_names: list[str]) -> None:
+        self.current = torch.stack([self.onehot[n] for n in image_names])
+
+
 @torch.no_grad()
-def evaluate_chat(model, tok, test_q, xte, te_index) -> dict:
+def evaluate_chat(model, tok, test_q, xte, te_index, *, oracle=None, split=None, question_first: bool = False) -> dict:
     from internvl.inference.chat import batch_chat
 
     model.eval()
     right: dict[str, list[int]] = {}
     for s in range(0, len(test_q), 128):
         chunk = test_q[s : s + 128]
-        pix = xte[[te_index[q["image"]] for q in chunk]]
+        rows = [te_index[q["image"]] for q in chunk]
+        if oracle is not None:
+            oracle.select([split[k] for k in rows])
         answers = batch_chat(
             model,
             tok,
-            pix,
-            [q["question"] for q in chunk],
+            xte[rows],
+            [f"{q['question']}\n<image>" if question_first else q["question"] for q in chunk],
             {"max_new_tokens": 4, "do_sample": False},
             num_patches_list=[1] * len(chunk),
         )
@@ -419,6 +493,14 @@ def main() -> None:
     p.add_argument("--caption-turn", action="store_true")
     p.add_argument("--caption-prob", type=float, default=0.0)
     p.add_argument("--eval-train", action="store_true", help="also score training-image questions")
+    p.add_argument("--heads", type=int, default=0, help="LLM attention heads (0: the preset's)")
+    p.add_argument("--kv-heads", type=int, default=0, help="LLM key/value heads (0: the preset's)")
+    p.add_argument("--ffn-mult", type=float, default=0.0, help="LLM FFN width / width (0: the preset's)")
+    p.add_argument("--rope-theta", type=float, default=0.0, help="LLM RoPE theta (0: the preset's)")
+    p.add_argument("--tie", action="store_true", help="tie the LLM's input and output embeddings")
+    p.add_argument("--qfirst", type=float, default=0.0, help="share of samples with the question before <image>")
+    p.add_argument("--textqa-prob", type=float, default=0.0, help="share with a caption as text before the question")
+    p.add_argument("--oracle", action="store_true", help="perfect per-cell one-hot visual tokens (see OracleTokens)")
     p.add_argument("--test-questions", type=int, default=1200)
     a = p.parse_args()
     {"contrastive": contrastive, "chat": chat, "probe": probe}[a.stage](a)
