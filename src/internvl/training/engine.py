@@ -38,6 +38,7 @@ from internvl.core.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
+RECIPE_FILE = "recipe.json"  # the recipe a run folder was trained with, for the recipes' --resume checks
 
 
 @dataclass
@@ -404,6 +405,20 @@ def last_complete_checkpoint(output_dir: str | os.PathLike, world_size: int) -> 
         if step.isdigit() and (d / "trainer_state.json").is_file() and all((d / f).is_file() for f in rng):
             found.append((int(step), d))
     return str(max(found)[1]) if found else None
+
+
+def refuse_to_overwrite(output_dir: Path) -> None:
+    """A run without --resume never writes over the checkpoints already in its folder."""
+    if any(output_dir.glob("checkpoint-*")):
+        raise ConfigError(
+            f"{output_dir} already holds checkpoints of a run; pass --resume to continue it, "
+            "or set another log.output_dir (nothing is overwritten)"
+        )
+
+
+def write_recipe(output_dir: Path, recipe: dict) -> None:
+    """The run's recipe beside its checkpoints (what a later --resume is compared against)."""
+    (output_dir / RECIPE_FILE).write_text(json.dumps(recipe, indent=2))
 
 
 def read_metrics(output_dir: str | os.PathLike) -> list[dict]:

@@ -36,7 +36,15 @@ from internvl.models import checkpoint as ckpt
 from internvl.models.internvl_cg import InternVLConfig, InternVLModel, merge_lora_state_dict
 from internvl.training import memory
 from internvl.training.config import BatchPlan, RetrievalRecipe, require_checkpoint_dir, resolve_batch
-from internvl.training.engine import Engine, EngineSettings, read_metrics, zero3_live_parameters
+from internvl.training.engine import (
+    RECIPE_FILE,
+    Engine,
+    EngineSettings,
+    read_metrics,
+    refuse_to_overwrite,
+    write_recipe,
+    zero3_live_parameters,
+)
 from internvl.training.losses import retrieval_loss
 from internvl.training.methods import (
     QLLAMA_LORA_TARGETS,
@@ -48,7 +56,6 @@ from internvl.training.methods import (
 from internvl.training.optim import param_groups
 
 logger = logging.getLogger(__name__)
-RECIPE_FILE = "recipe.json"
 FINAL_DIR = "final"
 TOKENIZER_FILES = (
     "tokenizer.model",
@@ -313,11 +320,8 @@ class RetrievalFinetune:
         plan = self.batch_plan()
         if resume:
             self.check_resume()
-        elif any(self.output_dir.glob("checkpoint-*")):
-            raise ConfigError(
-                f"{self.output_dir} already holds checkpoints of a run; pass --resume to continue it, "
-                "or set another log.output_dir (nothing is overwritten)"
-            )
+        else:
+            refuse_to_overwrite(self.output_dir)
         data = self.prepare_data()
         if data.skipped and self.dist.is_main:
             logger.warning(
@@ -328,7 +332,7 @@ class RetrievalFinetune:
         r = self.recipe
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
-            (self.output_dir / RECIPE_FILE).write_text(json.dumps(r.to_dict(), indent=2))
+            write_recipe(self.output_dir, r.to_dict())
         zero3 = r.engine.backend == "deepspeed" and r.engine.zero_stage == 3
         decay = (
             {"vit": r.optim.vit_layer_decay, "qllama": r.optim.qllama_layer_decay} if r.method.name == "full" else None

@@ -51,12 +51,18 @@ from internvl.training.chat_methods import (
     trainable_summary,
 )
 from internvl.training.config import BatchPlan, require_checkpoint_dir, resolve_batch
-from internvl.training.engine import Engine, EngineSettings, zero3_live_parameters
+from internvl.training.engine import (
+    RECIPE_FILE,
+    Engine,
+    EngineSettings,
+    refuse_to_overwrite,
+    write_recipe,
+    zero3_live_parameters,
+)
 from internvl.training.optim import param_groups
 from internvl.training.sft_recipe import SFTRecipe
 
 logger = logging.getLogger(__name__)
-RECIPE_FILE = "recipe.json"
 FINAL_DIR = "final"
 ADAPTER_DIR = "adapter"
 MAX_LISTED_PROBLEMS = 20
@@ -334,11 +340,8 @@ class SFTFinetune:
         plan = self.batch_plan()
         if resume:
             self.check_resume()
-        elif any(self.output_dir.glob("checkpoint-*")):
-            raise ConfigError(
-                f"{self.output_dir} already holds checkpoints of a run; pass --resume to continue "
-                "it, or set another log.output_dir (nothing is overwritten)"
-            )
+        else:
+            refuse_to_overwrite(self.output_dir)
         with tempfile.TemporaryDirectory(prefix="internvl-sft-tok-") as tok_dir:
             self._run(plan, tok_dir, resume)
         return self.info
@@ -366,7 +369,7 @@ class SFTFinetune:
         model, tokenizer = self.load_model(tokenizer)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
-            (self.output_dir / RECIPE_FILE).write_text(json.dumps(r.to_dict(), indent=2))
+            write_recipe(self.output_dir, r.to_dict())
         per_step = plan.per_device_batch_size * plan.world_size
         steps_per_epoch = len(dataset) // per_step // plan.gradient_accumulation_steps  # Trainer's drop_last count
         if steps_per_epoch == 0:
