@@ -77,17 +77,12 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
+    from internvl.data.synthetic import build_chat_tokenizer, synthetic_image
     from internvl.inference import chat as api
     from internvl.models.internvl_chat import build_internvl_chat, tiny_chat_config
 
     tok_dir = tempfile.mkdtemp()
-    build_tokenizer(
-        tok_dir,
-        special_tokens=CHAT_SPECIAL_TOKENS,
-        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-        add_bos_token=False,
-    )
+    build_chat_tokenizer(tok_dir)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     cfg = tiny_chat_config(
         len(tokenizer),

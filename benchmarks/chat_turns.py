@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
+from internvl.data.synthetic import build_chat_tokenizer, synthetic_image
 from internvl.inference.loading import load_tokenizer
 from internvl.inference.pipeline import ChatPipeline
 from internvl.inference.requests import ChatRequest, GenerationOptions
@@ -57,12 +57,7 @@ def main() -> None:
         parser.error(f"--turns must lie in 1..{len(QUESTIONS)}")
 
     with tempfile.TemporaryDirectory() as tmp:
-        build_tokenizer(
-            tmp,
-            special_tokens=CHAT_SPECIAL_TOKENS,
-            chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-            add_bos_token=False,
-        )
+        build_chat_tokenizer(tmp)
         tok = load_tokenizer(tmp)
     cfg = tiny_chat_config(
         len(tok),

@@ -18,7 +18,7 @@ try:  # the HTTP client the installed openai uses (openai >= 3 ships httpx2, old
 except ImportError:  # pragma: no cover - depends on the openai release
     import httpx  # noqa: F401
 
-from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
+from internvl.data.synthetic import build_chat_tokenizer, build_tokenizer, synthetic_image
 from internvl.inference.loading import load_tokenizer
 from internvl.inference.pipeline import ChatPipeline
 from internvl.models.internvl_chat import build_internvl_chat, tiny_chat_config
@@ -32,12 +32,7 @@ def tiny_chat_pipeline(tok_dir: Path) -> ChatPipeline:
     Its generation config suppresses the byte-fallback and special tokens, so answers are readable word
     pieces instead of U+FFFD runs (a real generation-config setting, applied by transformers' generate).
     """
-    build_tokenizer(
-        tok_dir,
-        special_tokens=CHAT_SPECIAL_TOKENS,
-        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-        add_bos_token=False,
-    )
+    build_chat_tokenizer(tok_dir)
     tokenizer = load_tokenizer(tok_dir)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model = build_internvl_chat(tiny_chat_config(len(tokenizer), system_message=SYSTEM, eos_token_id=im_end), seed=0)

@@ -30,14 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer
+    from internvl.data.synthetic import build_chat_tokenizer
     from internvl.inference import chat as api
     from internvl.models.internvl_chat import build_internvl_chat, tiny_chat_config
 
     d = tmp_path_factory.mktemp("tiny_chat")
-    build_tokenizer(
-        d, special_tokens=CHAT_SPECIAL_TOKENS, chat_template_tokens=["<|im_start|>", "<|im_end|>"], add_bos_token=False
-    )
+    build_chat_tokenizer(d)
     tok = api.load_tokenizer(d)
     cfg = tiny_chat_config(
         len(tok), eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), system_message="Answer the questions."

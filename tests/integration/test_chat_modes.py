@@ -16,7 +16,7 @@ import torch
 
 from internvl.core.errors import DataFormatError, InternVLError
 from internvl.data.conversation import build_query
-from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
+from internvl.data.synthetic import build_chat_tokenizer, synthetic_image
 from internvl.inference import chat as api
 from internvl.models.internvl_chat import InternVLChatModel, build_internvl_chat, tiny_chat_config
 
@@ -28,12 +28,7 @@ SYSTEM = "Answer the questions."
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
-    build_tokenizer(
-        path,
-        special_tokens=CHAT_SPECIAL_TOKENS,
-        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-        add_bos_token=False,
-    )
+    build_chat_tokenizer(path)
     # Loaded as load_chat_model does (slow SentencePiece, like the card's use_fast=False): on transformers
     # 4.x the fast and slow Llama tokenizers split text after special tokens differently.
     return api.load_tokenizer(path)
@@ -514,12 +509,7 @@ def test_training_forward_drops_dummy_tiles_and_rejects_count_mismatch(model, to
 def test_tokenizer_splits_after_special_tokens_like_the_reference(tmp_path):
     """transformers 4.37's slow Llama tokenizer (the reference) defaults to legacy=True: text right after a
     special token gets SentencePiece's "▁" prefix. 5.x defaults to the other split unless told."""
-    build_tokenizer(
-        tmp_path,
-        special_tokens=CHAT_SPECIAL_TOKENS,
-        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-        add_bos_token=False,
-    )
+    build_chat_tokenizer(tmp_path)
     tok = api.load_tokenizer(tmp_path)
     pieces = tok.convert_ids_to_tokens(tok("<|im_start|>system").input_ids)
     assert pieces[0] == "<|im_start|>" and pieces[1].startswith("▁")

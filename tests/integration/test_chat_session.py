@@ -6,7 +6,7 @@ import pytest
 
 from internvl.core.compat import CACHE_CONTINUATION_MIN, supports_cache_continuation
 from internvl.core.errors import RequestError
-from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
+from internvl.data.synthetic import build_chat_tokenizer, synthetic_image
 from internvl.inference.loading import load_tokenizer
 from internvl.inference.pipeline import ChatPipeline
 from internvl.inference.requests import ChatRequest, GenerationOptions
@@ -20,12 +20,7 @@ QUESTIONS = ["what is in the image?", "what color is it?", "and the background?"
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
-    build_tokenizer(
-        path,
-        special_tokens=CHAT_SPECIAL_TOKENS,
-        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-        add_bos_token=False,
-    )
+    build_chat_tokenizer(path)
     tok = load_tokenizer(path)
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     model = build_internvl_chat(tiny_chat_config(len(tok), system_message="Answer.", eos_token_id=im_end), seed=0)

@@ -11,7 +11,7 @@ import torch
 
 from internvl.core.errors import ConfigError, DataFormatError, RequestError
 from internvl.data.conversation import build_query
-from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer, synthetic_image
+from internvl.data.synthetic import build_chat_tokenizer, synthetic_image
 from internvl.inference.loading import load_tokenizer
 from internvl.inference.pipeline import ChatPipeline
 from internvl.inference.requests import ChatRequest, ChatResponse, GenerationOptions, Message, Visuals
@@ -25,12 +25,7 @@ GREEDY = GenerationOptions(max_new_tokens=6, do_sample=False)
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok")
-    build_tokenizer(
-        path,
-        special_tokens=CHAT_SPECIAL_TOKENS,
-        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-        add_bos_token=False,
-    )
+    build_chat_tokenizer(path)
     return load_tokenizer(path)
 
 

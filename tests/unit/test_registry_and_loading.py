@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from internvl.core.errors import CheckpointError, ConfigError, UnknownModelError
-from internvl.data.synthetic import CHAT_SPECIAL_TOKENS, build_tokenizer
+from internvl.data.synthetic import build_chat_tokenizer, build_tokenizer
 from internvl.inference.card import ChatModel
 from internvl.inference.loading import load_pretrained, load_tokenizer, save_chat_model
 from internvl.models import registry
@@ -78,12 +78,7 @@ def checkpoints(tmp_path_factory):
     build_tokenizer(root / "cg")
     cg = registry.create_model("internvl_cg_tiny", seed=1)
     cg.save_pretrained(root / "cg")
-    build_tokenizer(
-        root / "chat",
-        special_tokens=CHAT_SPECIAL_TOKENS,
-        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
-        add_bos_token=False,
-    )
+    build_chat_tokenizer(root / "chat")
     tok = load_tokenizer(root / "chat")
     chat = registry.create_model("internvl_chat_tiny", seed=1, vocab_size=len(tok))
     save_chat_model(chat, tok, root / "chat")

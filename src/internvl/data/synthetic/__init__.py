@@ -22,6 +22,7 @@ from internvl.data.synthetic.tokenizer import (
     CHAT_SPECIAL_TOKENS,
     DEFAULT_CORPUS,
     WORLD_CHAT_TOKENS,
+    build_chat_tokenizer,
     build_tokenizer,
     build_world_tokenizer,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "WORLD_CHAT_TOKENS",
     "Scene",
     "SceneObject",
+    "build_chat_tokenizer",
     "build_tokenizer",
     "build_world_tokenizer",
     "random_scene",

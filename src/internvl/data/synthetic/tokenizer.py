@@ -104,6 +104,17 @@ def build_tokenizer(
     return root
 
 
+def build_chat_tokenizer(path: str | os.PathLike) -> Path:
+    """`build_tokenizer` laid out as a V1-2 chat LLM's: the ChatML markers as single pieces, the image and
+    box tokens as added special tokens, and no BOS (Hermes-2 prompts start with ``<|im_start|>``)."""
+    return build_tokenizer(
+        path,
+        special_tokens=CHAT_SPECIAL_TOKENS,
+        chat_template_tokens=["<|im_start|>", "<|im_end|>"],
+        add_bos_token=False,
+    )
+
+
 # Chat LLM special tokens of the world tokenizer: the Hermes-2 (ChatML) role markers and the image tokens.
 WORLD_CHAT_TOKENS: tuple[str, ...] = ("<|im_start|>", "<|im_end|>", *CHAT_SPECIAL_TOKENS)
 
