@@ -78,7 +78,7 @@ test-oldest:
 	.venv-oldest/bin/python -m pytest -q $(PYTEST_ARGS)
 
 bench: venv
-	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in benchmarks/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-oldest build *.egg-info src/*.egg-info

@@ -19,44 +19,14 @@ import time
 from pathlib import Path
 
 import torch
+from _common import cg_config
 
 from internvl.data.datasets import ImageCaptions
 from internvl.data.synthetic import build_tokenizer, synthetic_image
 from internvl.data.tokenization import InternVLTextTokenizer
 from internvl.evaluation.captioning import caption_dataset
 from internvl.models.checkpoint import resolve_dtype
-from internvl.models.intern_vit import InternViTConfig
-from internvl.models.internvl_cg import InternVLConfig, build_internvl
-from internvl.models.qllama import QLlamaConfig
-
-
-def build(width: int, layers: int, image_size: int, vocab: int, queries: int) -> InternVLConfig:
-    heads = max(1, width // 64)
-    vision = InternViTConfig(
-        hidden_size=width,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * width,
-        image_size=image_size,
-        patch_size=14,
-    )
-    qllama = QLlamaConfig(
-        vocab_size=vocab,
-        hidden_size=width,
-        intermediate_size=4 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=512,
-        num_query_token=queries,
-        vision_hidden_size=width,
-    )
-    return InternVLConfig(
-        vision_config=vision,
-        qllama_config=qllama,
-        clip_embed_dim=width // 2,
-        attn_pool_num_heads=heads,
-        num_query_token=queries,
-    )
+from internvl.models.internvl_cg import build_internvl
 
 
 def main() -> None:
@@ -84,7 +54,9 @@ def main() -> None:
             path = root / f"{i}.jpg"
             synthetic_image(i, args.image_size).save(path, quality=90)
             records.append(ImageCaptions(i, path, ("a caption",)))
-        model = build_internvl(build(args.width, args.layers, args.image_size, tok.vocab_size, args.queries))
+        model = build_internvl(
+            cg_config(args.width, args.layers, tok.vocab_size, queries=args.queries, image_size=args.image_size)
+        )
         model = model.to(torch.device(args.device), resolve_dtype(args.dtype)).eval()
         sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
         caption_dataset(

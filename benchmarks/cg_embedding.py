@@ -17,40 +17,10 @@ import json
 import time
 
 import torch
+from _common import cg_config
 
 from internvl.models.checkpoint import resolve_dtype
-from internvl.models.intern_vit import InternViTConfig
-from internvl.models.internvl_cg import InternVLConfig, build_internvl
-from internvl.models.qllama import QLlamaConfig
-
-
-def build(width: int, layers: int, image_size: int, vocab: int) -> InternVLConfig:
-    heads = max(1, width // 64)
-    vision = InternViTConfig(
-        hidden_size=width,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * width,
-        image_size=image_size,
-        patch_size=14,
-    )
-    qllama = QLlamaConfig(
-        vocab_size=vocab,
-        hidden_size=width,
-        intermediate_size=4 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=512,
-        num_query_token=96,
-        vision_hidden_size=width,
-    )
-    return InternVLConfig(
-        vision_config=vision,
-        qllama_config=qllama,
-        clip_embed_dim=width // 2,
-        attn_pool_num_heads=heads,
-        num_query_token=96,
-    )
+from internvl.models.internvl_cg import build_internvl
 
 
 def throughput(fn, n_items: int, min_seconds: float, sync) -> float:
@@ -90,7 +60,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = resolve_dtype(args.dtype)
-    model = build_internvl(build(args.width, args.layers, args.image_size, args.vocab)).to(device, dtype)
+    model = build_internvl(cg_config(args.width, args.layers, args.vocab, image_size=args.image_size)).to(device, dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     gen = torch.Generator().manual_seed(0)
     rows = []

@@ -14,53 +14,17 @@ text; ``itc_c``: InternVL-C). Prints seconds per step, the ratio and the loss di
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import time
 
 import torch
+from _common import cg_config, flickr_like_captions
 
 from internvl.data.pairs import PairTokenizer, collate_pairs
 from internvl.data.synthetic import build_tokenizer
 from internvl.data.tokenization import MAX_LENGTH, TEXT_PREFIX, InternVLTextTokenizer
-from internvl.models.intern_vit import InternViTConfig
-from internvl.models.internvl_cg import InternVLConfig, build_internvl
-from internvl.models.qllama import QLlamaConfig
+from internvl.models.internvl_cg import build_internvl
 from internvl.training.losses import retrieval_loss
-
-WORDS = (
-    "a man woman dog cat child two people group young old red blue green white black shirt street "
-    "water beach grass field ball bike car building playing running sitting standing walking riding "
-    "holding wearing front near next with while on in of the at his her their large small"
-).split()
-
-
-def build(width: int, layers: int, queries: int, vocab: int) -> InternVLConfig:
-    vision = InternViTConfig(
-        hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=128, image_size=28, patch_size=14
-    )
-    qllama = QLlamaConfig(
-        vocab_size=vocab,
-        hidden_size=width,
-        intermediate_size=4 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, width // 64),
-        max_position_embeddings=512,
-        num_query_token=queries,
-        vision_hidden_size=64,
-    )
-    return InternVLConfig(
-        vision_config=vision,
-        qllama_config=qllama,
-        clip_embed_dim=width // 2,
-        attn_pool_num_heads=1,
-        num_query_token=queries,
-    )
-
-
-def captions(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 22))) for _ in range(n)]
 
 
 def main() -> None:
@@ -79,11 +43,15 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = [TEXT_PREFIX + c for c in captions(3000, seed=1)]
+        corpus = [TEXT_PREFIX + c for c in flickr_like_captions(3000, seed=1, period=False)]
         text = InternVLTextTokenizer.from_pretrained(build_tokenizer(tmp, corpus=corpus, vocab_size=500), prefix="")
     tok = PairTokenizer(text, pad_token_id=0, pad_to_max_length=False)  # the explicit masks make any pad id work
-    model = build_internvl(build(args.width, args.layers, args.queries, text.vocab_size)).to(device).train()
-    texts = captions(2 * args.batch_size, seed=0)
+    model = (
+        build_internvl(cg_config(args.width, args.layers, text.vocab_size, queries=args.queries, text_only=True))
+        .to(device)
+        .train()
+    )
+    texts = flickr_like_captions(2 * args.batch_size, seed=0, period=False)
     g = torch.Generator().manual_seed(0)
     samples = []
     for i in range(args.batch_size):

@@ -15,50 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 import time
 
 import torch
+from _common import cg_config, flickr_like_captions
 
 import internvl.inference.embedding as embedding
 from internvl.data.synthetic import build_tokenizer
 from internvl.data.tokenization import TEXT_PREFIX, InternVLTextTokenizer
 from internvl.models.checkpoint import resolve_dtype
-from internvl.models.intern_vit import InternViTConfig
-from internvl.models.internvl_cg import InternVLConfig, build_internvl
-from internvl.models.qllama import QLlamaConfig
-
-WORDS = (
-    "a man woman dog cat child two people group young old red blue green white black shirt street "
-    "water beach grass field ball bike car building playing running sitting standing walking riding "
-    "holding wearing front near next with while on in of the at his her their large small"
-).split()
-
-
-def build(width: int, layers: int, vocab: int) -> InternVLConfig:
-    heads = max(1, width // 64)
-    vision = InternViTConfig(
-        hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=128, image_size=28, patch_size=14
-    )
-    qllama = QLlamaConfig(
-        vocab_size=vocab,
-        hidden_size=width,
-        intermediate_size=4 * width,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=512,
-        num_query_token=8,
-        vision_hidden_size=64,
-    )
-    return InternVLConfig(
-        vision_config=vision, qllama_config=qllama, clip_embed_dim=width // 2, attn_pool_num_heads=1, num_query_token=8
-    )
-
-
-def captions(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 22))) + "." for _ in range(n)]
+from internvl.models.internvl_cg import build_internvl
 
 
 def timed(fn, repeats: int, sync) -> tuple[float, torch.Tensor]:
@@ -92,11 +59,15 @@ def main() -> None:
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         # trained on such captions, so a word is about one piece, as with LLaMA's tokenizer on English
-        corpus = [TEXT_PREFIX + c for c in captions(3000, seed=1)]
+        corpus = [TEXT_PREFIX + c for c in flickr_like_captions(3000, seed=1)]
         tok = InternVLTextTokenizer.from_pretrained(build_tokenizer(tmp, corpus=corpus, vocab_size=500))
-    model = build_internvl(build(args.width, args.layers, tok.vocab_size)).to(device, resolve_dtype(args.dtype)).eval()
+    model = (
+        build_internvl(cg_config(args.width, args.layers, tok.vocab_size, queries=8, text_only=True))
+        .to(device, resolve_dtype(args.dtype))
+        .eval()
+    )
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    texts = captions(args.texts, seed=0)
+    texts = flickr_like_captions(args.texts, seed=0)
     lengths = [len(tok.encode(t)) for t in texts]
 
     def run(padding: str, sort: bool):
