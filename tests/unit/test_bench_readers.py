@@ -233,3 +233,25 @@ def test_mmmu(tmp_path):
     # "Cubism" -> B right; 42 right; "a circle" contains neither gold string
     assert r["score"] == pytest.approx(200 / 3)
     assert r["breakdown"] == {"Art_Theory": 100.0, "Math": 50.0}
+
+
+def test_parquet_readers_name_the_missing_files_and_columns(tmp_path):
+    """MMMU and MathVista share one parquet walk: no matching file, or a file without a needed column, is one
+    DataFormatError naming the expected layout or the file and the columns."""
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from internvl.core.errors import DataFormatError
+    from internvl.data.datasets.mathvista import read_mathvista
+    from internvl.data.datasets.mmmu import read_mmmu
+
+    with pytest.raises(DataFormatError, match=r"MMMU: no <Subject>/validation-\*\.parquet under .*MMMU/MMMU"):
+        read_mmmu(tmp_path)
+    with pytest.raises(DataFormatError, match=r"MathVista: no testmini-\*\.parquet under .*AI4Math/MathVista"):
+        read_mathvista(tmp_path)
+    bad = tmp_path / "data" / "testmini-00000-of-00001.parquet"
+    bad.parent.mkdir()
+    pq.write_table(pa.table({"pid": ["1"], "query": ["q"]}), bad)
+    with pytest.raises(DataFormatError, match=r"00001\.parquet: missing column\(s\) \['decoded_image'"):
+        read_mathvista(tmp_path)

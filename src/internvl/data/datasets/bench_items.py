@@ -1,4 +1,4 @@
-"""The record every benchmark reader returns, and the path rule shared by the readers.
+"""The record every benchmark reader returns, and the path and parquet rules shared by the readers.
 
 A reader never raises on one bad line or a missing image: it returns the item with ``problem`` set
 (what is wrong and where), so the harness can list it in the result and score it as wrong. Whole-file
@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from internvl.core.errors import DataFormatError
+from internvl.core.errors import ConfigError, DataFormatError
 
 
 @dataclass
@@ -95,4 +96,27 @@ def missing_image(item: BenchItem) -> BenchItem:
     return item
 
 
-__all__ = ["BenchItem", "missing_image", "reference_path", "require_file"]
+def parquet_rows(
+    folder: str | Path, split: str, columns: tuple[str, ...], *, benchmark: str, pattern: str, snapshot: str
+) -> Iterator[tuple[str, dict]]:
+    """``(source, row)`` for every row of the ``<split>-*.parquet`` files under ``folder`` (an HF dataset
+    snapshot), in sorted file order; each file is checked for ``columns`` before its rows are read.
+    ``pattern`` and ``snapshot`` describe the expected layout in the no-files error."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(f"{benchmark} is read from parquet files: pip install pyarrow (or internvl[bench])") from None
+    folder = Path(folder)
+    files = sorted(folder.rglob(f"{split}-*.parquet"))
+    if not files:
+        raise DataFormatError(f"{benchmark}: no {pattern} under {folder} (a snapshot of the HF dataset {snapshot})")
+    for path in files:
+        table = pq.read_table(path)
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise DataFormatError(f"{path}: missing column(s) {missing}; found {table.column_names}")
+        for n, row in enumerate(table.to_pylist()):
+            yield f"{path}[{n}]", row
+
+
+__all__ = ["BenchItem", "missing_image", "parquet_rows", "reference_path", "require_file"]

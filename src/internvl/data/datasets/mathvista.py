@@ -9,53 +9,42 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from internvl.core.errors import ConfigError, DataFormatError
-from internvl.data.datasets.bench_items import BenchItem
+from internvl.data.datasets.bench_items import BenchItem, parquet_rows
 
 COLUMNS = ("pid", "query", "decoded_image", "choices", "precision", "answer", "question_type", "answer_type")
 
 
 def read_mathvista(folder: str | Path, split: str = "testmini") -> list[BenchItem]:
     """Every problem of ``split`` found in ``folder/**/<split>-*.parquet`` (a snapshot of the HF repo)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ConfigError("MathVista is read from parquet files: pip install pyarrow (or internvl[bench])") from None
-    folder = Path(folder)
-    files = sorted(folder.rglob(f"{split}-*.parquet"))
-    if not files:
-        raise DataFormatError(
-            f"MathVista: no {split}-*.parquet under {folder} (a snapshot of the HF dataset "
-            "AI4Math/MathVista: data/testmini-00000-of-00001-*.parquet)"
-        )
     items: list[BenchItem] = []
-    for path in files:
-        table = pq.read_table(path)
-        missing = [c for c in COLUMNS if c not in table.column_names]
-        if missing:
-            raise DataFormatError(f"{path}: missing column(s) {missing}; found {table.column_names}")
-        for n, row in enumerate(table.to_pylist()):
-            source = f"{path}[{n}]"
-            image = row["decoded_image"]
-            item = BenchItem(
-                id=str(row["pid"]),
-                question=str(row["query"] or ""),
-                answer=row["answer"],
-                source=source,
-                image_bytes=(image or {}).get("bytes") if isinstance(image, dict) else image,
-                meta={
-                    "question_type": row["question_type"],
-                    "answer_type": row["answer_type"],
-                    "choices": row["choices"],
-                    "precision": row["precision"],
-                    "task": (row.get("metadata") or {}).get("task"),
-                },
-            )
-            if not item.image_bytes:
-                item.problem = f"{source}: no decoded_image bytes"
-            elif not item.question:
-                item.problem = f"{source}: empty query"
-            items.append(item)
+    for source, row in parquet_rows(
+        folder,
+        split,
+        COLUMNS,
+        benchmark="MathVista",
+        pattern=f"{split}-*.parquet",
+        snapshot="AI4Math/MathVista: data/testmini-00000-of-00001-*.parquet",
+    ):
+        image = row["decoded_image"]
+        item = BenchItem(
+            id=str(row["pid"]),
+            question=str(row["query"] or ""),
+            answer=row["answer"],
+            source=source,
+            image_bytes=(image or {}).get("bytes") if isinstance(image, dict) else image,
+            meta={
+                "question_type": row["question_type"],
+                "answer_type": row["answer_type"],
+                "choices": row["choices"],
+                "precision": row["precision"],
+                "task": (row.get("metadata") or {}).get("task"),
+            },
+        )
+        if not item.image_bytes:
+            item.problem = f"{source}: no decoded_image bytes"
+        elif not item.question:
+            item.problem = f"{source}: empty query"
+        items.append(item)
     return items
 
 

@@ -10,61 +10,47 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from internvl.core.errors import ConfigError, DataFormatError
-from internvl.data.datasets.bench_items import BenchItem
+from internvl.data.datasets.bench_items import BenchItem, parquet_rows
 
 LETTERS = "ABCDEFGHIJKLM"
 
 
 def read_mmmu(folder: str | Path, split: str = "validation") -> list[BenchItem]:
     """Every question of ``split`` under ``folder``, subjects in sorted folder order."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ConfigError("MMMU is read from parquet files: pip install pyarrow (or internvl[bench])") from None
-    folder = Path(folder)
-    files = sorted(folder.rglob(f"{split}-*.parquet"))
-    if not files:
-        raise DataFormatError(
-            f"MMMU: no <Subject>/{split}-*.parquet under {folder} (a snapshot of the HF dataset MMMU/MMMU)"
-        )
     items: list[BenchItem] = []
-    for path in files:
-        table = pq.read_table(path)
-        missing = [
-            c
-            for c in ("id", "question", "options", "answer", "question_type", "image_1")
-            if c not in table.column_names
-        ]
-        if missing:
-            raise DataFormatError(f"{path}: missing column(s) {missing}")
-        for n, row in enumerate(table.to_pylist()):
-            source = f"{path}[{n}]"
-            image = row["image_1"]
-            item = BenchItem(
-                id=str(row["id"]),
-                question=str(row["question"] or "").strip(),
-                source=source,
-                image_bytes=image.get("bytes") if isinstance(image, dict) else image,
-                meta={"question_type": row["question_type"], "subject": "_".join(str(row["id"]).split("_")[1:-1])},
-            )
+    for source, row in parquet_rows(
+        folder,
+        split,
+        ("id", "question", "options", "answer", "question_type", "image_1"),
+        benchmark="MMMU",
+        pattern=f"<Subject>/{split}-*.parquet",
+        snapshot="MMMU/MMMU",
+    ):
+        image = row["image_1"]
+        item = BenchItem(
+            id=str(row["id"]),
+            question=str(row["question"] or "").strip(),
+            source=source,
+            image_bytes=image.get("bytes") if isinstance(image, dict) else image,
+            meta={"question_type": row["question_type"], "subject": "_".join(str(row["id"]).split("_")[1:-1])},
+        )
+        try:
+            choices = ast.literal_eval(row["options"]) if row["options"] else []
+            if not isinstance(choices, list) or len(choices) > len(LETTERS):
+                raise ValueError("not a list of at most 13 options")
+            item.options = {LETTERS[i]: str(c).strip() for i, c in enumerate(choices)}
+        except (ValueError, SyntaxError) as e:
+            item.problem = f"{source}: options {str(row['options'])[:80]!r} unreadable ({e})"
+        answer = row["answer"]
+        if isinstance(answer, str) and answer.startswith("["):
             try:
-                choices = ast.literal_eval(row["options"]) if row["options"] else []
-                if not isinstance(choices, list) or len(choices) > len(LETTERS):
-                    raise ValueError("not a list of at most 13 options")
-                item.options = {LETTERS[i]: str(c).strip() for i, c in enumerate(choices)}
-            except (ValueError, SyntaxError) as e:
-                item.problem = f"{source}: options {str(row['options'])[:80]!r} unreadable ({e})"
-            answer = row["answer"]
-            if isinstance(answer, str) and answer.startswith("["):
-                try:
-                    answer = [str(a) for a in ast.literal_eval(answer)]
-                except (ValueError, SyntaxError):
-                    pass
-            item.answer = answer
-            if item.problem is None and not item.image_bytes:
-                item.problem = f"{source}: no image_1"
-            items.append(item)
+                answer = [str(a) for a in ast.literal_eval(answer)]
+            except (ValueError, SyntaxError):
+                pass
+        item.answer = answer
+        if item.problem is None and not item.image_bytes:
+            item.problem = f"{source}: no image_1"
+        items.append(item)
     return items
 
 
