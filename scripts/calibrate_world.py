@@ -79,7 +79,7 @@ def contrastive(a) -> None:
         if a.pos_init_std:
             model.vision_model.embeddings.position_embedding.normal_(0, a.pos_init_std)
     xtr, xte = load_images(train, 48), load_images(test, 48)
-    caps_tr = [tok(list(r.captions)) for r in train]  # per image long[3, 64]
+    caps_tr = [tok(list(r.captions) + _colour_free(r.captions[:1])) for r in train]  # per image long[4, 64]
     ids_tr = torch.stack(caps_tr)  # (N, 3, 64)
     L = int((ids_tr > 0).sum(-1).max())
     ids_tr = ids_tr[..., :L]
@@ -119,7 +119,9 @@ def contrastive(a) -> None:
         for group in opt.param_groups:
             group["lr"] = a.lr * lr_at(frac, a.warmup)
         idx = torch.randperm(len(train), generator=g)[: a.batch]
-        cap = torch.randint(0, ids_tr.shape[1], (len(idx),), generator=g)
+        cap = torch.randint(0, ids_tr.shape[1] - 1, (len(idx),), generator=g)
+        if a.shape_captions:  # the last caption: the first without its colours (shape, size, position only)
+            cap[torch.rand(len(idx), generator=g) < a.shape_captions] = ids_tr.shape[1] - 1
         pix = xtr[idx]
         if a.aug_shift:
             pass
@@ -154,6 +156,15 @@ def contrastive(a) -> None:
     if out:
         torch.save(model.vision_model.state_dict(), out / "vit.pt")
         torch.save(model.state_dict(), out / "model.pt")
+
+
+def _colour_free(captions) -> list[str]:
+    import re
+
+    from internvl.data.synthetic.scenes import COLOURS
+
+    pattern = re.compile(r"\b(" + "|".join(COLOURS) + r") ")
+    return [pattern.sub("", c) for c in captions]
 
 
 @torch.no_grad()
@@ -203,21 +214,33 @@ def chat(a) -> None:
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     config = world_chat_config(len(tok), llm_width=a.llm_width, llm_layers=a.llm_layers, eos_token_id=im_end)
     _apply_llm_levers(config.llm_config, a)
+    if a.image_size:  # the ViT on a finer grid (position embeddings interpolated), pixel-shuffled back to 3x3
+        config.force_image_size, config.downsample_ratio = a.image_size, a.downsample
+    size = config.force_image_size
     model = build_internvl_chat(config, seed=a.seed).train()
     if a.tie:
         model.language_model.tie_weights()
     model.img_context_token_id = tok.convert_tokens_to_ids("<IMG_CONTEXT>")
     if a.vit:
-        model.vision_model.load_state_dict(torch.load(a.vit))
+        state = torch.load(a.vit)
+        if a.image_size:
+            from internvl.models.intern_vit import PRESETS, InternViT
+
+            vit = InternViT(PRESETS["intern_vit_world"])
+            vit.load_state_dict(state)
+            vit.resize_position_embeddings(a.image_size)
+            state = vit.state_dict()
+        model.vision_model.load_state_dict(state)
     if a.freeze_vit:
         model.vision_model.requires_grad_(False)
     nimg = model.num_image_token
-    system = config.system_message
+    system = config.system_message if a.system is None else a.system
 
     # An image's question-answer turns, whether the file holds one record per question (the world now) or one
     # conversation per image (worlds written before): samples draw an image, then up to --turns of its turns.
     by_image: dict[str, list[tuple[str, str]]] = {}
-    for r in read_jsonl(world / "sft/world_sft_train.jsonl"):
+    train_world = Path(a.train_world) if a.train_world else world
+    for r in read_jsonl(train_world / "sft/world_sft_train.jsonl"):
         c = r["conversations"]
         by_image.setdefault(r["image"], []).extend(
             (_without_image(c[i]["value"]), c[i + 1]["value"]) for i in range(0, len(c), 2)
@@ -225,22 +248,23 @@ def chat(a) -> None:
     names = list(by_image)[: a.train_images]
     samples = [by_image[n] for n in names]
     recs = {
-        r.image_path.name: r for r in read_flickr_captions(world / "flickr/world_train_karpathy.txt", world / "images")
+        r.image_path.name: r
+        for r in read_flickr_captions(train_world / "flickr/world_train_karpathy.txt", train_world / "images")
     }
-    xtr = load_images([recs[n] for n in names], 48)
+    xtr = load_images([recs[n] for n in names], size)
     captions = [recs[n].captions for n in names]
     test_q = read_jsonl(world / "qa/world_test.jsonl")[: a.test_questions]
     te_recs = {
         r.image_path.name: r for r in read_flickr_captions(world / "flickr/world_test_karpathy.txt", world / "images")
     }
     te_names = sorted({q["image"] for q in test_q})
-    xte = load_images([te_recs[n] for n in te_names], 48)
+    xte = load_images([te_recs[n] for n in te_names], size)
     te_index = {n: i for i, n in enumerate(te_names)}
     oracle = OracleTokens(model, world, a.llm_width) if a.oracle else None
     if a.eval_train:  # the same questions' kind on training images: the generalisation gap
         tr_q = read_jsonl(world / "qa/world_train.jsonl")[: a.test_questions // 2]
         tr_names = sorted({q["image"] for q in tr_q})
-        xtr_eval = load_images([recs[n] for n in tr_names], 48)
+        xtr_eval = load_images([recs[n] for n in tr_names], size)
         tr_index = {n: i for i, n in enumerate(tr_names)}
     params = [p for p in model.parameters() if p.requires_grad]
     vit_params = {id(p) for p in model.vision_model.parameters()}
@@ -250,7 +274,7 @@ def chat(a) -> None:
     ]
     for gr in groups:
         gr["base_lr"] = gr["lr"]
-    opt = torch.optim.AdamW([gr for gr in groups if gr["params"]], betas=(0.9, 0.98), weight_decay=a.wd)
+    opt = torch.optim.AdamW([gr for gr in groups if gr["params"]], betas=(0.9, a.beta2), weight_decay=a.wd)
     out = Path(a.out) if a.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -266,12 +290,20 @@ def chat(a) -> None:
     )
 
     def scores(questions, pixels, index, names_of_split) -> dict:
-        acc = evaluate_chat(model, tok, questions, pixels, index, oracle=oracle, split=names_of_split)
+        acc = evaluate_chat(model, tok, questions, pixels, index, oracle=oracle, split=names_of_split, system=system)
         if a.qfirst > 0:
             acc |= {
                 f"qfirst_{k}": v
                 for k, v in evaluate_chat(
-                    model, tok, questions, pixels, index, oracle=oracle, split=names_of_split, question_first=True
+                    model,
+                    tok,
+                    questions,
+                    pixels,
+                    index,
+                    oracle=oracle,
+                    split=names_of_split,
+                    question_first=True,
+                    system=system,
                 ).items()
             }
         return acc
@@ -391,7 +423,9 @@ class OracleTokens:
 
 
 @torch.no_grad()
-def evaluate_chat(model, tok, test_q, xte, te_index, *, oracle=None, split=None, question_first: bool = False) -> dict:
+def evaluate_chat(
+    model, tok, test_q, xte, te_index, *, oracle=None, split=None, question_first: bool = False, system=None
+) -> dict:
     from internvl.inference.chat import batch_chat
 
     model.eval()
@@ -408,6 +442,7 @@ def evaluate_chat(model, tok, test_q, xte, te_index, *, oracle=None, split=None,
             [f"{q['question']}\n<image>" if question_first else q["question"] for q in chunk],
             {"max_new_tokens": 4, "do_sample": False},
             num_patches_list=[1] * len(chunk),
+            system_message=system,
         )
         for q, ans in zip(chunk, answers, strict=True):
             right.setdefault(q["type"], []).append(int(ans.strip().lower() == q["answer"]))
@@ -434,7 +469,7 @@ def probe(a) -> None:
     def features(split, n):
         recs = read_flickr_captions(world_dir / f"flickr/world_{split}_karpathy.txt", world_dir / "images")[:n]
         with torch.no_grad():
-            h = vit(load_images(recs, 48)).last_hidden_state[:, 1:]  # (N, 9 cells, D)
+            h = vit(load_images(recs, 48), output_hidden_states=True).hidden_states[a.select_layer][:, 1:]  # (N, 9, D)
         labels = {k: torch.zeros(len(recs), 9, dtype=torch.long) for k in ("colour", "shape", "size")}
         for i, item in enumerate(world[split][:n]):
             for o in item.scene.objects:  # 0 = empty cell
@@ -501,6 +536,13 @@ def main() -> None:
     p.add_argument("--qfirst", type=float, default=0.0, help="share of samples with the question before <image>")
     p.add_argument("--textqa-prob", type=float, default=0.0, help="share with a caption as text before the question")
     p.add_argument("--oracle", action="store_true", help="perfect per-cell one-hot visual tokens (see OracleTokens)")
+    p.add_argument("--train-world", help="chat: train on this world's SFT split (tested on --world's)")
+    p.add_argument("--system", help="chat: system message (default: the preset's)")
+    p.add_argument("--select-layer", type=int, default=-1, help="probe/chat: the ViT hidden state used")
+    p.add_argument("--shape-captions", type=float, default=0.0, help="contrastive: share of colour-free captions")
+    p.add_argument("--image-size", type=int, default=0, help="chat: force_image_size (0: the preset's 48)")
+    p.add_argument("--downsample", type=float, default=0.5, help="chat: downsample_ratio with --image-size")
+    p.add_argument("--beta2", type=float, default=0.98)
     p.add_argument("--test-questions", type=int, default=1200)
     a = p.parse_args()
     {"contrastive": contrastive, "chat": chat, "probe": probe}[a.stage](a)

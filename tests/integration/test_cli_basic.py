@@ -88,6 +88,8 @@ def test_demo_trains_through_the_public_entry_points(tmp_path, capsys):
     assert losses[-1] < losses[0]
     chat = results["chat"]
     assert chat["questions"] == 120 and set(chat["per_type"]) >= {"count", "colour", "exists"}
+    # asked as trained (the world writes the question before <image>), and in the model card's layout too
+    assert chat["prompt_layout"] == "question, then image" and 0.0 <= chat["mean_accuracy_image_first"] <= 1.0
     assert all(0.0 <= v["accuracy"] <= 1.0 and 0.0 < v["chance"] <= 1.0 for v in chat["per_type"].values())
     # Chance = the majority answer's share per type, recomputed here from the world's QA file. (Chat
     # accuracy itself is not asserted: ~10 s of SFT does not reliably beat it; the default run's does on count.)

@@ -74,12 +74,16 @@ def _chat(capsys, final, question, image=None) -> str:
 
 
 def test_loss_falls_and_the_checkpoint_answers_in_chat(world, capsys):
+    import torch
+
     out = world["root"] / "full"
-    assert (
-        _train(world, out, f"model.path={world['ckpt']}", "schedule.epochs=30", "optim.lr=1e-2", "log.save_steps=1000")
-        == 0
-    )
+    threads = torch.get_num_threads()
+    sets = ("schedule.epochs=30", "optim.lr=1e-2", "log.save_steps=1000", "engine.cpu_threads=1")
+    assert _train(world, out, f"model.path={world['ckpt']}", *sets) == 0
     info = json.loads((out / "run_info.json").read_text())
+    # one process on the ddp backend: no one-process group, no DistributedDataParallel around the model
+    assert (info["wrapper"], info["world_size"], info["cpu_threads"]) == ("SFTLossModule", 1, 1)
+    assert torch.get_num_threads() == threads  # the thread count is the training's only
     assert info["samples_per_epoch"] == 6 + 2  # 4 colour records x 1.5 + 4 text records x 0.5
     assert info["global_step"] == 60 and info["warmup_steps"] == 6  # 8 // 4 = 2 steps/epoch; ceil(0.1 x 60)
     losses = [r["loss"] for r in read_metrics(out) if "loss" in r]

@@ -23,7 +23,14 @@ from internvl.data.datasets import (
 )
 from internvl.data.synthetic import QUESTION_TYPES, build_world_tokenizer, random_scene, synthetic_scene
 from internvl.data.synthetic.scenes import BACKGROUND, CELL, COLOURS, NUMBERS, POSITIONS
-from internvl.data.synthetic.world import MME_TASKS, build_world, mme_question_rows, world_corpus, write_world
+from internvl.data.synthetic.world import (
+    MME_TASKS,
+    QUESTION_FIRST_SHARE,
+    build_world,
+    mme_question_rows,
+    world_corpus,
+    write_world,
+)
 
 SIZES = {"train": 40, "val": 6, "test": 12}
 
@@ -146,8 +153,9 @@ def test_sft_meta_and_jsonl(world_dir):
             assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"]
             human, answer = (t["value"] for t in rec["conversations"])
             assert human in (f"<image>\n{qa['question']}", f"{qa['question']}\n<image>") and answer == qa["answer"]
+            assert qa["prompt"] == human  # the demo asks the layout SFT trained
             first += human.endswith("<image>")
-        assert 0.3 < first / len(lines) < 0.7  # both layouts of the first turn are trained
+        assert abs(first / len(lines) - QUESTION_FIRST_SHARE) < 0.05
     qa = [json.loads(x) for x in (world_dir / "qa/world_test.jsonl").read_text().splitlines()]
     assert {q["type"] for q in qa} <= set(QUESTION_TYPES) and {"colour", "count", "exists"} <= {q["type"] for q in qa}
 

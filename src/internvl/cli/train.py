@@ -123,14 +123,19 @@ def _run_recipe(cfg, task: str, print_config: bool, dry_run: bool, resume: bool,
 def _run_job(job, dist, resume: bool) -> dict:
     """Run a recipe with the torch launcher variables it needs, then leave the process as it was: the
     process group destroyed and the launcher variables restored (accelerate also sets LOCAL_WORLD_SIZE),
-    for in-process callers such as tests."""
+    for in-process callers such as tests.
+
+    A single process on the ddp backend gets no launcher variables: with them, Trainer would set up a
+    one-process group and wrap the model in DistributedDataParallel, whose bucket copies cost every step
+    and buy nothing (the demo's SFT: 13.0 vs 14.6 steps a second). DeepSpeed always needs them."""
     import os
 
     import torch.distributed as tdist
 
     names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     saved = {name: os.environ.get(name) for name in names}
-    dist.export_torch_env()
+    if dist.distributed or job.recipe.engine.backend == "deepspeed":
+        dist.export_torch_env()
     try:
         return job.run(resume=resume)
     finally:

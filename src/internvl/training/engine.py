@@ -64,6 +64,7 @@ class EngineSettings:
     tensorboard: bool = True
     seed: int = 42
     num_workers: int = 0
+    cpu_threads: int = 0  # torch intra-op threads on a CPU run, set for the training only (0: leave torch's)
     extra_callbacks: list = field(default_factory=list)
 
     @classmethod
@@ -93,6 +94,7 @@ class EngineSettings:
             tensorboard=r.log.tensorboard,
             seed=r.seed,
             num_workers=r.data.num_workers,
+            cpu_threads=r.engine.cpu_threads,
         )
 
 
@@ -347,8 +349,15 @@ class Engine:
         ckpt = self.last_checkpoint() if resume else None
         if resume and ckpt is None and self.dist.is_main:
             print(f"--resume: no checkpoint-* in {self.settings.output_dir}; starting from step 0", flush=True)
-        result = self.trainer.train(resume_from_checkpoint=ckpt)
+        threads = torch.get_num_threads()
+        if self.settings.cpu_threads and not torch.cuda.is_available():
+            torch.set_num_threads(self.settings.cpu_threads)
+        try:
+            result = self.trainer.train(resume_from_checkpoint=ckpt)
+        finally:
+            torch.set_num_threads(threads)
         info = self.engine_info()
+        info["cpu_threads"] = self.settings.cpu_threads or threads
         info["resumed_from"] = ckpt
         info["global_step"] = self.trainer.state.global_step
         info["train_loss"] = result.training_loss

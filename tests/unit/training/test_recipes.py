@@ -58,6 +58,8 @@ def test_overrides_and_errors():
         load_recipe("flickr30k_head", ["optim.lr=fast"])
     with pytest.raises(ConfigError, match="layer-wise lr decay applies to method 'full' only"):
         load_recipe("flickr30k_head", ["optim.vit_layer_decay=0.9"])
+    with pytest.raises(ConfigError, match=r"engine.cpu_threads=-2; expected 0"):
+        load_recipe("flickr30k_head", ["engine.cpu_threads=-2", "data.registry=[a.yaml]"])
     with pytest.raises(ConfigError, match="model.path is empty"):
         load_recipe("tiny_synthetic")
     with pytest.raises(ConfigError, match="not a shipped recipe"):

@@ -70,6 +70,7 @@ def test_overrides_and_errors(tmp_path):
         (["schedule.per_device_batch_size=3"], "not a multiple"),
         (["method.llm_lora_rank=-2"], "llm_lora_rank=-2"),
         (["data.meta_path="], "data.meta_path is empty"),
+        (["engine.cpu_threads=-1"], r"engine.cpu_threads=-1; expected 0 \(torch's default\) or more"),
     ]
     for overrides, message in bad:
         with pytest.raises(ConfigError, match=message):

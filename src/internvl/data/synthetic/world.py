@@ -47,7 +47,7 @@ from internvl.data.synthetic.scenes import (
 SPLITS = ("train", "val", "test")
 _ID_BASE = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000}
 CAPTIONS_PER_IMAGE = 3
-QUESTION_FIRST_SHARE = 0.5  # of the SFT records with <image> after the question (see _write_sft)
+QUESTION_FIRST_SHARE = 1.0  # of the SFT records (and QA prompts) with <image> after the question (see _write_sft)
 MME_TASKS = ("existence", "count", "color", "position")
 MC_ANSWERS = {
     "colour": tuple(COLOURS),
@@ -262,9 +262,11 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
     turns can copy earlier answers from the text ("Where is the red circle?" then "What colour is the
     circle?"), a shortcut around the image, and a 35-token record costs a third of a 110-token one
     (README, calibration). ``<image>`` goes after the question in a `QUESTION_FIRST_SHARE` of the records
-    (the SFT format allows it anywhere): then each visual token can attend to the question and mark
-    itself as the one asked about, which a from-scratch LLM learns faster than matching the question
-    against the image from the answer position; the rest keep the model card's image-first layout.
+    (the SFT format allows it anywhere; all of them by default): then each visual token can attend to the
+    question and mark itself as the one asked about, which a from-scratch LLM learns much faster than
+    matching the question against the image from the answer position (held-out accuracy in that layout
+    0.56 vs 0.43 for a half-and-half mix at 180 s; README, calibration). The QA rows carry that user turn
+    as ``prompt``, which the demo asks; the model card's image-first layout is scored beside it.
     """
     (root / "sft").mkdir(exist_ok=True)
     (root / "qa").mkdir(exist_ok=True)
@@ -288,6 +290,7 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
                     "image": item.file_name,
                     "type": q.type,
                     "question": q.question,
+                    "prompt": human,  # the user turn as trained, <image> placed: what the demo asks
                     "answer": q.answer,
                 }
                 g.write(json.dumps(qa_row) + "\n")
