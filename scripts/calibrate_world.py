@@ -240,7 +240,8 @@ def chat(a) -> None:
     # conversation per image (worlds written before): samples draw an image, then up to --turns of its turns.
     by_image: dict[str, list[tuple[str, str]]] = {}
     train_world = Path(a.train_world) if a.train_world else world
-    for r in read_jsonl(train_world / "sft/world_sft_train.jsonl"):
+    records = [r for f in sorted((train_world / "sft").glob("world_sft_train*.jsonl")) for r in read_jsonl(f)]
+    for r in sorted(records, key=lambda r: r["id"]):  # one file per question type (the world now) or one file
         c = r["conversations"]
         by_image.setdefault(r["image"], []).extend(
             (_without_image(c[i]["value"]), c[i + 1]["value"]) for i in range(0, len(c), 2)
@@ -309,6 +310,9 @@ def chat(a) -> None:
         return acc
 
     rng = random.Random(a.seed)
+    type_weights = (
+        {k: float(v) for k, v in (kv.split("=") for kv in a.type_weights.split(","))} if a.type_weights else {}
+    )
     t0, step, next_eval, train_time = time.time(), 0, a.eval_every, 0.0
     while True:
         ts = time.process_time()
@@ -322,6 +326,8 @@ def chat(a) -> None:
         for i in idx:
             turns = list(samples[i])
             rng.shuffle(turns)
+            if type_weights:  # one question, drawn by type weight instead of uniformly
+                turns = rng.choices(turns, weights=[type_weights.get(_qtype(q), 1.0) for q, _ in turns], k=1)
             turns = turns[: a.turns]
             if a.caption_turn:
                 turns.insert(rng.randrange(len(turns) + 1), ("Describe the image.", captions[i][0]))
@@ -372,6 +378,19 @@ def chat(a) -> None:
                     **acc,
                 },
             )
+
+
+def _qtype(question: str) -> str:
+    """The world's question type from its wording (scenes.Scene.questions)."""
+    for prefix, kind in (
+        ("What colour", "colour"),
+        ("What shape", "shape"),
+        ("How many", "count"),
+        ("Is there", "exists"),
+    ):
+        if question.startswith(prefix):
+            return kind
+    return "relation" if "relative to" in question else "position"
 
 
 def _without_image(text: str) -> str:
@@ -542,6 +561,7 @@ def main() -> None:
     p.add_argument("--shape-captions", type=float, default=0.0, help="contrastive: share of colour-free captions")
     p.add_argument("--image-size", type=int, default=0, help="chat: force_image_size (0: the preset's 48)")
     p.add_argument("--downsample", type=float, default=0.5, help="chat: downsample_ratio with --image-size")
+    p.add_argument("--type-weights", default="", help="chat: e.g. shape=2,colour=2,count=0.5 (1 question per sample)")
     p.add_argument("--beta2", type=float, default=0.98)
     p.add_argument("--test-questions", type=int, default=1200)
     a = p.parse_args()

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from internvl.data.synthetic.scenes import BACKGROUND, CELL, COLOURS, NUMBERS, P
 from internvl.data.synthetic.world import (
     MME_TASKS,
     QUESTION_FIRST_SHARE,
+    SFT_TYPE_REPEAT,
     build_world,
     mme_question_rows,
     world_corpus,
@@ -141,21 +143,30 @@ def test_caption_files_parse_through_the_readers(world_dir):
 def test_sft_meta_and_jsonl(world_dir):
     for split in ("train", "test"):
         meta = json.loads((world_dir / f"sft/world_sft_{split}.json").read_text())
-        (entry,) = meta.values()
-        lines = Path(entry["annotation"]).read_text().splitlines()
-        assert entry["annotation"].endswith(".jsonl") and entry["repeat_time"] == 1 and entry["length"] == len(lines)
-        qa_lines = (world_dir / f"qa/world_{split}.jsonl").read_text().splitlines()
-        assert len(lines) == len(qa_lines) and len({json.loads(x)["image"] for x in lines}) == SIZES[split]
-        first = 0
-        for line, qa_line in zip(lines, qa_lines, strict=True):  # one single-turn record per question
-            rec, qa = json.loads(line), json.loads(qa_line)
-            assert Path(entry["root"], rec["image"]).is_file() and rec["image"] == qa["image"]
+        assert list(meta) == [f"world_{split}_{t}" for t in QUESTION_TYPES]  # one source per question type
+        qa = [json.loads(x) for x in (world_dir / f"qa/world_{split}.jsonl").read_text().splitlines()]
+        records = {}
+        for name, entry in meta.items():
+            kind = name.rsplit("_", 1)[1]
+            lines = Path(entry["annotation"]).read_text().splitlines()
+            assert entry["annotation"].endswith(f"_{kind}.jsonl") and entry["length"] == len(lines)
+            assert entry["repeat_time"] == (SFT_TYPE_REPEAT[kind] if split == "train" else 1)
+            for line in lines:
+                rec = json.loads(line)
+                records[rec["id"]] = (kind, rec)
+                assert Path(entry["root"], rec["image"]).is_file()
+        assert len(records) == len(qa) and len({r["image"] for _, r in records.values()}) == SIZES[split]
+        first, seen = 0, Counter()
+        for row in qa:  # one single-turn record per question (id <image id>_<k>), in the source of its type
+            kind, rec = records[f"{row['image_id']}_{seen[row['image_id']]}"]
+            seen[row["image_id"]] += 1
+            assert kind == row["type"] and rec["image"] == row["image"]
             assert [t["from"] for t in rec["conversations"]] == ["human", "gpt"]
             human, answer = (t["value"] for t in rec["conversations"])
-            assert human in (f"<image>\n{qa['question']}", f"{qa['question']}\n<image>") and answer == qa["answer"]
-            assert qa["prompt"] == human  # the demo asks the layout SFT trained
+            assert human in (f"<image>\n{row['question']}", f"{row['question']}\n<image>") and answer == row["answer"]
+            assert row["prompt"] == human  # the demo asks the layout SFT trained
             first += human.endswith("<image>")
-        assert abs(first / len(lines) - QUESTION_FIRST_SHARE) < 0.05
+        assert abs(first / len(qa) - QUESTION_FIRST_SHARE) < 0.05
     qa = [json.loads(x) for x in (world_dir / "qa/world_test.jsonl").read_text().splitlines()]
     assert {q["type"] for q in qa} <= set(QUESTION_TYPES) and {"colour", "count", "exists"} <= {q["type"] for q in qa}
 

@@ -221,7 +221,7 @@ def run_demo(
         + ", ".join(results["plots"])
         + "\nnext:\n"
         f"  internvl embed {final_c} --text 'a big red circle at the top left' --output text.npy\n"
-        f"  internvl chat {final_chat} --image {_first_test_image(world)} 'How many objects are there?'\n"
+        f"  internvl chat {final_chat} --image {_first_test_image(world)} $'How many objects are there?\\n<image>'\n"
         f"  internvl serve {final_chat} --port 8000\n"
         f"  internvl eval retrieval --model {final_c} --dataset world_coco_format_test "
         f"--registry {world / 'registry.yaml'} --output coco_world.json"

@@ -7,7 +7,8 @@ repeats within or across splits), saves each image once as ``images/<id>.jpg`` a
     coco/world_karpathy_{split}.json        LAVIS/BLIP list (read_coco_captions)
     coco/world_karpathy_{split}_gt.json     COCO caption dict (read_caption_references)
     registry.yaml                           dataset registry: world_{flickr,coco}_format_{split}
-    sft/world_sft_{split}.json + .jsonl     InternVL SFT meta JSON + JSONL, one record per question (chat spec 7.1-7.2)
+    sft/world_sft_{split}.json              InternVL SFT meta JSON (chat spec 7.1): one source per question type
+    sft/world_sft_{split}_{type}.jsonl      its JSONL, one single-turn record per question (chat spec 7.2)
     qa/world_{split}.jsonl                  one question per line with its type, for per-type accuracy
     bench/mme/Your_Results/<task>.txt       MME (img TAB question TAB gt; images in bench/mme/images/<task>/,
                                             a layout the MME reader accepts)
@@ -26,6 +27,7 @@ import base64
 import csv
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from internvl.data.synthetic.scenes import (
     NUMBERS,
     POSITIONS,
     QA,
+    QUESTION_TYPES,
     SHAPES,
     Scene,
     scene_stream,
@@ -47,6 +50,10 @@ from internvl.data.synthetic.scenes import (
 SPLITS = ("train", "val", "test")
 _ID_BASE = {"train": 1_000_000, "val": 2_000_000, "test": 3_000_000}
 CAPTIONS_PER_IMAGE = 3
+# repeat_time of each question type's source in the training mixture (val/test: 1). The types that need an
+# object's shape are drawn most: with a uniform mixture a from-scratch LLM never learned them in a CPU budget
+# (README, calibration, third round: mixes w1-w4).
+SFT_TYPE_REPEAT = {"colour": 4.0, "shape": 2.0, "exists": 3.0, "count": 0.5, "position": 1.0, "relation": 1.0}
 QUESTION_FIRST_SHARE = 1.0  # of the SFT records (and QA prompts) with <image> after the question (see _write_sft)
 MME_TASKS = ("existence", "count", "color", "position")
 MC_ANSWERS = {
@@ -256,7 +263,7 @@ def _write_registry(root: Path) -> str:
 
 
 def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Generator) -> list[str]:
-    """SFT JSONL (one single-turn record per question) + meta JSON + the per-type QA list.
+    """SFT JSONL per question type (one single-turn record per question) + their meta JSON + the QA list.
 
     One question per record, not all of an image's questions as one conversation: in a conversation later
     turns can copy earlier answers from the text ("Where is the red circle?" then "What colour is the
@@ -267,12 +274,18 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
     matching the question against the image from the answer position (held-out accuracy in that layout
     0.56 vs 0.43 for a half-and-half mix at 180 s; README, calibration). The QA rows carry that user turn
     as ``prompt``, which the demo asks; the model card's image-first layout is scored beside it.
+
+    One meta source per type is how the mixture is weighted: the training meta gives each source its
+    `SFT_TYPE_REPEAT` as ``repeat_time``, as the reference's meta files weight their datasets.
     """
     (root / "sft").mkdir(exist_ok=True)
     (root / "qa").mkdir(exist_ok=True)
-    jsonl = root / "sft" / f"world_sft_{split}.jsonl"
     qa_path = root / "qa" / f"world_{split}.jsonl"
-    with open(jsonl, "w", encoding="utf-8") as f, open(qa_path, "w", encoding="utf-8") as g:
+    paths = {t: root / "sft" / f"world_sft_{split}_{t}.jsonl" for t in QUESTION_TYPES}
+    counts = dict.fromkeys(QUESTION_TYPES, 0)
+    with ExitStack() as stack:
+        files = {t: stack.enter_context(open(path, "w", encoding="utf-8")) for t, path in paths.items()}
+        g = stack.enter_context(open(qa_path, "w", encoding="utf-8"))
         for item in items:
             for k, q in enumerate(item.questions):
                 first = rng.random() < QUESTION_FIRST_SHARE
@@ -284,7 +297,8 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
                     "height": IMAGE_SIZE,
                     "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": q.answer}],
                 }
-                f.write(json.dumps(record) + "\n")
+                files[q.type].write(json.dumps(record) + "\n")
+                counts[q.type] += 1
                 qa_row = {
                     "image_id": item.image_id,
                     "image": item.file_name,
@@ -298,18 +312,19 @@ def _write_sft(root: Path, split: str, items: list[WorldItem], rng: np.random.Ge
     meta.write_text(
         json.dumps(
             {
-                f"world_{split}": {
+                f"world_{split}_{t}": {
                     "root": str((root / "images").resolve()) + os.sep,
-                    "annotation": str(jsonl.resolve()),
+                    "annotation": str(paths[t].resolve()),
                     "data_augment": False,
-                    "repeat_time": 1,
-                    "length": sum(len(item.questions) for item in items),
+                    "repeat_time": SFT_TYPE_REPEAT[t] if split == "train" else 1,
+                    "length": counts[t],
                 }
+                for t in QUESTION_TYPES
             },
             indent=2,
         )
     )
-    return [str(p.relative_to(root)) for p in (jsonl, meta, qa_path)]
+    return [str(p.relative_to(root)) for p in (*paths.values(), meta, qa_path)]
 
 
 def _mme_questions(item: WorldItem, task: str, rng: np.random.Generator) -> list[tuple[str, str]]:
