@@ -290,12 +290,11 @@ def _norm(s: str) -> str:
     return s.strip().strip(".").strip().lower()
 
 
-def _chat_answers(
-    final_chat: Path, world: Path, rows: list[dict], batch: int = 100, *, image_first: bool = False
-) -> list[str]:
-    """Greedy answers of the trained chat model (`load_pretrained` + `batch_chat`, as `internvl chat`) to
-    each row's ``prompt`` (the user turn as the world's SFT file writes it, ``<image>`` placed), or with
-    ``image_first`` to the bare question, which `batch_chat` prefixes with the image (the model card's layout)."""
+def _chat_answers(final_chat: Path, world: Path, rows: list[dict], batch: int = 100) -> tuple[list[str], list[str]]:
+    """Greedy answers of the trained chat model (`load_pretrained` + `batch_chat`, as `internvl chat`), one
+    model load and one image decode for two prompt layouts: each row's ``prompt`` (the user turn as the
+    world's SFT file writes it, ``<image>`` placed), and the bare question, which `batch_chat` prefixes with
+    the image (the model card's layout)."""
     from PIL import Image
 
     from internvl.inference import chat as api
@@ -303,23 +302,25 @@ def _chat_answers(
 
     loaded = load_pretrained(final_chat)
     model, tok = loaded.model, loaded.tokenizer
-    answers: list[str] = []
+    as_trained: list[str] = []
+    image_first: list[str] = []
     gen = {"max_new_tokens": 6, "do_sample": False}
     for i in range(0, len(rows), batch):
         chunk = rows[i : i + batch]
         images = [Image.open(world / "images" / r["image"]).convert("RGB") for r in chunk]
         pixels, patches = api.load_images(model, images)
-        prompts = [r["question"] if image_first else r.get("prompt", r["question"]) for r in chunk]
-        answers += model.batch_chat(tok, pixels, prompts, gen, num_patches_list=patches)
-    return answers
+        prompts = [r.get("prompt", r["question"]) for r in chunk]
+        as_trained += model.batch_chat(tok, pixels, prompts, gen, num_patches_list=patches)
+        questions = [r["question"] for r in chunk]
+        image_first += model.batch_chat(tok, pixels, questions, gen, num_patches_list=patches)
+    return as_trained, image_first
 
 
 def _chat_accuracy(final_chat: Path, world: Path, limit: int) -> dict:
     """Exact-match accuracy per question type on held-out images, beside the majority answer's share; the
     world's prompt layout (what SFT trained) is the headline, the model card's image-first one is shown too."""
     rows = _test_questions(world, limit)
-    answers = _chat_answers(final_chat, world, rows)
-    image_first = _chat_answers(final_chat, world, rows, image_first=True)
+    answers, image_first = _chat_answers(final_chat, world, rows)
     per: dict[str, dict] = {}
     for r, a, a_first in zip(rows, answers, image_first, strict=True):
         d = per.setdefault(r["type"], {"n": 0, "correct": 0, "correct_image_first": 0, "answers": Counter()})

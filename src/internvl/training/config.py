@@ -105,6 +105,11 @@ class EngineSection:
     # thousand parameters steps faster on one thread than on two (the demo's SFT: README, calibration).
     cpu_threads: int = 0
 
+    def check_cpu_threads(self) -> None:
+        """The one engine check both recipes share (their other engine checks word their errors apart)."""
+        if self.cpu_threads < 0:
+            raise ConfigError(f"engine.cpu_threads={self.cpu_threads}; expected 0 (torch's default) or more")
+
 
 @dataclass
 class LogSection:
@@ -156,8 +161,7 @@ class RetrievalRecipe:
             raise ConfigError(f"engine.backend={self.engine.backend!r}; expected deepspeed or ddp")
         if self.engine.zero_stage not in ZERO_STAGES:
             raise ConfigError(f"engine.zero_stage={self.engine.zero_stage}; expected one of {ZERO_STAGES}")
-        if self.engine.cpu_threads < 0:
-            raise ConfigError(f"engine.cpu_threads={self.engine.cpu_threads}; expected 0 (torch's default) or more")
+        self.engine.check_cpu_threads()
         if self.data.padding not in PADDINGS:
             raise ConfigError(f"data.padding={self.data.padding!r}; expected one of {PADDINGS}")
         if self.method.objective not in OBJECTIVES:

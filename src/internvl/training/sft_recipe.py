@@ -181,8 +181,7 @@ class SFTRecipe:
             raise ConfigError(f"engine.zero_stage={e.zero_stage}; expected 0-3")
         if e.precision not in ("bf16", "fp32"):
             raise ConfigError(f"engine.precision={e.precision!r}; expected bf16 or fp32")
-        if e.cpu_threads < 0:
-            raise ConfigError(f"engine.cpu_threads={e.cpu_threads}; expected 0 (torch's default) or more")
+        e.check_cpu_threads()
         self.method.trainable()  # validates the LoRA/freezing options
         return self
 

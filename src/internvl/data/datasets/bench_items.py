@@ -119,4 +119,10 @@ def parquet_rows(
             yield f"{path}[{n}]", row
 
 
-__all__ = ["BenchItem", "missing_image", "parquet_rows", "reference_path", "require_file"]
+def parquet_image_bytes(value) -> bytes | None:
+    """The encoded image of an HF ``Image`` column (a ``{"bytes", "path"}`` struct in parquet), or the value
+    itself when a snapshot stored raw bytes (or nothing)."""
+    return value.get("bytes") if isinstance(value, dict) else value
+
+
+__all__ = ["BenchItem", "missing_image", "parquet_image_bytes", "parquet_rows", "reference_path", "require_file"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from internvl.data.datasets.bench_items import BenchItem, parquet_rows
+from internvl.data.datasets.bench_items import BenchItem, parquet_image_bytes, parquet_rows
 
 COLUMNS = ("pid", "query", "decoded_image", "choices", "precision", "answer", "question_type", "answer_type")
 
@@ -25,13 +25,12 @@ def read_mathvista(folder: str | Path, split: str = "testmini") -> list[BenchIte
         pattern=f"{split}-*.parquet",
         snapshot="AI4Math/MathVista: data/testmini-00000-of-00001-*.parquet",
     ):
-        image = row["decoded_image"]
         item = BenchItem(
             id=str(row["pid"]),
             question=str(row["query"] or ""),
             answer=row["answer"],
             source=source,
-            image_bytes=(image or {}).get("bytes") if isinstance(image, dict) else image,
+            image_bytes=parquet_image_bytes(row["decoded_image"]),
             meta={
                 "question_type": row["question_type"],
                 "answer_type": row["answer_type"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from internvl.data.datasets.bench_items import BenchItem, parquet_rows
+from internvl.data.datasets.bench_items import BenchItem, parquet_image_bytes, parquet_rows
 
 LETTERS = "ABCDEFGHIJKLM"
 
@@ -26,12 +26,11 @@ def read_mmmu(folder: str | Path, split: str = "validation") -> list[BenchItem]:
         pattern=f"<Subject>/{split}-*.parquet",
         snapshot="MMMU/MMMU",
     ):
-        image = row["image_1"]
         item = BenchItem(
             id=str(row["id"]),
             question=str(row["question"] or "").strip(),
             source=source,
-            image_bytes=image.get("bytes") if isinstance(image, dict) else image,
+            image_bytes=parquet_image_bytes(row["image_1"]),
             meta={"question_type": row["question_type"], "subject": "_".join(str(row["id"]).split("_")[1:-1])},
         )
         try:
