@@ -246,6 +246,7 @@ def chat(a) -> None:
         by_image.setdefault(r["image"], []).extend(
             (_without_image(c[i]["value"]), c[i + 1]["value"]) for i in range(0, len(c), 2)
         )
+    kind_of = {r["question"]: r["type"] for r in read_jsonl(train_world / "qa/world_train.jsonl")}  # --type-weights
     names = list(by_image)[: a.train_images]
     samples = [by_image[n] for n in names]
     recs = {
@@ -327,7 +328,7 @@ def chat(a) -> None:
             turns = list(samples[i])
             rng.shuffle(turns)
             if type_weights:  # one question, drawn by type weight instead of uniformly
-                turns = rng.choices(turns, weights=[type_weights.get(_qtype(q), 1.0) for q, _ in turns], k=1)
+                turns = rng.choices(turns, weights=[type_weights.get(kind_of[q], 1.0) for q, _ in turns], k=1)
             turns = turns[: a.turns]
             if a.caption_turn:
                 turns.insert(rng.randrange(len(turns) + 1), ("Describe the image.", captions[i][0]))
@@ -378,19 +379,6 @@ def chat(a) -> None:
                     **acc,
                 },
             )
-
-
-def _qtype(question: str) -> str:
-    """The world's question type from its wording (scenes.Scene.questions)."""
-    for prefix, kind in (
-        ("What colour", "colour"),
-        ("What shape", "shape"),
-        ("How many", "count"),
-        ("Is there", "exists"),
-    ):
-        if question.startswith(prefix):
-            return kind
-    return "relation" if "relative to" in question else "position"
 
 
 def _without_image(text: str) -> str:
