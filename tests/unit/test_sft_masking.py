@@ -170,3 +170,26 @@ def test_literal_image_token_strings_in_text_are_rejected(encoder):
     with pytest.raises(SFTSampleError, match="1 <IMG_CONTEXT> and 0 </img> ids for 0 visual tokens") as err:
         preprocess_conversation(conv, "Hermes-2", encoder)
     assert err.value.kind == "tokenizer"
+
+
+def test_hf_encoder_remembers_texts_and_pickles_into_workers(tok_dir):
+    import pickle
+
+    from transformers import AutoTokenizer
+
+    from internvl.data.tokenization import TextIdCache
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    hf = HFEncoder(tokenizer)
+    text = "<|im_start|>user\nWhat colour is the circle?<|im_end|>"
+    first = hf.encode(text)
+    assert first == hf.encode(text) == HFEncoder(tokenizer).encode(text)
+    assert pickle.loads(pickle.dumps(hf)).encode(text) == first
+    cache, calls = TextIdCache(size=2), []
+
+    def encode(t):
+        calls.append(t)
+        return [len(t)]
+
+    assert [cache.get(t, encode) for t in ("a", "a", "bb", "a", "ccc", "a")] == [(1,), (1,), (2,), (1,), (3,), (1,)]
+    assert calls == ["a", "bb", "ccc", "a"]  # full at two texts: emptied, then filled again

@@ -26,3 +26,11 @@ def test_world_cg_and_chat_build_and_run():
     assert chat.num_image_token == 9 and chat.config.system_message == "Answer the questions."
     assert chat.extract_feature(pixels).shape == (2, 9, 64)
     assert sum(p.numel() for p in chat.parameters()) < 2_000_000
+
+
+def test_world_llm_init_scale_follows_its_width():
+    # transformers' default 0.02 is tuned for widths near 1,000; the world LLM (64) starts at 1/sqrt(64)
+    llm = build_internvl_chat(world_chat_config(500)).language_model
+    assert llm.config.initializer_range == 64**-0.5
+    std = llm.model.layers[0].self_attn.q_proj.weight.std().item()
+    assert abs(std - 0.125) < 0.01

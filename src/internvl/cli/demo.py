@@ -24,7 +24,7 @@ from pathlib import Path
 
 import typer
 
-STAGE1_SHARE, STAGE2_SHARE = 0.32, 0.50  # of --budget; the rest: world, evaluation, plots, loading
+STAGE1_SHARE, STAGE2_SHARE = 0.32, 0.55  # of --budget; the rest: world, evaluation, plots, loading
 
 
 def register(app: typer.Typer) -> None:

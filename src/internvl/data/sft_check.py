@@ -97,6 +97,13 @@ def check_sft_data(
     summaries = [DatasetSummary(s.name, str(s.annotation)) for s in dataset.sources]
     problems: list[Problem] = []
     warnings: list[Problem] = []
+    sizes_seen: dict[str, tuple[int, int]] = {}  # an image several records share is decoded once
+
+    def _image_size(path: str) -> tuple[int, int]:
+        if path not in sizes_seen:
+            sizes_seen[path] = _check_image(path, decode_images)
+        return sizes_seen[path]
+
     first_sample: dict[tuple[int, int], int] = {}
     for i, key in enumerate(dataset.index):
         summaries[key[0]].samples += 1
@@ -112,7 +119,7 @@ def check_sft_data(
             if record.images:
                 summary.images += len(record.images)
                 budget = dataset.tile_budget(record, settings)
-                sizes = [_check_image(source.image_path(p), decode_images) for p in record.images]
+                sizes = [_image_size(source.image_path(p)) for p in record.images]
                 num_tokens = [cfg.num_image_token * count_tiles(w, h, settings, budget) for w, h in sizes]
                 conversations = dataset.conversation_for(record)
             elif record.video:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from internvl.core.errors import DataFormatError
-from internvl.data.tokenization import _slow_split_tokens
+from internvl.data.tokenization import TextIdCache, _slow_split_tokens
 
 SPIECE_UNDERLINE = "\u2581"
 
@@ -290,15 +290,22 @@ class HFEncoder:
         self.eos_token_id = getattr(tokenizer, "eos_token_id", None)
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_token_id = int(pad if pad is not None else (self.eos_token_id or 0))
+        self._token_ids: dict[str, int] = {}  # token_id is asked per sample (image tokens)
+        self._cache = TextIdCache()
 
     def encode(self, text: str) -> list[int]:
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
-        return ([self.bos_token_id] if self.bos_token_id is not None else []) + ids
+        # SFT encodes each record and its prefixes; prompts repeat (system message, templated questions)
+        ids = self._cache.get(text, lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
+        return ([self.bos_token_id] if self.bos_token_id is not None else []) + list(ids)
 
     def token_id(self, token: str) -> int:
+        cached = self._token_ids.get(token)
+        if cached is not None:
+            return cached
         ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
         if len(ids) != 1:
             raise DataFormatError(f"token {token!r} is not a single token of the tokenizer (got ids {ids})")
+        self._token_ids[token] = int(ids[0])
         return int(ids[0])
 
 

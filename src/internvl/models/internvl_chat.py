@@ -680,6 +680,9 @@ def world_chat_config(
         llm_kv_heads=4,  # full heads: one key/value head per attention head
         llm_intermediate_size=4 * llm_width,
     )
+    # transformers' 0.02 init suits widths near 1,000-2,500; at width 64 it leaves attention near uniform and
+    # a from-scratch LLM slow to route a question word to a visual token (README, calibration, fourth round).
+    config.llm_config.initializer_range = llm_width**-0.5
     config.vision_config = PRESETS["intern_vit_world"].to_dict()
     config.force_image_size = PRESETS["intern_vit_world"].image_size
     config.downsample_ratio = 1.0
