@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         output: Path = typer.Option(Path("demo_output"), "--output", "-o", help="Directory for the demo's files."),
         budget: float = typer.Option(
-            360.0, "--budget", min=20.0, help="Seconds for the whole run (about 32 % stage 1, 50 % stage 2)."
+            360.0, "--budget", min=20.0, help="Seconds for the whole run (about 32 % stage 1, 55 % stage 2)."
         ),
         seed: int = typer.Option(0, help="Seed of the world and of both training runs."),
         train_images: int = typer.Option(5000, "--train-images", min=64, help="Training scenes in the world."),
