@@ -290,23 +290,20 @@ class HFEncoder:
         self.eos_token_id = getattr(tokenizer, "eos_token_id", None)
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_token_id = int(pad if pad is not None else (self.eos_token_id or 0))
-        self._token_ids: dict[str, int] = {}  # token_id is asked per sample (image tokens)
         self._cache = TextIdCache()
 
+    def _ids(self, text: str) -> tuple[int, ...]:
+        # SFT encodes each record and its prefixes, and asks the image token ids per sample; prompts repeat
+        return self._cache.get(text, lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
+
     def encode(self, text: str) -> list[int]:
-        # SFT encodes each record and its prefixes; prompts repeat (system message, templated questions)
-        ids = self._cache.get(text, lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
-        return ([self.bos_token_id] if self.bos_token_id is not None else []) + list(ids)
+        return ([self.bos_token_id] if self.bos_token_id is not None else []) + list(self._ids(text))
 
     def token_id(self, token: str) -> int:
-        cached = self._token_ids.get(token)
-        if cached is not None:
-            return cached
-        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        ids = list(self._ids(token))
         if len(ids) != 1:
             raise DataFormatError(f"token {token!r} is not a single token of the tokenizer (got ids {ids})")
-        self._token_ids[token] = int(ids[0])
-        return int(ids[0])
+        return ids[0]
 
 
 def load_text_encoder(path: str | os.PathLike, **overrides: object) -> TextEncoder:
